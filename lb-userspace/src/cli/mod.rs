@@ -1,0 +1,85 @@
+//! The `lb` command line.
+
+mod demo;
+mod maps;
+mod run;
+mod table;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+pub use run::start_kernel_signals;
+
+#[derive(Debug, Parser)]
+#[command(name = "lb", version, about = "eBPF/XDP-assisted HTTP load balancer")]
+pub struct Cli {
+    /// Log filter, in RUST_LOG syntax (RUST_LOG wins if set).
+    #[arg(long, global = true, default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run lb with a config file.
+    Run(run::RunArgs),
+    /// Print the kernel's per-origin counters from the pinned maps of a running lb.
+    Maps(maps::MapsArgs),
+    /// Run the built-in demo: local origins, live kernel signals.
+    Demo(demo::DemoArgs),
+    /// Validate a config file and exit.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Entry point of the `lb` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Maps(args) => maps::maps(args),
+        Command::Demo(args) => demo::demo(args),
+        Command::Check { config } => match crate::config::Config::load(&config) {
+            Ok(c) => {
+                println!("{}: ok ({} origins)", config.display(), c.origins.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(2))
+            }
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// aya warns at every load that the kernel rejected the object's BTF: bpf-linker 0.10
+/// leaves aya-log's `MaybeUninit<u8>` union name unsanitized. aya then loads the program
+/// without object BTF, which nothing in lb needs, so that one target is kept to errors
+/// unless the user's filter says otherwise.
+const QUIET_KNOWN_BTF_WARNING: &str = "aya::bpf=error";
+
+fn init_tracing(default_filter: &str) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(format!("{default_filter},{QUIET_KNOWN_BTF_WARNING}"))
+        })
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

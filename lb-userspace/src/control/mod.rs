@@ -1,0 +1,75 @@
+//! The control plane: one thread running a tokio current-thread runtime.
+//!
+//! It owns everything that is not on the request path: OS signal handling, forwarding the
+//! XDP program's aya-log records to tracing, and (as lb grows) health checks, the admin
+//! API and config reload. It never imports monoio; it reaches the data plane only through
+//! shared snapshots, atomics and channels.
+
+mod os_signals;
+
+use std::{sync::mpsc, thread::JoinHandle};
+
+use crate::kernel::{ProgramLogReader, forward_program_logs};
+
+/// What the control plane tells the thread that owns the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlEvent {
+    /// SIGINT or SIGTERM arrived: stop accepting, drain, exit.
+    Shutdown { signal: &'static str },
+}
+
+/// Handle to the running control plane thread.
+pub struct ControlPlane {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    /// Starts the control plane thread. `events` receives [`ControlEvent`]s.
+    pub fn spawn(
+        program_logs: Option<ProgramLogReader>,
+        events: mpsc::Sender<ControlEvent>,
+    ) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("lb-control".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    if let Some(reader) = program_logs {
+                        tokio::spawn(forward_program_logs(reader));
+                    }
+                    tokio::spawn(os_signals::watch(events));
+                    // Runs until the owner asks to stop (or drops the handle).
+                    let _ = stop_rx.await;
+                });
+            })?;
+        Ok(Self {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the runtime and joins the thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}

@@ -1,0 +1,13 @@
+//! lb: an eBPF/XDP-assisted HTTP load balancer.
+//!
+//! The tree follows the architecture (see the README):
+//! - [`config`]: what users write, validated into what lb runs.
+//! - [`kernel`]: the XDP program, its maps and the zero-syscall signal view. All `unsafe`.
+//! - [`control`]: the tokio control plane thread.
+//! - [`cli`]: the `lb` subcommands.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod kernel;
