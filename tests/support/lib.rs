@@ -1,0 +1,50 @@
+//! Shared helpers for lb's integration tests.
+
+pub mod netns;
+pub mod packets;
+pub mod process;
+
+use std::{fs::File, path::PathBuf};
+
+/// Whether a test that needs root may run. Outside CI a non-root run skips with a note;
+/// in CI (`CI` set) it fails, because CI runs as root and a skipped kernel test there
+/// would hide a broken kernel path.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} needs root, and CI runs as root: refusing to skip it");
+    }
+    eprintln!("SKIPPED {test}: needs root (CAP_BPF, CAP_NET_ADMIN)");
+    false
+}
+
+/// Only one XDP program can be attached to `lo` at a time, so every test that attaches
+/// there (directly or through an lb process) holds this lock, across test binaries too.
+pub struct LoopbackXdpLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl LoopbackXdpLock {
+    pub fn acquire() -> Self {
+        let file = File::create(std::env::temp_dir().join("lb-tests-xdp-lo.lock"))
+            .expect("create the lo XDP lock file");
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("flock the lo XDP lock file");
+        Self { _lock: lock }
+    }
+}
+
+/// A unique name fragment for kernel objects (pins, namespaces) of one test.
+pub fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{tag}{}x{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A pin directory under bpffs that no other test uses.
+pub fn unique_pin_dir() -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/{}", unique("lb-test-")))
+}

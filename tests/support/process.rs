@@ -1,0 +1,126 @@
+//! Running the real `lb` binary.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The `lb` binary cargo built next to this test binary (target/<profile>/lb).
+pub fn lb_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let lb = profile_dir.join("lb");
+    assert!(
+        lb.exists(),
+        "{} is missing: build it first (`cargo build -p lb-userspace`; `cargo xtask test` does)",
+        lb.display()
+    );
+    lb
+}
+
+/// Runs `lb` with `args` to completion.
+pub fn lb(args: &[&str]) -> Output {
+    Command::new(lb_binary())
+        .args(args)
+        .output()
+        .expect("spawn lb")
+}
+
+/// A directory for one test's files, removed on drop.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(super::unique("lb-test-"));
+        std::fs::create_dir_all(&path).expect("create test dir");
+        Self { path }
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.path.join(name);
+        std::fs::write(&p, contents).expect("write test file");
+        p
+    }
+}
+
+impl Default for TestDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A running lb whose stderr goes to a file; killed on drop if still running.
+pub struct LbProcess {
+    pub child: Child,
+    pub stderr_path: PathBuf,
+}
+
+impl LbProcess {
+    /// Starts `program args...` (normally [`lb_binary`], or a wrapper such as setpriv).
+    pub fn spawn(program: &Path, args: &[&str], stderr_path: PathBuf) -> Self {
+        let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
+        let child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn lb");
+        Self { child, stderr_path }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self, limit: Duration) -> bool {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for LbProcess {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `limit` with `what`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
