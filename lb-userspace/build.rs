@@ -37,7 +37,11 @@ fn check_prerequisites() -> anyhow::Result<()> {
     if !core_src.exists() {
         anyhow::bail!("building lb's eBPF program needs nightly's rust-src component: {FIX}");
     }
-    if Command::new("bpf-linker").arg("--version").output().is_err() {
+    if Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         anyhow::bail!("building lb's eBPF program needs bpf-linker on PATH: {FIX}");
     }
     Ok(())

@@ -43,7 +43,9 @@ impl Harness {
                 address: addr(a),
             })
             .collect::<Vec<_>>();
-        program.register_origins(&origins).expect("fill ORIGIN_INDEX");
+        program
+            .register_origins(&origins)
+            .expect("fill ORIGIN_INDEX");
         let view = program.signals_view().expect("mmap ORIGIN_SIGNALS");
         Some(Self { program, view })
     }
@@ -69,7 +71,11 @@ fn ipv4_rst_and_syn_ack_count_on_the_origin_slot() {
     };
     let before = monotonic_now_ns();
     h.run(&packets::tcp(addr(V4_ORIGIN), addr(V4_CLIENT), Flags::Rst));
-    h.run(&packets::tcp(addr(V4_ORIGIN), addr(V4_CLIENT), Flags::RstAck));
+    h.run(&packets::tcp(
+        addr(V4_ORIGIN),
+        addr(V4_CLIENT),
+        Flags::RstAck,
+    ));
     let s = h.slot(0);
     assert_eq!((s.rst, s.rst_run, s.syn_ack, s.unreachable), (2, 2, 0, 0));
     let after = monotonic_now_ns();
@@ -80,12 +86,24 @@ fn ipv4_rst_and_syn_ack_count_on_the_origin_slot() {
     );
     assert_eq!(s.syn_ack_last_ns, 0);
 
-    h.run(&packets::tcp(addr(V4_ORIGIN), addr(V4_CLIENT), Flags::SynAck));
+    h.run(&packets::tcp(
+        addr(V4_ORIGIN),
+        addr(V4_CLIENT),
+        Flags::SynAck,
+    ));
     let s = h.slot(0);
-    assert_eq!((s.rst, s.rst_run, s.syn_ack), (2, 0, 1), "a SYN-ACK ends the RST run");
+    assert_eq!(
+        (s.rst, s.rst_run, s.syn_ack),
+        (2, 0, 1),
+        "a SYN-ACK ends the RST run"
+    );
     assert!(s.syn_ack_last_ns >= s.rst_last_ns);
     for other in [1, 2, 3] {
-        assert_eq!(h.slot(other), OriginSignals::default(), "slot {other} untouched");
+        assert_eq!(
+            h.slot(other),
+            OriginSignals::default(),
+            "slot {other} untouched"
+        );
     }
 }
 
@@ -94,7 +112,11 @@ fn ipv6_rst_and_syn_ack_count_on_the_origin_slot() {
     let Some(mut h) = Harness::new("ipv6_rst_and_syn_ack_count_on_the_origin_slot") else {
         return;
     };
-    h.run(&packets::tcp(addr(V6_ORIGIN), addr(V6_CLIENT), Flags::SynAck));
+    h.run(&packets::tcp(
+        addr(V6_ORIGIN),
+        addr(V6_CLIENT),
+        Flags::SynAck,
+    ));
     h.run(&packets::tcp(addr(V6_ORIGIN), addr(V6_CLIENT), Flags::Rst));
     h.run(&packets::tcp(addr(V6_ORIGIN), addr(V6_CLIENT), Flags::Rst));
     let s = h.slot(1);
@@ -108,9 +130,16 @@ fn icmp_unreachable_quoting_the_origin_is_counted() {
     let Some(mut h) = Harness::new("icmp_unreachable_quoting_the_origin_is_counted") else {
         return;
     };
-    h.run(&packets::icmpv4_unreachable([10, 0, 0, 254], addr(V4_CLIENT), addr(V4_ORIGIN)));
+    h.run(&packets::icmpv4_unreachable(
+        [10, 0, 0, 254],
+        addr(V4_CLIENT),
+        addr(V4_ORIGIN),
+    ));
     h.run(&packets::icmpv6_unreachable(
-        "2001:db8::fe".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        "2001:db8::fe"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
         addr(V6_CLIENT),
         addr(V6_ORIGIN),
     ));
@@ -182,11 +211,22 @@ fn truncated_packets_pass_and_change_nothing() {
     let Some(mut h) = Harness::new("truncated_packets_pass_and_change_nothing") else {
         return;
     };
-    let v6_router = "2001:db8::fe".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let v6_router = "2001:db8::fe"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
     // (frame, bytes the program needs: Ethernet + IP header + what it reads after that)
     let cases: Vec<(&str, Vec<u8>, usize)> = vec![
-        ("ipv4 rst", packets::tcp(addr(V4_ORIGIN), addr(V4_CLIENT), Flags::Rst), 14 + 20 + 14),
-        ("ipv6 syn-ack", packets::tcp(addr(V6_ORIGIN), addr(V6_CLIENT), Flags::SynAck), 14 + 40 + 14),
+        (
+            "ipv4 rst",
+            packets::tcp(addr(V4_ORIGIN), addr(V4_CLIENT), Flags::Rst),
+            14 + 20 + 14,
+        ),
+        (
+            "ipv6 syn-ack",
+            packets::tcp(addr(V6_ORIGIN), addr(V6_CLIENT), Flags::SynAck),
+            14 + 40 + 14,
+        ),
         (
             "icmpv4 unreachable",
             packets::icmpv4_unreachable([10, 0, 0, 254], addr(V4_CLIENT), addr(V4_ORIGIN)),
@@ -203,11 +243,19 @@ fn truncated_packets_pass_and_change_nothing() {
         for len in 14..needed {
             let before = h.all_slots();
             h.run(&frame[..len]);
-            assert_eq!(h.all_slots(), before, "{name} cut at {len} bytes changed counters");
+            assert_eq!(
+                h.all_slots(),
+                before,
+                "{name} cut at {len} bytes changed counters"
+            );
         }
         let before = h.all_slots();
         h.run(&frame[..needed]);
-        assert_ne!(h.all_slots(), before, "{name} with exactly {needed} bytes must count");
+        assert_ne!(
+            h.all_slots(),
+            before,
+            "{name} with exactly {needed} bytes must count"
+        );
     }
     assert!(h.program.program_stats().unwrap().truncated > 0);
     // Below an Ethernet header the kernel itself refuses to run the program.
@@ -225,20 +273,38 @@ fn mmap_view_matches_map_lookup() {
     for i in 0..5 {
         h.run(&packets::tcp(addr(V4_ORIGIN), addr(V4_CLIENT), Flags::Rst));
         if i % 2 == 0 {
-            h.run(&packets::tcp(addr(V6_ORIGIN), addr(V6_CLIENT), Flags::SynAck));
+            h.run(&packets::tcp(
+                addr(V6_ORIGIN),
+                addr(V6_CLIENT),
+                Flags::SynAck,
+            ));
         }
     }
-    h.run(&packets::icmpv4_unreachable([10, 0, 0, 254], addr(V4_CLIENT), addr(LOOPBACK_ORIGIN)));
+    h.run(&packets::icmpv4_unreachable(
+        [10, 0, 0, 254],
+        addr(V4_CLIENT),
+        addr(LOOPBACK_ORIGIN),
+    ));
     for slot in 0..4 {
         let mapped = h.view.get(slot).unwrap();
         let looked_up = h.program.lookup_signals(slot).unwrap();
-        assert_eq!(mapped, OriginSignals { reserved: 0, ..looked_up }, "slot {slot}");
+        assert_eq!(
+            mapped,
+            OriginSignals {
+                reserved: 0,
+                ..looked_up
+            },
+            "slot {slot}"
+        );
     }
     assert_eq!(h.slot(0).rst, 5);
     assert_eq!(h.slot(1).syn_ack, 3);
     assert_eq!(h.slot(2).unreachable, 1);
     assert_eq!(h.view.rst_run(0), 5);
-    assert!(h.view.get(h.view.slots()).is_none(), "reads past the end are refused");
+    assert!(
+        h.view.get(h.view.slots()).is_none(),
+        "reads past the end are refused"
+    );
 }
 
 #[test]
@@ -264,7 +330,11 @@ fn re_registering_keeps_history_of_unchanged_origins_and_clears_moved_slots() {
         ])
         .unwrap();
     assert_eq!(h.slot(0).rst, 1, "unchanged origin keeps its counters");
-    assert_eq!(h.slot(1), OriginSignals::default(), "reassigned slot starts clean");
+    assert_eq!(
+        h.slot(1),
+        OriginSignals::default(),
+        "reassigned slot starts clean"
+    );
     h.run(&packets::tcp(addr(V6_ORIGIN), addr(V6_CLIENT), Flags::Rst));
     assert_eq!(h.slot(1).rst, 0, "the removed origin is no longer counted");
 }

@@ -1,15 +1,14 @@
 //! A network namespace joined to the host by a veth pair, created and removed by the test.
 //! Traffic to the namespace's addresses stays on this machine.
 
-use std::{
-    net::Ipv4Addr,
-    os::fd::AsFd as _,
-    process::Command,
-};
+use std::{net::Ipv4Addr, os::fd::AsFd as _, process::Command};
 
 /// `ip` with arguments; panics with its stderr on failure.
 pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run `ip` (iproute2)");
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run `ip` (iproute2)");
     assert!(
         out.status.success(),
         "ip {}: {}",
@@ -30,7 +29,11 @@ pub struct VethNamespace {
 impl VethNamespace {
     pub fn create() -> Self {
         let tag = super::unique("");
-        let n: u32 = tag.replace('x', "").parse::<u64>().map(|v| (v % 16_000) as u32).unwrap_or(1);
+        let n: u32 = tag
+            .replace('x', "")
+            .parse::<u64>()
+            .map(|v| (v % 16_000) as u32)
+            .unwrap_or(1);
         let host_ip = Ipv4Addr::new(10, 213, (n / 64 % 250) as u8, ((n % 64) * 4 + 1) as u8);
         let ns_ip = Ipv4Addr::from(u32::from(host_ip) + 1);
         let ns = format!("lbt{tag}");
@@ -45,11 +48,34 @@ impl VethNamespace {
             ns_ip,
         };
         ip(&["netns", "add", &this.ns]);
-        ip(&["link", "add", &this.host_if, "type", "veth", "peer", "name", &this.ns_if]);
+        ip(&[
+            "link",
+            "add",
+            &this.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &this.ns_if,
+        ]);
         ip(&["link", "set", &this.ns_if, "netns", &this.ns]);
-        ip(&["addr", "add", &format!("{}/30", this.host_ip), "dev", &this.host_if]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", this.host_ip),
+            "dev",
+            &this.host_if,
+        ]);
         ip(&["link", "set", &this.host_if, "up"]);
-        ip(&["-n", &this.ns, "addr", "add", &format!("{}/30", this.ns_ip), "dev", &this.ns_if]);
+        ip(&[
+            "-n",
+            &this.ns,
+            "addr",
+            "add",
+            &format!("{}/30", this.ns_ip),
+            "dev",
+            &this.ns_if,
+        ]);
         ip(&["-n", &this.ns, "link", "set", &this.ns_if, "up"]);
         ip(&["-n", &this.ns, "link", "set", "lo", "up"]);
         this

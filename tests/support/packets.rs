@@ -4,10 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{
-    PacketBuilder, TcpHeader,
-    icmpv4::DestUnreachableHeader,
+    Icmpv4Type, Icmpv6Type, PacketBuilder, TcpHeader, icmpv4::DestUnreachableHeader,
     icmpv6::DestUnreachableCode,
-    Icmpv4Type, Icmpv6Type,
 };
 
 const SRC_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -130,7 +128,9 @@ pub fn icmpv6_unreachable(router: [u8; 16], client: SocketAddr, origin: SocketAd
     let mut out = Vec::new();
     PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
         .ipv6(router, client_ip.octets(), 64)
-        .icmpv6(Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port))
+        .icmpv6(Icmpv6Type::DestinationUnreachable(
+            DestUnreachableCode::Port,
+        ))
         .write(&mut out, &quoted)
         .unwrap();
     out

@@ -53,7 +53,9 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let registrations = config.kernel_registrations();
-    println!("lb demo: origin `demo-up` listens on {up_addr}; origin `demo-down` at {down_addr} has nothing listening.");
+    println!(
+        "lb demo: origin `demo-up` listens on {up_addr}; origin `demo-down` at {down_addr} has nothing listening."
+    );
     let Some(kernel) = start_kernel_signals(&config.kernel, &registrations) else {
         println!(
             "The XDP program could not be loaded (see the warning above), so there are no kernel \
@@ -62,8 +64,14 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let view = kernel.view();
-    println!("XDP program attached: {}", serde_json::to_string(kernel.status())?);
-    println!("Probing both origins every 500 ms for {} s...\n", args.seconds);
+    println!(
+        "XDP program attached: {}",
+        serde_json::to_string(kernel.status())?
+    );
+    println!(
+        "Probing both origins every 500 ms for {} s...\n",
+        args.seconds
+    );
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(args.seconds) {
         let mut line = format!("t={:>4.1}s", start.elapsed().as_secs_f64());
@@ -116,6 +124,7 @@ fn closed_port() -> std::io::Result<SocketAddr> {
 fn serve_demo_origin(listener: TcpListener) {
     for stream in listener.incoming().flatten() {
         let mut stream = stream;
-        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nup\n");
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nup\n");
     }
 }

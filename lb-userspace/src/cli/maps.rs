@@ -43,7 +43,11 @@ pub fn maps(args: MapsArgs) -> anyhow::Result<ExitCode> {
         print!("{}", table::origins(&origins));
         println!(
             "program: {} packets, {} TCP, {} ICMP unreachable, {} counted for origins, {} truncated",
-            stats.packets, stats.tcp_seen, stats.icmp_unreachable_seen, stats.matched, stats.truncated
+            stats.packets,
+            stats.tcp_seen,
+            stats.icmp_unreachable_seen,
+            stats.matched,
+            stats.truncated
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -74,7 +74,9 @@ fn init_tracing(default_filter: &str) {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| {
-            tracing_subscriber::EnvFilter::try_new(format!("{default_filter},{QUIET_KNOWN_BTF_WARNING}"))
+            tracing_subscriber::EnvFilter::try_new(format!(
+                "{default_filter},{QUIET_KNOWN_BTF_WARNING}"
+            ))
         })
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

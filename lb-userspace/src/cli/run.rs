@@ -21,8 +21,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let mut kernel = start_kernel_signals(&config.kernel, &config.kernel_registrations());
     let (events_tx, events_rx) = mpsc::channel();
-    let control = ControlPlane::spawn(kernel.as_mut().and_then(KernelSignals::take_logger), events_tx)
-        .context("starting the control plane thread")?;
+    let control = ControlPlane::spawn(
+        kernel.as_mut().and_then(KernelSignals::take_logger),
+        events_tx,
+    )
+    .context("starting the control plane thread")?;
     tracing::info!(
         origins = config.origins.len(),
         kernel_signals = kernel.is_some(),
@@ -45,7 +48,9 @@ pub fn start_kernel_signals(
     origins: &[OriginRegistration],
 ) -> Option<KernelSignals> {
     if !settings.enabled {
-        tracing::info!("kernel signals off (kernel.enabled = false): health uses userspace signals only");
+        tracing::info!(
+            "kernel signals off (kernel.enabled = false): health uses userspace signals only"
+        );
         return None;
     }
     match KernelSignals::start(settings, origins) {
@@ -55,7 +60,11 @@ pub fn start_kernel_signals(
             // goes to debug.
             let full = e.to_string();
             let summary = full.lines().next().unwrap_or_default();
-            let more = if full.lines().nth(1).is_some() { " (details: RUST_LOG=debug)" } else { "" };
+            let more = if full.lines().nth(1).is_some() {
+                " (details: RUST_LOG=debug)"
+            } else {
+                ""
+            };
             tracing::warn!(
                 "kernel signals disabled, continuing with userspace health signals only: {summary}{more}"
             );

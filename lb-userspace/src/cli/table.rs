@@ -10,7 +10,16 @@ pub fn origins(rows: &[PinnedOrigin]) -> String {
     let _ = writeln!(
         out,
         "{:<5} {:<16} {:<24} {:>7} {:>7} {:>8} {:>8} {:>10} {:>10} {:>10}",
-        "SLOT", "ORIGIN", "ADDRESS", "RST", "RST_RUN", "SYN_ACK", "UNREACH", "LAST_RST", "LAST_SYNACK", "LAST_UNRCH"
+        "SLOT",
+        "ORIGIN",
+        "ADDRESS",
+        "RST",
+        "RST_RUN",
+        "SYN_ACK",
+        "UNREACH",
+        "LAST_RST",
+        "LAST_SYNACK",
+        "LAST_UNRCH"
     );
     for r in rows {
         let s = &r.signals;

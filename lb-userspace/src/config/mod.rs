@@ -174,7 +174,10 @@ mod tests {
         let e = parse("[[origins]]\nid = \"a\"\naddress = \"localhost\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("lb.toml:3:11: origins[0].address: `localhost` is not an IP:port"), "{e}");
+        assert!(
+            e.starts_with("lb.toml:3:11: origins[0].address: `localhost` is not an IP:port"),
+            "{e}"
+        );
         let e = parse("[kernel]\nenabld = true\n").unwrap_err().to_string();
         assert!(e.starts_with("lb.toml:2:1: unknown field `enabld`"), "{e}");
     }

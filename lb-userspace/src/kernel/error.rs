@@ -54,9 +54,7 @@ pub enum KernelError {
 /// A hint appended to errors that are most often missing privileges.
 pub(crate) fn privilege_hint(errno: Option<i32>) -> &'static str {
     match errno {
-        Some(libc::EPERM) | Some(libc::EACCES) => {
-            " (needs root, or CAP_BPF and CAP_NET_ADMIN)"
-        }
+        Some(libc::EPERM) | Some(libc::EACCES) => " (needs root, or CAP_BPF and CAP_NET_ADMIN)",
         _ => "",
     }
 }

@@ -142,12 +142,8 @@ mod tests {
     #[test]
     fn explicit_interfaces_override_routes() {
         let origins: Vec<SocketAddr> = vec!["127.0.0.1:8081".parse().unwrap()];
-        let plan = plan_attachments(
-            &origins,
-            &["eth9".into(), "lo".into()],
-            XdpAttachMode::Auto,
-        )
-        .unwrap();
+        let plan =
+            plan_attachments(&origins, &["eth9".into(), "lo".into()], XdpAttachMode::Auto).unwrap();
         let names: Vec<_> = plan.iter().map(|p| p.interface.as_str()).collect();
         assert_eq!(names, ["eth9", "lo"]);
         assert_eq!(plan[0].modes, vec![XdpMode::Driver, XdpMode::Skb]);
@@ -156,7 +152,10 @@ mod tests {
 
     #[test]
     fn native_mode_never_falls_back_except_on_lo() {
-        assert_eq!(modes_for("veth0", XdpAttachMode::Native), vec![XdpMode::Driver]);
+        assert_eq!(
+            modes_for("veth0", XdpAttachMode::Native),
+            vec![XdpMode::Driver]
+        );
         assert_eq!(modes_for("veth0", XdpAttachMode::Skb), vec![XdpMode::Skb]);
         assert_eq!(modes_for("lo", XdpAttachMode::Native), vec![XdpMode::Skb]);
     }

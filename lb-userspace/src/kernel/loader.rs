@@ -13,9 +13,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
 use aya_log::EbpfLogger;
-use lb_common::{
-    MAX_ORIGIN_SLOTS, OriginKey, OriginSignals, OriginSlot, ProgramStats, map_names,
-};
+use lb_common::{MAX_ORIGIN_SLOTS, OriginKey, OriginSignals, OriginSlot, ProgramStats, map_names};
 use serde::Serialize;
 
 use super::{
@@ -141,7 +139,9 @@ impl LoadedProgram {
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, KernelError> {
-        self.ebpf.map_mut(name).ok_or(KernelError::MapMissing { name })
+        self.ebpf
+            .map_mut(name)
+            .ok_or(KernelError::MapMissing { name })
     }
 
     fn map_data(&self, name: &'static str) -> Result<&MapData, KernelError> {
@@ -182,7 +182,9 @@ impl LoadedProgram {
                     Some(o) if o.slot == entry.slot => {
                         reassigned.remove(&o.slot);
                     }
-                    _ => index.remove(&key).map_err(map_err("removing from ORIGIN_INDEX"))?,
+                    _ => index
+                        .remove(&key)
+                        .map_err(map_err("removing from ORIGIN_INDEX"))?,
                 }
             }
             for o in origins {
@@ -234,11 +236,14 @@ impl LoadedProgram {
             data_in: Some(packet),
             ..TestRunOptions::default()
         };
-        let result = self.xdp().test_run(opts).map_err(|source| KernelError::Program {
-            what: "BPF_PROG_TEST_RUN".into(),
-            source,
-            hint: "",
-        })?;
+        let result = self
+            .xdp()
+            .test_run(opts)
+            .map_err(|source| KernelError::Program {
+                what: "BPF_PROG_TEST_RUN".into(),
+                source,
+                hint: "",
+            })?;
         Ok(result.return_value)
     }
 

@@ -2,7 +2,8 @@
 //! single file with nothing to install next to it.
 
 /// The ELF object with the program and its maps, 8-byte aligned as the ELF parser needs.
-pub(crate) static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-xdp"));
+pub(crate) static XDP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-xdp"));
 
 /// Name of the XDP function in the object.
 pub(crate) const XDP_PROGRAM: &str = "lb_origin_signals";

@@ -128,7 +128,12 @@ impl PinnedMaps {
 /// The socket address an [`OriginKey`] stands for.
 pub fn key_address(key: &OriginKey) -> SocketAddr {
     let ip = if key.family == FAMILY_IPV4 {
-        IpAddr::V4(Ipv4Addr::new(key.addr[0], key.addr[1], key.addr[2], key.addr[3]))
+        IpAddr::V4(Ipv4Addr::new(
+            key.addr[0],
+            key.addr[1],
+            key.addr[2],
+            key.addr[3],
+        ))
     } else {
         IpAddr::V6(Ipv6Addr::from(key.addr))
     };

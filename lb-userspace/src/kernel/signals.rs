@@ -7,8 +7,8 @@ use aya::programs::XdpMode;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    KernelError, LoadedProgram, OriginRegistration, SignalsView, XdpAttachMode, ensure_bpffs_mounted,
-    plan_attachments,
+    KernelError, LoadedProgram, OriginRegistration, SignalsView, XdpAttachMode,
+    ensure_bpffs_mounted, plan_attachments,
 };
 
 /// `[kernel]` in the config.

@@ -1,0 +1,192 @@
+//! The XDP program attached for real: on `lo` in generic mode, and in native mode on a
+//! veth whose peer lives in a network namespace the test creates (and removes).
+
+use std::{
+    io::ErrorKind,
+    net::{SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use lb_tests::{LoopbackXdpLock, netns::VethNamespace, process::wait_for, require_root};
+use lb_userspace::kernel::{
+    LoadedProgram, OriginRegistration, SignalsView, XdpAttachMode, plan_attachments,
+};
+
+fn registrations(origins: &[(&str, SocketAddr)]) -> Vec<OriginRegistration> {
+    origins
+        .iter()
+        .enumerate()
+        .map(|(slot, (label, address))| OriginRegistration {
+            slot: slot as u32,
+            label: (*label).into(),
+            address: *address,
+        })
+        .collect()
+}
+
+/// Loads the program, registers `origins` and attaches where they route.
+/// Returns the program (keep it alive: dropping it detaches), its view and the plan used.
+fn attach_for(
+    origins: &[OriginRegistration],
+    mode: XdpAttachMode,
+) -> (LoadedProgram, SignalsView, String, aya::programs::XdpMode) {
+    let mut program = LoadedProgram::load().expect("load the XDP program");
+    program
+        .register_origins(origins)
+        .expect("fill ORIGIN_INDEX");
+    let addresses: Vec<_> = origins.iter().map(|o| o.address).collect();
+    let plan = plan_attachments(&addresses, &[], mode).expect("plan attachments");
+    assert_eq!(
+        plan.len(),
+        1,
+        "all test origins route through one interface: {plan:?}"
+    );
+    let used = program.attach(&plan[0]).expect("attach XDP");
+    let view = program.signals_view().expect("mmap ORIGIN_SIGNALS");
+    (program, view, plan[0].interface.clone(), used)
+}
+
+fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+}
+
+fn closed_port(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind(format!("{ip}:0")).expect("bind ephemeral");
+    l.local_addr().unwrap()
+}
+
+#[test]
+fn loopback_closed_port_raises_rst_and_open_port_raises_syn_ack() {
+    if !require_root("loopback_closed_port_raises_rst_and_open_port_raises_syn_ack") {
+        return;
+    }
+    let _lo = LoopbackXdpLock::acquire();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = listener.local_addr().unwrap();
+    let closed = closed_port("127.0.0.1");
+    let origins = registrations(&[("closed", closed), ("open", open)]);
+    let (_program, view, interface, mode) = attach_for(&origins, XdpAttachMode::Auto);
+    assert_eq!(interface, "lo");
+    assert_eq!(mode, aya::programs::XdpMode::Skb);
+
+    for _ in 0..3 {
+        let err = connect(closed).expect_err("nothing listens on the closed port");
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+    }
+    let s = wait_for(
+        "3 RSTs from the closed port",
+        Duration::from_secs(2),
+        || view.get(0).filter(|s| s.rst >= 3),
+    );
+    assert_eq!(s.syn_ack, 0, "a closed port never sends a SYN-ACK");
+    assert_eq!(s.rst_run, s.rst, "no SYN-ACK interrupted the run");
+
+    let client = connect(open).expect("connect to the listening origin");
+    let (_server, _) = listener.accept().unwrap();
+    let s = wait_for(
+        "a SYN-ACK from the open port",
+        Duration::from_secs(2),
+        || view.get(1).filter(|s| s.syn_ack >= 1),
+    );
+    assert_eq!((s.rst, s.rst_run), (0, 0));
+    drop(client);
+}
+
+#[test]
+fn loopback_ipv6_closed_port_raises_rst() {
+    if !require_root("loopback_ipv6_closed_port_raises_rst") {
+        return;
+    }
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED loopback_ipv6_closed_port_raises_rst: no ::1 on this host");
+        return;
+    }
+    let _lo = LoopbackXdpLock::acquire();
+    let closed = closed_port("[::1]");
+    let origins = registrations(&[("closed6", closed)]);
+    let (_program, view, interface, _) = attach_for(&origins, XdpAttachMode::Auto);
+    assert_eq!(interface, "lo");
+    let _ = connect(closed).expect_err("nothing listens");
+    let s = wait_for("an RST from [::1]", Duration::from_secs(2), || {
+        view.get(0).filter(|s| s.rst >= 1)
+    });
+    assert_eq!(s.syn_ack, 0);
+}
+
+#[test]
+fn veth_native_xdp_sees_origin_in_namespace() {
+    if !require_root("veth_native_xdp_sees_origin_in_namespace") {
+        return;
+    }
+    let ns = VethNamespace::create();
+    let open: SocketAddr = SocketAddr::new(ns.ns_ip.into(), 8080);
+    let closed: SocketAddr = SocketAddr::new(ns.ns_ip.into(), 8081);
+    // The origin server lives inside the namespace.
+    let listener =
+        ns.run_inside(move || TcpListener::bind(open).expect("bind inside the namespace"));
+    let origins = registrations(&[("ns-closed", closed), ("ns-open", open)]);
+    let (_program, view, interface, mode) = attach_for(&origins, XdpAttachMode::Native);
+    assert_eq!(
+        interface, ns.host_if,
+        "the route to the namespace picks its veth"
+    );
+    assert_eq!(
+        mode,
+        aya::programs::XdpMode::Driver,
+        "veth supports native XDP"
+    );
+
+    let err = connect(closed).expect_err("nothing listens on 8081 in the namespace");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+    let s = wait_for("an RST over the veth", Duration::from_secs(2), || {
+        view.get(0).filter(|s| s.rst >= 1)
+    });
+    assert_eq!(s.syn_ack, 0);
+
+    let _client = connect(open).expect("connect to the origin in the namespace");
+    let _server = listener.accept().unwrap();
+    let s = wait_for("a SYN-ACK over the veth", Duration::from_secs(2), || {
+        view.get(1).filter(|s| s.syn_ack >= 1)
+    });
+    assert_eq!(s.rst, 0);
+}
+
+/// A host the namespace cannot route to: the namespace answers our SYN with ICMP host
+/// unreachable, which the program attributes to the origin named in the quoted header.
+#[test]
+fn veth_icmp_unreachable_is_counted_for_the_quoted_origin() {
+    if !require_root("veth_icmp_unreachable_is_counted_for_the_quoted_origin") {
+        return;
+    }
+    let ns = VethNamespace::create();
+    // An address routed into the namespace, where a route marks it unreachable.
+    let gone = std::net::Ipv4Addr::from(u32::from(ns.host_ip) + 100);
+    lb_tests::netns::ip(&[
+        "route",
+        "add",
+        &format!("{gone}/32"),
+        "via",
+        &ns.ns_ip.to_string(),
+    ]);
+    ns.exec(&format!(
+        "echo 1 > /proc/sys/net/ipv4/ip_forward && ip route add unreachable {gone}/32"
+    ));
+    let origin = SocketAddr::new(gone.into(), 80);
+    let origins = registrations(&[("unreachable", origin)]);
+    let (_program, view, interface, _) = attach_for(&origins, XdpAttachMode::Auto);
+    assert_eq!(interface, ns.host_if);
+    let err = connect(origin).expect_err("the namespace rejects the route");
+    const EHOSTUNREACH: i32 = 113;
+    assert_eq!(
+        err.raw_os_error(),
+        Some(EHOSTUNREACH),
+        "expected EHOSTUNREACH, got {err}"
+    );
+    let s = wait_for(
+        "an ICMP unreachable over the veth",
+        Duration::from_secs(2),
+        || view.get(0).filter(|s| s.unreachable >= 1),
+    );
+    assert_eq!((s.rst, s.syn_ack), (0, 0));
+    // The host route goes away with the veth when `ns` is dropped.
+}
