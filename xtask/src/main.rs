@@ -77,7 +77,9 @@ fn run(task: Task) -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ])?;
-            // The integration tests run the lb binary, which `cargo test` builds with them.
+            // The integration tests (package lb-tests) run the lb binary, which cargo
+            // builds for a package's own integration tests only: build it first.
+            cargo(&["build", "-p", "lb-userspace", "--bins"])?;
             cargo(&["test", "--workspace", "--no-fail-fast"])
         }
     }
