@@ -61,10 +61,12 @@ fn lb_maps_json_shows_counters_of_a_running_lb() {
         "lb.toml",
         &config(&[("dead", closed), ("alive", open)], &pin),
     );
-    let mut lb_run = LbProcess::spawn(
+    // lb_xdp is the XDP program's own log target, forwarded from aya-log into tracing.
+    let mut lb_run = LbProcess::spawn_with_log(
         &lb_binary(),
         &["run", "--config", cfg.to_str().unwrap()],
         dir.path.join("stderr"),
+        "info,lb_xdp=debug",
     );
     wait_for("lb to pin its maps", Duration::from_secs(10), || {
         assert!(lb_run.is_running(), "lb exited early:\n{}", lb_run.stderr());

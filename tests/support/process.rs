@@ -68,12 +68,23 @@ pub struct LbProcess {
 }
 
 impl LbProcess {
-    /// Starts `program args...` (normally [`lb_binary`], or a wrapper such as setpriv).
+    /// Starts `program args...` (normally [`lb_binary`], or a wrapper such as setpriv),
+    /// logging at `RUST_LOG=info`.
     pub fn spawn(program: &Path, args: &[&str], stderr_path: PathBuf) -> Self {
+        Self::spawn_with_log(program, args, stderr_path, "info")
+    }
+
+    /// Like [`spawn`](Self::spawn) with an explicit `RUST_LOG` filter.
+    pub fn spawn_with_log(
+        program: &Path,
+        args: &[&str],
+        stderr_path: PathBuf,
+        filter: &str,
+    ) -> Self {
         let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
         let child = Command::new(program)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
