@@ -1,0 +1,226 @@
+//! Header rewriting between client and origin: hop-by-hop removal (RFC 9110 §7.6.1) and
+//! the forwarding headers lb adds (X-Forwarded-For, X-Forwarded-Proto, Via).
+
+use std::{io::Write as _, net::IpAddr};
+
+use super::request::{list_items, trim};
+
+/// The options a Connection header carries that lb acts on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionHeader {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+}
+
+impl ConnectionHeader {
+    pub(crate) fn add(&mut self, value: &[u8]) {
+        for token in list_items(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            }
+        }
+    }
+
+    pub fn from_headers(headers: &[httparse::Header<'_>]) -> Self {
+        let mut c = Self::default();
+        for h in headers {
+            if h.name.eq_ignore_ascii_case("connection") {
+                c.add(h.value);
+            }
+        }
+        c
+    }
+}
+
+/// Whether `name` is hop-by-hop: always-hop-by-hop fields, `Proxy-*`, and any field the
+/// message's Connection header lists.
+pub fn is_hop_by_hop(name: &str, headers: &[httparse::Header<'_>]) -> bool {
+    const ALWAYS: [&str; 7] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    if ALWAYS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+        return true;
+    }
+    if name.len() >= 6 && name[..6].eq_ignore_ascii_case("proxy-") {
+        return true;
+    }
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| list_items(h.value))
+        .any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// Fields lb writes itself and so never copies from the incoming message.
+fn replaced_by_lb(name: &str) -> bool {
+    ["content-length", "expect", "x-forwarded-proto", "x-forwarded-for", "via", "host"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// The client address lb appends to X-Forwarded-For.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardedFor(pub IpAddr);
+
+/// Builds forwarded heads into a reusable buffer (no allocation once it has grown).
+pub struct HeaderRewrite;
+
+impl HeaderRewrite {
+    /// Writes the request head lb sends upstream: origin-form request line in HTTP/1.1,
+    /// end-to-end fields copied, hop-by-hop fields dropped, forwarding fields appended,
+    /// `extra` fields (origin custom headers) added, and framing written by lb.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request(
+        out: &mut Vec<u8>,
+        method: &str,
+        path: &str,
+        host: Option<&[u8]>,
+        headers: &[httparse::Header<'_>],
+        client: ForwardedFor,
+        proto: &str,
+        upstream_length: Option<u64>,
+        chunked: bool,
+        upgrade: Option<&[u8]>,
+        extra: &[(String, String)],
+    ) {
+        out.clear();
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        if let Some(host) = host {
+            put(out, "host", trim(host));
+        }
+        let mut xff_prior = false;
+        let mut via_prior = false;
+        for h in headers {
+            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+                if !xff_prior {
+                    out.extend_from_slice(b"x-forwarded-for: ");
+                } else {
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(trim(h.value));
+                xff_prior = true;
+                continue;
+            }
+            if h.name.eq_ignore_ascii_case("via") {
+                via_prior = true;
+            }
+            if replaced_by_lb(h.name) || is_hop_by_hop(h.name, headers) {
+                continue;
+            }
+            if extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(h.name)) {
+                continue; // the origin's custom header wins over the client's
+            }
+            put(out, h.name, h.value);
+        }
+        if xff_prior {
+            out.extend_from_slice(b", ");
+        } else {
+            out.extend_from_slice(b"x-forwarded-for: ");
+        }
+        let _ = write!(out, "{}\r\n", client.0);
+        put(out, "x-forwarded-proto", proto.as_bytes());
+        write_via(out, headers, via_prior);
+        for (name, value) in extra {
+            put(out, name, value.as_bytes());
+        }
+        if let Some(upgrade) = upgrade {
+            put(out, "connection", b"upgrade");
+            put(out, "upgrade", upgrade);
+        }
+        if chunked {
+            put(out, "transfer-encoding", b"chunked");
+        } else if let Some(n) = upstream_length {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes the response head lb sends to the client. `length`/`chunked` describe the
+    /// framing lb uses towards the client, which may differ from the origin's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn response(
+        out: &mut Vec<u8>,
+        status: u16,
+        reason: &str,
+        headers: &[httparse::Header<'_>],
+        length: Option<u64>,
+        chunked: bool,
+        connection: ResponseConnection<'_>,
+        extra: &[(&str, &[u8])],
+    ) {
+        out.clear();
+        let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+        let mut via_prior = false;
+        for h in headers {
+            if h.name.eq_ignore_ascii_case("via") {
+                via_prior = true;
+            }
+            if replaced_by_lb(h.name) || is_hop_by_hop(h.name, headers) {
+                continue;
+            }
+            put(out, h.name, h.value);
+        }
+        write_via(out, headers, via_prior);
+        for (name, value) in extra {
+            put(out, name, value);
+        }
+        match connection {
+            ResponseConnection::Default => {}
+            ResponseConnection::Close => put(out, "connection", b"close"),
+            ResponseConnection::KeepAlive => put(out, "connection", b"keep-alive"),
+            ResponseConnection::Upgrade(proto) => {
+                put(out, "connection", b"upgrade");
+                put(out, "upgrade", proto);
+            }
+        }
+        if chunked {
+            put(out, "transfer-encoding", b"chunked");
+        } else if let Some(n) = length {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// What the response's Connection header must say.
+#[derive(Clone, Copy, Debug)]
+pub enum ResponseConnection<'a> {
+    /// HTTP/1.1 default persistence: say nothing.
+    Default,
+    Close,
+    /// For HTTP/1.0 clients that asked for keep-alive.
+    KeepAlive,
+    Upgrade(&'a [u8]),
+}
+
+fn write_via(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], prior: bool) {
+    out.extend_from_slice(b"via: ");
+    if prior {
+        for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("via")) {
+            out.extend_from_slice(trim(h.value));
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(b"1.1 lb\r\n");
+}
+
+fn put(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}

@@ -1,0 +1,20 @@
+//! HTTP/1.1 message framing, pure and I/O-free so it can be unit-tested and fuzzed.
+//!
+//! The parser is strict on purpose: anything a downstream or upstream parser might read
+//! differently (request smuggling material) is rejected with a 4xx and a reason, never
+//! forwarded. See RFC 9112 sections 2-7.
+
+mod chunked;
+mod error;
+mod headers;
+mod request;
+mod response;
+
+pub use chunked::{ChunkedDecoder, ChunkedError, ChunkedProgress, encode_chunk_header, CHUNK_HEADER_RESERVE};
+pub use error::{HeadError, RejectReason};
+pub use headers::{ConnectionHeader, ForwardedFor, HeaderRewrite, ResponseConnection, is_hop_by_hop};
+pub use request::{BodyFraming, HeadLimits, Method, ParsedRequest, Version, parse_request_head};
+pub use response::{ParsedResponse, ResponseFraming, ResponseHeadError, parse_response_head};
+
+/// Upper bound on header fields per message; httparse needs the slot array up front.
+pub const MAX_HEADERS: usize = 128;
