@@ -36,21 +36,12 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .name("demo-origin".into())
         .spawn(move || serve_demo_origin(up))?;
     let down_addr = closed_port()?;
-    let config = Config {
-        origins: vec![
-            Origin {
-                id: "demo-up".into(),
-                address: up_addr,
-            },
-            Origin {
-                id: "demo-down".into(),
-                address: down_addr,
-            },
-        ],
-        kernel: KernelSettings {
-            pin_path: args.pin_path,
-            ..KernelSettings::default()
-        },
+    // Everything but the origins and the pin path keeps its documented default.
+    let mut config = Config::parse("", &crate::config::embedded("demo config"))?;
+    config.origins = vec![Origin::new("demo-up", up_addr), Origin::new("demo-down", down_addr)];
+    config.kernel = KernelSettings {
+        pin_path: args.pin_path,
+        ..KernelSettings::default()
     };
     let registrations = config.kernel_registrations();
     println!(
