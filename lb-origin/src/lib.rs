@@ -216,15 +216,21 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             return;
         };
         shared.requests.fetch_add(1, Ordering::Relaxed);
-        if req.expect_continue && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+        if req.expect_continue
+            && stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+        {
             return;
         }
         let mut body = Vec::new();
         let keep_body = req.path == "/echo";
-        let received = match read_body(&mut stream, &mut buf, &req, keep_body.then_some(&mut body)).await {
-            Some(n) => n,
-            None => return,
-        };
+        let received =
+            match read_body(&mut stream, &mut buf, &req, keep_body.then_some(&mut body)).await {
+                Some(n) => n,
+                None => return,
+            };
         match respond(&mut stream, &shared, &req, body, received).await {
             Ok(true) if !req.close => {}
             _ => return,
@@ -269,9 +275,15 @@ async fn respond(
     let (status, body): (u16, Body) = if req.path.starts_with("/_control") {
         control(shared, req)
     } else if req.path == "/health" {
-        (shared.health_status.load(Ordering::Relaxed), Body::Text(format!("{}\n", shared.name)))
+        (
+            shared.health_status.load(Ordering::Relaxed),
+            Body::Text(format!("{}\n", shared.name)),
+        )
     } else if forced != 0 {
-        (forced, Body::Text(format!("{} forced {forced}\n", shared.name)))
+        (
+            forced,
+            Body::Text(format!("{} forced {forced}\n", shared.name)),
+        )
     } else {
         let status = req.param_u64("status").map_or(200, |s| s as u16);
         let body = if req.path == "/echo" {
@@ -287,7 +299,8 @@ async fn respond(
         };
         (status, body)
     };
-    let no_body = req.method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
+    let no_body =
+        req.method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
     let len = body.len();
     let chunked = req.param("chunked") == Some("1") && !no_body;
     let mut head = format!(
@@ -357,8 +370,18 @@ impl Body {
         }
     }
 
-    async fn write(&self, stream: &mut TcpStream, limit: u64, chunked: bool, slow_ms: Option<u64>) -> io::Result<()> {
-        let piece_max = if slow_ms.is_some() { 1024 } else { PATTERN.len() };
+    async fn write(
+        &self,
+        stream: &mut TcpStream,
+        limit: u64,
+        chunked: bool,
+        slow_ms: Option<u64>,
+    ) -> io::Result<()> {
+        let piece_max = if slow_ms.is_some() {
+            1024
+        } else {
+            PATTERN.len()
+        };
         let mut sent = 0u64;
         while sent < limit {
             let piece = (limit - sent).min(piece_max as u64) as usize;
@@ -368,7 +391,9 @@ impl Body {
                 Body::Pattern(_) => &PATTERN[..piece],
             };
             if chunked {
-                stream.write_all(format!("{piece:x}\r\n").as_bytes()).await?;
+                stream
+                    .write_all(format!("{piece:x}\r\n").as_bytes())
+                    .await?;
                 stream.write_all(bytes).await?;
                 stream.write_all(b"\r\n").await?;
             } else {

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
-pub mod http;
 pub mod control;
+pub mod dataplane;
+pub mod http;
 pub mod kernel;

@@ -38,7 +38,10 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let down_addr = closed_port()?;
     // Everything but the origins and the pin path keeps its documented default.
     let mut config = Config::parse("", &crate::config::embedded("demo config"))?;
-    config.origins = vec![Origin::new("demo-up", up_addr), Origin::new("demo-down", down_addr)];
+    config.origins = vec![
+        Origin::new("demo-up", up_addr),
+        Origin::new("demo-down", down_addr),
+    ];
     config.kernel = KernelSettings {
         pin_path: args.pin_path,
         ..KernelSettings::default()

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use crate::{
     config::Config,
     control::{ControlEvent, ControlPlane},
+    dataplane::DataPlane,
     kernel::{KernelSettings, KernelSignals, OriginRegistration},
 };
 
@@ -15,11 +16,25 @@ pub struct RunArgs {
     /// Config file (TOML).
     #[arg(long, short)]
     pub config: PathBuf,
+    /// Listen address, overriding `listener.address`.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+    let mut config = Config::load(&args.config)?;
+    if let Some(listen) = args.listen {
+        config.listener.address = listen;
+    }
+    if config.origins.is_empty() {
+        anyhow::bail!(
+            "{}: no [[origins]]: lb needs at least one origin to proxy to",
+            args.config.display()
+        );
+    }
+    let config = std::sync::Arc::new(config);
     let mut kernel = start_kernel_signals(&config.kernel, &config.kernel_registrations());
+    let data_plane = DataPlane::start(std::sync::Arc::clone(&config))?;
     let (events_tx, events_rx) = mpsc::channel();
     let control = ControlPlane::spawn(
         kernel.as_mut().and_then(KernelSignals::take_logger),
@@ -27,15 +42,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     )
     .context("starting the control plane thread")?;
     tracing::info!(
+        listen = %data_plane.local_addr(),
         origins = config.origins.len(),
         kernel_signals = kernel.is_some(),
-        "lb running (the HTTP data plane is not built yet: this build watches origins only)"
+        "lb running"
     );
     // The owner thread sleeps until the control plane reports a shutdown signal.
     match events_rx.recv() {
         Ok(ControlEvent::Shutdown { signal }) => tracing::info!(signal, "stopping"),
         Err(_) => tracing::warn!("control plane exited; stopping"),
     }
+    data_plane.shutdown(config.listener.drain_timeout);
     control.shutdown();
     drop(kernel);
     Ok(ExitCode::SUCCESS)

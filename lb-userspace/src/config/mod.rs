@@ -7,12 +7,7 @@
 mod error;
 mod file;
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::Path,
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, path::Path, time::Duration};
 
 pub use error::ConfigError;
 pub use file::IoDriver;
@@ -104,13 +99,20 @@ impl Config {
             ConfigError::at(file, text, span, field, message)
         };
         let raw: file::ConfigFile = toml::from_str(text).map_err(|e| {
-            at(e.span().unwrap_or(0..0), String::new(), e.message().to_owned())
+            at(
+                e.span().unwrap_or(0..0),
+                String::new(),
+                e.message().to_owned(),
+            )
         })?;
         let address = raw.listener.address.get_ref().parse().map_err(|_| {
             at(
                 raw.listener.address.span(),
                 "listener.address".into(),
-                format!("`{}` is not an IP:port address", raw.listener.address.get_ref()),
+                format!(
+                    "`{}` is not an IP:port address",
+                    raw.listener.address.get_ref()
+                ),
             )
         })?;
         let mut ids: HashMap<String, usize> = HashMap::new();
@@ -118,7 +120,11 @@ impl Config {
         for (i, spec) in raw.origins.iter().enumerate() {
             let id = spec.id.get_ref().trim();
             if id.is_empty() {
-                return Err(at(spec.id.span(), format!("origins[{i}].id"), "must not be empty".into()));
+                return Err(at(
+                    spec.id.span(),
+                    format!("origins[{i}].id"),
+                    "must not be empty".into(),
+                ));
             }
             if ids.insert(id.to_owned(), i).is_some() {
                 return Err(at(
@@ -265,7 +271,11 @@ mod tests {
         assert_eq!(c.limits.max_request_body, 1024);
         assert_eq!(c.origins[0].connect_timeout, Duration::from_secs(2));
         assert_eq!(c.origins[0].connection_attempts, 2);
-        assert_eq!(c.origins[1].response_timeout, Duration::from_secs(30), "CloudFront default");
+        assert_eq!(
+            c.origins[1].response_timeout,
+            Duration::from_secs(30),
+            "CloudFront default"
+        );
         assert_eq!(c.default_target, 1);
         assert!(!c.kernel.enabled);
     }
@@ -281,7 +291,10 @@ mod tests {
                 "[[origins]]\nid = \"a\"\naddress = \"localhost\"\n",
                 "lb.toml:3:11: origins[0].address: `localhost` is not an IP:port address",
             ),
-            ("[kernel]\nenabld = true\n", "lb.toml:2:1: unknown field `enabld`"),
+            (
+                "[kernel]\nenabld = true\n",
+                "lb.toml:2:1: unknown field `enabld`",
+            ),
             (
                 "[[origins]]\nid = \"a\"\naddress = \"127.0.0.1:1\"\nconnection_attempts = 4\n",
                 "lb.toml:4:23: origins[0].connection_attempts: must be 1, 2 or 3 (got 4)",
@@ -290,7 +303,10 @@ mod tests {
                 "[[origins]]\nid = \"a\"\naddress = \"127.0.0.1:1\"\n[default_behavior]\ntarget = \"b\"\n",
                 "lb.toml:5:10: default_behavior.target: unknown origin id `b`",
             ),
-            ("[limits]\nheader_timeout = \"10 parsecs\"\n", "lb.toml:2:18: "),
+            (
+                "[limits]\nheader_timeout = \"10 parsecs\"\n",
+                "lb.toml:2:18: ",
+            ),
         ];
         for (text, want) in cases {
             let got = parse(text).unwrap_err().to_string();

@@ -31,9 +31,14 @@ enum State {
     /// Reading hex digits of the chunk size.
     Size,
     /// After the size: whitespace before `;`, or CR. `ws`: whitespace was seen.
-    AfterSize { ws: bool },
+    AfterSize {
+        ws: bool,
+    },
     /// Inside `;name[=value]` extensions.
-    Extension { in_quotes: bool, escaped: bool },
+    Extension {
+        in_quotes: bool,
+        escaped: bool,
+    },
     /// Saw CR ending the size line.
     SizeLf,
     Data,
@@ -44,7 +49,9 @@ enum State {
     /// Inside a trailer field line.
     TrailerLine,
     /// Saw CR at the end of a trailer line.
-    TrailerLf { blank: bool },
+    TrailerLf {
+        blank: bool,
+    },
     Done,
 }
 
@@ -92,7 +99,11 @@ impl ChunkedDecoder {
     }
 
     /// Decodes `input`, appending chunk payload to `out`.
-    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<ChunkedProgress, ChunkedError> {
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<ChunkedProgress, ChunkedError> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -149,7 +160,9 @@ impl ChunkedDecoder {
                             in_quotes: true,
                             escaped: false,
                         },
-                        (false, _, c) if is_token_char(c) || matches!(c, b';' | b'=' | b' ' | b'\t') => {
+                        (false, _, c)
+                            if is_token_char(c) || matches!(c, b';' | b'=' | b' ' | b'\t') =>
+                        {
                             self.state
                         }
                         (true, false, c) if c == b'\t' || c >= 0x20 && c != 0x7f => self.state,
@@ -335,11 +348,24 @@ mod tests {
             (b"0\r\nx: 1\r\n folded\r\n\r\n", ChunkedError::BadTrailer),
         ];
         for (input, want) in cases {
-            assert_eq!(decode_all(input).unwrap_err(), *want, "{:?}", String::from_utf8_lossy(input));
-            assert_eq!(decode_bytewise(input).unwrap_err(), *want, "bytewise {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                decode_all(input).unwrap_err(),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            assert_eq!(
+                decode_bytewise(input).unwrap_err(),
+                *want,
+                "bytewise {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
         let long_ext = format!("1;{}\r\n", "a".repeat(2000));
-        assert_eq!(decode_all(long_ext.as_bytes()).unwrap_err(), ChunkedError::BadExtension);
+        assert_eq!(
+            decode_all(long_ext.as_bytes()).unwrap_err(),
+            ChunkedError::BadExtension
+        );
     }
 
     #[test]

@@ -26,20 +26,29 @@ impl ConnectionHeader {
         }
     }
 
-    pub fn from_headers(headers: &[httparse::Header<'_>]) -> Self {
+    pub fn from_headers<'a>(headers: impl Headers<'a>) -> Self {
         let mut c = Self::default();
-        for h in headers {
-            if h.name.eq_ignore_ascii_case("connection") {
-                c.add(h.value);
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case("connection") {
+                c.add(value);
             }
         }
         c
     }
 }
 
+/// A message's header fields as (name, value) pairs; cloned to scan more than once.
+pub trait Headers<'a>: Iterator<Item = (&'a str, &'a [u8])> + Clone {}
+impl<'a, T: Iterator<Item = (&'a str, &'a [u8])> + Clone> Headers<'a> for T {}
+
+/// Adapts httparse's parsed fields to [`Headers`].
+pub fn httparse_headers<'a>(headers: &'a [httparse::Header<'a>]) -> impl Headers<'a> {
+    headers.iter().map(|h| (h.name, h.value))
+}
+
 /// Whether `name` is hop-by-hop: always-hop-by-hop fields, `Proxy-*`, and any field the
 /// message's Connection header lists.
-pub fn is_hop_by_hop(name: &str, headers: &[httparse::Header<'_>]) -> bool {
+pub fn is_hop_by_hop<'a>(name: &str, headers: impl Headers<'a>) -> bool {
     const ALWAYS: [&str; 7] = [
         "connection",
         "keep-alive",
@@ -56,17 +65,23 @@ pub fn is_hop_by_hop(name: &str, headers: &[httparse::Header<'_>]) -> bool {
         return true;
     }
     headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| list_items(h.value))
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| list_items(v))
         .any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Fields lb writes itself and so never copies from the incoming message.
 fn replaced_by_lb(name: &str) -> bool {
-    ["content-length", "expect", "x-forwarded-proto", "x-forwarded-for", "via", "host"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
+    [
+        "content-length",
+        "expect",
+        "x-forwarded-proto",
+        "x-forwarded-for",
+        "via",
+        "host",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// The client address lb appends to X-Forwarded-For.
@@ -81,12 +96,12 @@ impl HeaderRewrite {
     /// end-to-end fields copied, hop-by-hop fields dropped, forwarding fields appended,
     /// `extra` fields (origin custom headers) added, and framing written by lb.
     #[allow(clippy::too_many_arguments)]
-    pub fn request(
+    pub fn request<'a>(
         out: &mut Vec<u8>,
         method: &str,
         path: &str,
         host: Option<&[u8]>,
-        headers: &[httparse::Header<'_>],
+        headers: impl Headers<'a>,
         client: ForwardedFor,
         proto: &str,
         upstream_length: Option<u64>,
@@ -104,27 +119,27 @@ impl HeaderRewrite {
         }
         let mut xff_prior = false;
         let mut via_prior = false;
-        for h in headers {
-            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+        for (name, value) in headers.clone() {
+            if name.eq_ignore_ascii_case("x-forwarded-for") {
                 if !xff_prior {
                     out.extend_from_slice(b"x-forwarded-for: ");
                 } else {
                     out.extend_from_slice(b", ");
                 }
-                out.extend_from_slice(trim(h.value));
+                out.extend_from_slice(trim(value));
                 xff_prior = true;
                 continue;
             }
-            if h.name.eq_ignore_ascii_case("via") {
+            if name.eq_ignore_ascii_case("via") {
                 via_prior = true;
             }
-            if replaced_by_lb(h.name) || is_hop_by_hop(h.name, headers) {
+            if replaced_by_lb(name) || is_hop_by_hop(name, headers.clone()) {
                 continue;
             }
-            if extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(h.name)) {
+            if extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
                 continue; // the origin's custom header wins over the client's
             }
-            put(out, h.name, h.value);
+            put(out, name, value);
         }
         if xff_prior {
             out.extend_from_slice(b", ");
@@ -152,11 +167,11 @@ impl HeaderRewrite {
     /// Writes the response head lb sends to the client. `length`/`chunked` describe the
     /// framing lb uses towards the client, which may differ from the origin's.
     #[allow(clippy::too_many_arguments)]
-    pub fn response(
+    pub fn response<'a>(
         out: &mut Vec<u8>,
         status: u16,
         reason: &str,
-        headers: &[httparse::Header<'_>],
+        headers: impl Headers<'a>,
         length: Option<u64>,
         chunked: bool,
         connection: ResponseConnection<'_>,
@@ -165,14 +180,14 @@ impl HeaderRewrite {
         out.clear();
         let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
         let mut via_prior = false;
-        for h in headers {
-            if h.name.eq_ignore_ascii_case("via") {
+        for (name, value) in headers.clone() {
+            if name.eq_ignore_ascii_case("via") {
                 via_prior = true;
             }
-            if replaced_by_lb(h.name) || is_hop_by_hop(h.name, headers) {
+            if replaced_by_lb(name) || is_hop_by_hop(name, headers.clone()) {
                 continue;
             }
-            put(out, h.name, h.value);
+            put(out, name, value);
         }
         write_via(out, headers, via_prior);
         for (name, value) in extra {
@@ -207,11 +222,11 @@ pub enum ResponseConnection<'a> {
     Upgrade(&'a [u8]),
 }
 
-fn write_via(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], prior: bool) {
+fn write_via<'a>(out: &mut Vec<u8>, headers: impl Headers<'a>, prior: bool) {
     out.extend_from_slice(b"via: ");
     if prior {
-        for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("via")) {
-            out.extend_from_slice(trim(h.value));
+        for (_, value) in headers.filter(|(n, _)| n.eq_ignore_ascii_case("via")) {
+            out.extend_from_slice(trim(value));
             out.extend_from_slice(b", ");
         }
     }

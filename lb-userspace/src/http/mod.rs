@@ -10,9 +10,14 @@ mod headers;
 mod request;
 mod response;
 
-pub use chunked::{ChunkedDecoder, ChunkedError, ChunkedProgress, encode_chunk_header, CHUNK_HEADER_RESERVE};
+pub use chunked::{
+    CHUNK_HEADER_RESERVE, ChunkedDecoder, ChunkedError, ChunkedProgress, encode_chunk_header,
+};
 pub use error::{HeadError, RejectReason};
-pub use headers::{ConnectionHeader, ForwardedFor, HeaderRewrite, ResponseConnection, is_hop_by_hop};
+pub use headers::{
+    ConnectionHeader, ForwardedFor, HeaderRewrite, Headers, ResponseConnection, httparse_headers,
+    is_hop_by_hop,
+};
 pub use request::{BodyFraming, HeadLimits, Method, ParsedRequest, Version, parse_request_head};
 pub use response::{ParsedResponse, ResponseFraming, ResponseHeadError, parse_response_head};
 

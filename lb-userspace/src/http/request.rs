@@ -368,10 +368,7 @@ fn check_line_structure(head: &[u8]) -> Result<(), HeadError> {
 
 /// Header values may hold visible ASCII, SP, HTAB and obs-text; never other controls.
 fn validate_value(value: &[u8]) -> Result<(), HeadError> {
-    if value
-        .iter()
-        .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-    {
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(RejectReason::InvalidHeaderValue.error());
     }
     Ok(())
@@ -385,8 +382,24 @@ fn validate_host(value: &[u8]) -> Result<(), HeadError> {
             b.is_ascii_alphanumeric()
                 || matches!(
                     b,
-                    b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
-                        | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']'
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'['
+                        | b']'
                 )
         });
     if ok {
@@ -406,7 +419,9 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
         }
         let n = item
             .iter()
-            .try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .try_fold(0u64, |acc, &d| {
+                acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })
             .ok_or_else(bad)?;
         match result {
             Some(prev) if prev != n => return Err(RejectReason::DifferingContentLengths.error()),
@@ -422,8 +437,14 @@ pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 pub(crate) fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }
 

@@ -17,7 +17,10 @@ fn parse(raw: &[u8]) -> Result<Option<(Method, String, BodyFraming, bool)>, Head
 fn reason(raw: &[u8]) -> R {
     match parse(raw) {
         Err(e) => e.reason,
-        other => panic!("expected rejection of {:?}, got {other:?}", String::from_utf8_lossy(raw)),
+        other => panic!(
+            "expected rejection of {:?}, got {other:?}",
+            String::from_utf8_lossy(raw)
+        ),
     }
 }
 
@@ -26,24 +29,45 @@ fn accepts_ordinary_requests() {
     let (m, path, framing, keep) = parse(b"GET /a?b=c HTTP/1.1\r\nHost: example.com\r\n\r\n")
         .unwrap()
         .unwrap();
-    assert_eq!((m, path.as_str(), framing, keep), (Method::Get, "/a?b=c", BodyFraming::None, true));
-    let r = parse(b"POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello").unwrap().unwrap();
-    assert_eq!(r.2, BodyFraming::ContentLength(5));
-    let r = parse(b"PUT /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
-    assert_eq!(r.2, BodyFraming::Chunked);
-    // Identical repeated Content-Length values are one value (RFC 9110 §8.6).
-    let r = parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\n")
+    assert_eq!(
+        (m, path.as_str(), framing, keep),
+        (Method::Get, "/a?b=c", BodyFraming::None, true)
+    );
+    let r = parse(b"POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
         .unwrap()
         .unwrap();
+    assert_eq!(r.2, BodyFraming::ContentLength(5));
+    let r = parse(b"PUT /u HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.2, BodyFraming::Chunked);
+    // Identical repeated Content-Length values are one value (RFC 9110 §8.6).
+    let r =
+        parse(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\n")
+            .unwrap()
+            .unwrap();
     assert_eq!(r.2, BodyFraming::ContentLength(3));
     // Bare LF line ends are accepted (RFC 9112 §2.2) and normalised when forwarded.
     assert!(parse(b"GET / HTTP/1.1\nHost: h\n\n").unwrap().is_some());
     // HTTP/1.0 without Host is fine; it closes unless it asks for keep-alive.
     assert!(!parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().3);
-    assert!(parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap().3);
-    assert!(!parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").unwrap().unwrap().3);
+    assert!(
+        parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap()
+            .3
+    );
+    assert!(
+        !parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap()
+            .3
+    );
     assert_eq!(
-        parse(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().unwrap().1,
+        parse(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap()
+            .unwrap()
+            .1,
         "*"
     );
 }
@@ -52,11 +76,19 @@ fn accepts_ordinary_requests() {
 fn absolute_form_targets_become_origin_form_with_authority() {
     let mut slots = [httparse::EMPTY_HEADER; 8];
     let raw = b"GET http://example.com:8080/x?y HTTP/1.1\r\nHost: other\r\n\r\n";
-    let r = parse_request_head(raw, &HeadLimits::default(), &mut slots).unwrap().unwrap();
+    let r = parse_request_head(raw, &HeadLimits::default(), &mut slots)
+        .unwrap()
+        .unwrap();
     assert_eq!(r.path, "/x?y");
     assert_eq!(r.authority, Some("example.com:8080"));
-    assert_eq!(reason(b"GET http://user@h/ HTTP/1.1\r\nHost: h\r\n\r\n"), R::InvalidTarget);
-    assert_eq!(reason(b"GET ftp://h/ HTTP/1.1\r\nHost: h\r\n\r\n"), R::InvalidTarget);
+    assert_eq!(
+        reason(b"GET http://user@h/ HTTP/1.1\r\nHost: h\r\n\r\n"),
+        R::InvalidTarget
+    );
+    assert_eq!(
+        reason(b"GET ftp://h/ HTTP/1.1\r\nHost: h\r\n\r\n"),
+        R::InvalidTarget
+    );
 }
 
 #[test]
@@ -149,17 +181,28 @@ fn limits_hold_across_split_reads() {
     };
     // A request line that has not ended but is already too long: 414 without waiting.
     let long_line = format!("GET /{}", "a".repeat(70));
-    assert_eq!(check(long_line.as_bytes()).unwrap_err().reason, R::RequestLineTooLong);
+    assert_eq!(
+        check(long_line.as_bytes()).unwrap_err().reason,
+        R::RequestLineTooLong
+    );
     // Just under the limit is still partial.
-    assert_eq!(check(format!("GET /{}", "a".repeat(50)).as_bytes()), Ok(false));
+    assert_eq!(
+        check(format!("GET /{}", "a".repeat(50)).as_bytes()),
+        Ok(false)
+    );
     // Headers that keep coming past the cap: 431 before the blank line arrives.
     let many = format!("GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}", "b".repeat(200));
-    assert_eq!(check(many.as_bytes()).unwrap_err().reason, R::HeadersTooLarge);
+    assert_eq!(
+        check(many.as_bytes()).unwrap_err().reason,
+        R::HeadersTooLarge
+    );
     // Too many fields for the slot array: 431.
     let mut slots = [httparse::EMPTY_HEADER; 4];
     let raw = b"GET / HTTP/1.1\r\nHost: h\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\n\r\n";
     assert_eq!(
-        parse_request_head(raw, &HeadLimits::default(), &mut slots).unwrap_err().reason,
+        parse_request_head(raw, &HeadLimits::default(), &mut slots)
+            .unwrap_err()
+            .reason,
         R::TooManyHeaders
     );
 }
@@ -168,5 +211,9 @@ fn limits_hold_across_split_reads() {
 fn methods_know_their_failover_and_idempotency() {
     assert!(Method::Get.fails_over() && Method::Head.fails_over() && Method::Options.fails_over());
     assert!(!Method::Post.fails_over() && !Method::Put.fails_over());
-    assert!(Method::Put.is_idempotent() && !Method::Post.is_idempotent() && !Method::Patch.is_idempotent());
+    assert!(
+        Method::Put.is_idempotent()
+            && !Method::Post.is_idempotent()
+            && !Method::Patch.is_idempotent()
+    );
 }

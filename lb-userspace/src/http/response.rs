@@ -72,7 +72,8 @@ pub fn parse_response_head<'b, 'h>(
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
             for item in list_items(h.value) {
-                let n = parse_decimal(item).ok_or(ResponseHeadError::Malformed("bad Content-Length"))?;
+                let n = parse_decimal(item)
+                    .ok_or(ResponseHeadError::Malformed("bad Content-Length"))?;
                 if content_length.is_some_and(|prev| prev != n) {
                     return Err(ResponseHeadError::Malformed("differing Content-Lengths"));
                 }
@@ -102,7 +103,7 @@ pub fn parse_response_head<'b, 'h>(
         headers,
         head_len,
         framing,
-        connection: ConnectionHeader::from_headers(headers),
+        connection: ConnectionHeader::from_headers(super::headers::httparse_headers(headers)),
         http10: resp.version == Some(0),
     }))
 }
@@ -112,8 +113,9 @@ fn parse_decimal(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.iter()
-        .try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    v.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 fn httparse_reason(e: httparse::Error) -> &'static str {
@@ -132,7 +134,10 @@ fn httparse_reason(e: httparse::Error) -> &'static str {
 mod tests {
     use super::*;
 
-    fn parse(raw: &str, head: bool) -> Result<Option<(u16, ResponseFraming, bool)>, ResponseHeadError> {
+    fn parse(
+        raw: &str,
+        head: bool,
+    ) -> Result<Option<(u16, ResponseFraming, bool)>, ResponseHeadError> {
         let mut slots = [httparse::EMPTY_HEADER; 32];
         parse_response_head(raw.as_bytes(), 4096, &mut slots, head)
             .map(|r| r.map(|r| (r.status, r.framing, r.reusable())))
@@ -149,8 +154,11 @@ mod tests {
             Some((200, ResponseFraming::None, true))
         );
         assert_eq!(
-            parse("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n", false)
-                .unwrap(),
+            parse(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+                false
+            )
+            .unwrap(),
             Some((200, ResponseFraming::Chunked, true))
         );
         assert_eq!(
@@ -159,22 +167,51 @@ mod tests {
         );
         for code in ["204 No Content", "304 Not Modified", "103 Early Hints"] {
             let raw = format!("HTTP/1.1 {code}\r\ncontent-length: 7\r\n\r\n");
-            assert_eq!(parse(&raw, false).unwrap().unwrap().1, ResponseFraming::None, "{code}");
+            assert_eq!(
+                parse(&raw, false).unwrap().unwrap().1,
+                ResponseFraming::None,
+                "{code}"
+            );
         }
     }
 
     #[test]
     fn connection_close_and_http10_are_not_reusable() {
-        assert!(!parse("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n", false)
-            .unwrap().unwrap().2);
-        assert!(!parse("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false).unwrap().unwrap().2);
-        assert!(parse("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n", false)
-            .unwrap().unwrap().2);
+        assert!(
+            !parse(
+                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+                false
+            )
+            .unwrap()
+            .unwrap()
+            .2
+        );
+        assert!(
+            !parse("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false)
+                .unwrap()
+                .unwrap()
+                .2
+        );
+        assert!(
+            parse(
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
+                false
+            )
+            .unwrap()
+            .unwrap()
+            .2
+        );
     }
 
     #[test]
     fn bad_heads_are_errors_and_partial_is_none() {
-        assert!(parse("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n", false).is_err());
+        assert!(
+            parse(
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+                false
+            )
+            .is_err()
+        );
         assert!(parse("HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", false).is_err());
         assert!(parse("SPDY/9 200 OK\r\n\r\n", false).is_err());
         assert_eq!(parse("HTTP/1.1 200 OK\r\ncontent-le", false).unwrap(), None);

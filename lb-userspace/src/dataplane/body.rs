@@ -1,0 +1,238 @@
+//! Streaming bodies between the two sides of an exchange with bounded memory: bytes move
+//! from one connection's read buffer to the other socket, one buffer-full at a time.
+//!
+//! Content-Length bodies pass through untouched. Chunked bodies are decoded strictly and
+//! re-encoded canonically (or sent raw to HTTP/1.0 clients). Close-delimited responses
+//! become chunked for HTTP/1.1 clients, so their connection can stay open.
+
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+
+use super::conn::{BufferedStream, write_all, write_from};
+use crate::http::{CHUNK_HEADER_RESERVE, ChunkedDecoder, ChunkedError, encode_chunk_header};
+
+/// Which side of the exchange a body failure came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Side {
+    Client,
+    Origin,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum BodyErrorKind {
+    /// No progress within the body timeout.
+    Timeout,
+    /// The peer closed before the body ended.
+    Closed,
+    /// A socket error.
+    Io,
+    /// The chunked framing was invalid.
+    Framing(ChunkedError),
+    /// The body exceeded the configured limit.
+    TooLarge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct BodyError {
+    pub side: Side,
+    pub kind: BodyErrorKind,
+}
+
+impl BodyError {
+    fn new(side: Side, kind: BodyErrorKind) -> Self {
+        Self { side, kind }
+    }
+}
+
+/// How the body goes out to the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Encoding {
+    /// Bytes as decoded (or as received, for Content-Length).
+    Raw,
+    /// Canonical chunked framing.
+    Chunked,
+}
+
+/// Where a body comes from and how it is delimited there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Copies one body from `src` (starting with its buffered bytes) to `dst`.
+/// `src_side` names who `src` is, for errors; `limit` caps the decoded size.
+pub(super) async fn forward(
+    src: &mut BufferedStream,
+    dst: &mut TcpStream,
+    source: Source,
+    encoding: Encoding,
+    src_side: Side,
+    idle: Duration,
+    limit: u64,
+    scratch: &mut Vec<u8>,
+) -> Result<u64, BodyError> {
+    let dst_side = match src_side {
+        Side::Client => Side::Origin,
+        Side::Origin => Side::Client,
+    };
+    match source {
+        Source::Length(n) => copy_length(src, dst, n, src_side, dst_side, idle)
+            .await
+            .map(|()| n),
+        Source::Chunked => {
+            copy_chunked(src, dst, encoding, src_side, dst_side, idle, limit, scratch).await
+        }
+        Source::UntilClose => {
+            copy_until_close(src, dst, encoding, src_side, dst_side, idle, scratch).await
+        }
+    }
+}
+
+/// Reads more into `src`; maps timeouts, EOF and errors to `side`.
+async fn fill(src: &mut BufferedStream, side: Side, idle: Duration) -> Result<usize, BodyError> {
+    match monoio::time::timeout(idle, src.fill()).await {
+        Err(_) => Err(BodyError::new(side, BodyErrorKind::Timeout)),
+        Ok(Err(_)) => Err(BodyError::new(side, BodyErrorKind::Io)),
+        Ok(Ok(n)) => Ok(n),
+    }
+}
+
+async fn copy_length(
+    src: &mut BufferedStream,
+    dst: &mut TcpStream,
+    n: u64,
+    src_side: Side,
+    dst_side: Side,
+    idle: Duration,
+) -> Result<(), BodyError> {
+    let mut left = n;
+    while left > 0 {
+        if !src.has_data() && fill(src, src_side, idle).await? == 0 {
+            return Err(BodyError::new(src_side, BodyErrorKind::Closed));
+        }
+        let take = left.min(src.data().len() as u64) as usize;
+        match monoio::time::timeout(idle, src.forward(dst, take)).await {
+            Err(_) => return Err(BodyError::new(dst_side, BodyErrorKind::Timeout)),
+            Ok(Err(_)) => return Err(BodyError::new(dst_side, BodyErrorKind::Io)),
+            Ok(Ok(())) => {}
+        }
+        left -= take as u64;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_chunked(
+    src: &mut BufferedStream,
+    dst: &mut TcpStream,
+    encoding: Encoding,
+    src_side: Side,
+    dst_side: Side,
+    idle: Duration,
+    limit: u64,
+    scratch: &mut Vec<u8>,
+) -> Result<u64, BodyError> {
+    let mut decoder = ChunkedDecoder::new();
+    let mut total = 0u64;
+    loop {
+        if !src.has_data() && fill(src, src_side, idle).await? == 0 {
+            return Err(BodyError::new(src_side, BodyErrorKind::Closed));
+        }
+        scratch.clear();
+        if encoding == Encoding::Chunked {
+            scratch.resize(CHUNK_HEADER_RESERVE, 0);
+        }
+        let base = scratch.len();
+        let progress = decoder
+            .decode(src.data(), scratch)
+            .map_err(|e| BodyError::new(src_side, BodyErrorKind::Framing(e)))?;
+        src.consume(progress.consumed);
+        let produced = scratch.len() - base;
+        total += produced as u64;
+        if total > limit {
+            return Err(BodyError::new(src_side, BodyErrorKind::TooLarge));
+        }
+        if produced > 0 {
+            let from = match encoding {
+                Encoding::Chunked => encode_chunk_header(scratch),
+                Encoding::Raw => base,
+            };
+            write_timed(dst, scratch, from, dst_side, idle).await?;
+        }
+        if progress.done {
+            if encoding == Encoding::Chunked {
+                write_last_chunk(dst, scratch, dst_side, idle).await?;
+            }
+            return Ok(total);
+        }
+    }
+}
+
+async fn copy_until_close(
+    src: &mut BufferedStream,
+    dst: &mut TcpStream,
+    encoding: Encoding,
+    src_side: Side,
+    dst_side: Side,
+    idle: Duration,
+    scratch: &mut Vec<u8>,
+) -> Result<u64, BodyError> {
+    let mut total = 0u64;
+    loop {
+        if !src.has_data() && fill(src, src_side, idle).await? == 0 {
+            if encoding == Encoding::Chunked {
+                write_last_chunk(dst, scratch, dst_side, idle).await?;
+            }
+            return Ok(total);
+        }
+        let n = src.data().len();
+        total += n as u64;
+        match encoding {
+            Encoding::Raw => match monoio::time::timeout(idle, src.forward(dst, n)).await {
+                Err(_) => return Err(BodyError::new(dst_side, BodyErrorKind::Timeout)),
+                Ok(Err(_)) => return Err(BodyError::new(dst_side, BodyErrorKind::Io)),
+                Ok(Ok(())) => {}
+            },
+            Encoding::Chunked => {
+                scratch.clear();
+                scratch.resize(CHUNK_HEADER_RESERVE, 0);
+                scratch.extend_from_slice(src.data());
+                src.consume(n);
+                let from = encode_chunk_header(scratch);
+                write_timed(dst, scratch, from, dst_side, idle).await?;
+            }
+        }
+    }
+}
+
+async fn write_timed(
+    dst: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    from: usize,
+    side: Side,
+    idle: Duration,
+) -> Result<(), BodyError> {
+    match monoio::time::timeout(idle, write_from(dst, buf, from)).await {
+        Err(_) => Err(BodyError::new(side, BodyErrorKind::Timeout)),
+        Ok(Err(_)) => Err(BodyError::new(side, BodyErrorKind::Io)),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+async fn write_last_chunk(
+    dst: &mut TcpStream,
+    scratch: &mut Vec<u8>,
+    side: Side,
+    idle: Duration,
+) -> Result<(), BodyError> {
+    scratch.clear();
+    scratch.extend_from_slice(b"0\r\n\r\n");
+    match monoio::time::timeout(idle, write_all(dst, scratch)).await {
+        Err(_) => Err(BodyError::new(side, BodyErrorKind::Timeout)),
+        Ok(Err(_)) => Err(BodyError::new(side, BodyErrorKind::Io)),
+        Ok(Ok(())) => Ok(()),
+    }
+}

@@ -1,0 +1,116 @@
+//! A TCP stream with its own read buffer, using monoio's owned-buffer I/O. Both the client
+//! and the origin side of an exchange are one of these; each is allocated once per
+//! connection and reused for every request on it.
+
+use std::io;
+
+use monoio::{
+    buf::{IoBuf, IoBufMut},
+    io::{AsyncReadRent, AsyncWriteRentExt},
+    net::TcpStream,
+};
+
+/// Read size used when the buffer is empty or full.
+pub(super) const READ_CHUNK: usize = 16 * 1024;
+
+pub(super) struct BufferedStream {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    /// Unconsumed data is `buf[start..]`.
+    start: usize,
+}
+
+impl BufferedStream {
+    pub fn new(stream: TcpStream) -> Self {
+        Self::with_buffer(stream, Vec::with_capacity(READ_CHUNK))
+    }
+
+    /// Wraps `stream` with a recycled (cleared) buffer.
+    pub fn with_buffer(stream: TcpStream, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        Self {
+            stream,
+            buf,
+            start: 0,
+        }
+    }
+
+    /// The stream and the buffer, for recycling. Unconsumed bytes are discarded.
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buf)
+    }
+
+    /// Bytes read but not yet consumed.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    pub fn has_data(&self) -> bool {
+        self.start < self.buf.len()
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(self.start + n <= self.buf.len());
+        self.start += n;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Reads more bytes after the unconsumed ones. Returns how many arrived (0: EOF).
+    /// Cancel-safe in the sense that matters here: if the future is dropped (timeout), the
+    /// buffer is lost and the caller must close the connection.
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        if self.start > 0 && self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(self.buf.len() - self.start);
+            self.start = 0;
+        }
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let start = std::mem::take(&mut self.start);
+        let (len, cap) = (buf.len(), buf.capacity());
+        let (result, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
+        self.buf = slice.into_inner();
+        self.start = start;
+        result
+    }
+
+    /// Writes the first `n` unconsumed bytes to `dst` and consumes them: body bytes go
+    /// from one socket to the other straight out of this buffer.
+    pub async fn forward(&mut self, dst: &mut TcpStream, n: usize) -> io::Result<()> {
+        debug_assert!(n <= self.data().len());
+        let buf = std::mem::take(&mut self.buf);
+        let start = std::mem::take(&mut self.start);
+        let (result, slice) = dst.write_all(buf.slice(start..start + n)).await;
+        self.buf = slice.into_inner();
+        self.start = start;
+        result?;
+        self.consume(n);
+        Ok(())
+    }
+}
+
+/// Writes all of `out` to `stream`, keeping the buffer for reuse.
+pub(super) async fn write_all(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+    let buf = std::mem::take(out);
+    let (result, buf) = stream.write_all(buf).await;
+    *out = buf;
+    result.map(|_| ())
+}
+
+/// Writes `out[from..]` to `stream`, keeping the buffer.
+pub(super) async fn write_from(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    from: usize,
+) -> io::Result<()> {
+    let buf = std::mem::take(out);
+    let end = buf.len();
+    let (result, slice) = stream.write_all(buf.slice(from..end)).await;
+    *out = slice.into_inner();
+    result.map(|_| ())
+}

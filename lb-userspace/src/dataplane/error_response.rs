@@ -1,0 +1,40 @@
+//! The responses lb itself generates: a status, and a one-line reason in the body that
+//! also goes to the access log.
+
+use std::io::Write as _;
+
+/// Writes a complete `text/plain` response. `close` adds `Connection: close`.
+pub(super) fn write(out: &mut Vec<u8>, status: u16, reason: &str, close: bool) {
+    out.clear();
+    let body_len = "lb: ".len() + reason.len() + 1;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {body_len}\r\n",
+        canonical_reason(status)
+    );
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    let _ = write!(out, "\r\nlb: {reason}\n");
+}
+
+pub(super) fn canonical_reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}

@@ -1,0 +1,138 @@
+//! The data plane: one monoio runtime per worker thread, each pinned to a core, each with
+//! its own SO_REUSEPORT listener, upstream pool and buffers. Nothing on the request path
+//! is shared between workers, so there is no lock and no cross-thread traffic per request.
+//!
+//! This module never imports tokio (see the README's architecture rules).
+
+mod body;
+mod conn;
+mod drain;
+mod error_response;
+mod exchange;
+mod listener;
+mod request_head;
+mod tunnel;
+mod upstream;
+mod worker;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, mpsc},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use crate::config::Config;
+
+/// Which I/O driver a worker ended up with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverKind {
+    IoUring,
+    Epoll,
+}
+
+/// The running workers.
+pub struct DataPlane {
+    local_addr: SocketAddr,
+    workers: Vec<WorkerHandle>,
+    drivers: Vec<DriverKind>,
+}
+
+struct WorkerHandle {
+    stop: Option<futures_channel::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DataPlane {
+    /// Binds one listener per worker and starts the workers. Fails (before any worker
+    /// runs) if the address cannot be bound or no worker can build its runtime.
+    pub fn start(config: Arc<Config>) -> anyhow::Result<Self> {
+        let count = config.worker_count();
+        let listeners = listener::bind_reuseport(config.listener.address, count)?;
+        let local_addr = listeners[0].local_addr()?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut workers = Vec::with_capacity(count);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (stop_tx, stop_rx) = futures_channel::oneshot::channel();
+            let config = Arc::clone(&config);
+            let ready = ready_tx.clone();
+            let core = config.listener.pin_workers.then_some(index % cores);
+            let thread = std::thread::Builder::new()
+                .name(format!("lb-worker-{index}"))
+                .spawn(move || worker::run(index, core, listener, config, stop_rx, ready))?;
+            workers.push(WorkerHandle {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            });
+        }
+        drop(ready_tx);
+        let mut drivers = Vec::with_capacity(count);
+        for _ in 0..count {
+            match ready_rx.recv() {
+                Ok(Ok(kind)) => drivers.push(kind),
+                Ok(Err(e)) => {
+                    let mut plane = Self {
+                        local_addr,
+                        workers,
+                        drivers,
+                    };
+                    plane.stop_workers(Duration::ZERO);
+                    return Err(e);
+                }
+                Err(_) => anyhow::bail!("a worker thread died while starting"),
+            }
+        }
+        let uring = drivers
+            .iter()
+            .filter(|d| **d == DriverKind::IoUring)
+            .count();
+        tracing::info!(
+            address = %local_addr,
+            workers = count,
+            io_uring = uring,
+            epoll = count - uring,
+            pinned = config.listener.pin_workers,
+            "data plane listening"
+        );
+        Ok(Self {
+            local_addr,
+            workers,
+            drivers,
+        })
+    }
+
+    /// The address the workers listen on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn drivers(&self) -> &[DriverKind] {
+        &self.drivers
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to `drain_timeout`), and joins
+    /// the workers.
+    pub fn shutdown(mut self, drain_timeout: Duration) {
+        self.stop_workers(drain_timeout);
+    }
+
+    fn stop_workers(&mut self, _drain_timeout: Duration) {
+        for w in &mut self.workers {
+            if let Some(stop) = w.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.stop_workers(Duration::ZERO);
+    }
+}

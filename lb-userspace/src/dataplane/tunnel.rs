@@ -1,0 +1,32 @@
+//! After `101 Switching Protocols`, the exchange becomes a byte tunnel: each direction is
+//! copied until its sender closes, then the close is passed on (half-close), so both
+//! sides see an orderly end.
+
+use monoio::io::{AsyncWriteRent, Splitable, copy};
+
+use super::conn::BufferedStream;
+
+pub(super) async fn tunnel(mut client: BufferedStream, mut origin: BufferedStream) {
+    // Bytes that arrived with the heads belong to the new protocol.
+    let pending = client.data().len();
+    if pending > 0 && client.forward(&mut origin.stream, pending).await.is_err() {
+        return;
+    }
+    let pending = origin.data().len();
+    if pending > 0 && origin.forward(&mut client.stream, pending).await.is_err() {
+        return;
+    }
+    let (client, _) = client.into_parts();
+    let (origin, _) = origin.into_parts();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut origin_read, mut origin_write) = origin.into_split();
+    let upstream = async {
+        let _ = copy(&mut client_read, &mut origin_write).await;
+        let _ = origin_write.shutdown().await;
+    };
+    let downstream = async {
+        let _ = copy(&mut origin_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    monoio::join!(upstream, downstream);
+}

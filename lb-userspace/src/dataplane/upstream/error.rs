@@ -1,0 +1,101 @@
+//! Upstream failures, recording how far the request got: whether any of its bytes reached
+//! the origin decides whether trying again (or elsewhere) is allowed.
+
+use std::io;
+
+use crate::http::Method;
+
+/// How much of the request had been written to the origin when the failure happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::dataplane) enum RequestProgress {
+    /// Nothing was written: any request may go elsewhere.
+    NotSent,
+    /// Some or all request bytes were written: only idempotent requests may be repeated,
+    /// and only if their body can be replayed.
+    Sent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::dataplane) enum UpstreamErrorKind {
+    /// Every connection attempt was refused (RST to our SYN).
+    ConnectRefused,
+    /// Every connection attempt timed out.
+    ConnectTimeout,
+    /// Connecting failed otherwise (unreachable, ...).
+    ConnectFailed(io::ErrorKind),
+    /// The origin reset or closed the connection before any response byte.
+    ClosedBeforeResponse,
+    /// No response head within the origin's response timeout.
+    ResponseTimeout,
+    /// The response head was not valid HTTP/1.1.
+    MalformedResponse(&'static str),
+    /// Writing the request failed.
+    WriteFailed(io::ErrorKind),
+}
+
+/// An upstream failure before any response byte reached the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::dataplane) struct UpstreamError {
+    pub kind: UpstreamErrorKind,
+    pub progress: RequestProgress,
+}
+
+impl UpstreamError {
+    pub fn new(kind: UpstreamErrorKind, progress: RequestProgress) -> Self {
+        Self { kind, progress }
+    }
+
+    /// Whether the same request may be sent again (to this or another origin): always if
+    /// nothing was sent; after bytes were sent only for idempotent methods.
+    pub fn retry_safe(&self, method: Method) -> bool {
+        self.progress == RequestProgress::NotSent || method.is_idempotent()
+    }
+
+    /// The status the client gets if this is the final outcome.
+    pub fn status(&self) -> u16 {
+        match self.kind {
+            UpstreamErrorKind::ResponseTimeout => 504,
+            _ => 502,
+        }
+    }
+
+    /// Short outcome label for access logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self.kind {
+            UpstreamErrorKind::ConnectRefused => "refused",
+            UpstreamErrorKind::ConnectTimeout => "connect-timeout",
+            UpstreamErrorKind::ConnectFailed(_) => "connect-error",
+            UpstreamErrorKind::ClosedBeforeResponse => "reset",
+            UpstreamErrorKind::ResponseTimeout => "timeout",
+            UpstreamErrorKind::MalformedResponse(_) => "bad-response",
+            UpstreamErrorKind::WriteFailed(_) => "write-error",
+        }
+    }
+
+    /// The reason a client reads in lb's error body.
+    pub fn reason(&self, origin: &str) -> String {
+        match self.kind {
+            UpstreamErrorKind::ConnectRefused => {
+                format!("could not connect to origin {origin}: connection refused")
+            }
+            UpstreamErrorKind::ConnectTimeout => {
+                format!("could not connect to origin {origin}: timed out")
+            }
+            UpstreamErrorKind::ConnectFailed(k) => {
+                format!("could not connect to origin {origin}: {k}")
+            }
+            UpstreamErrorKind::ClosedBeforeResponse => {
+                format!("origin {origin} closed the connection before responding")
+            }
+            UpstreamErrorKind::ResponseTimeout => {
+                format!("origin {origin} did not respond in time")
+            }
+            UpstreamErrorKind::MalformedResponse(why) => {
+                format!("origin {origin} sent an invalid response: {why}")
+            }
+            UpstreamErrorKind::WriteFailed(k) => {
+                format!("sending the request to origin {origin} failed: {k}")
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Each worker's idle upstream connections, per origin. Single-threaded: no locks.
+//!
+//! Connections are reused most-recently-idle first (warm, least likely to have been closed
+//! by the origin). Before reuse, one non-blocking `recv(MSG_PEEK)` tells whether the
+//! origin closed the connection (EOF), reset it, or sent unsolicited bytes; any of those
+//! and the connection is dropped instead of failing a request.
+
+use std::{os::fd::AsRawFd, time::Instant};
+
+use monoio::net::TcpStream;
+use nix::{errno::Errno, sys::socket::MsgFlags};
+
+/// Idle connections kept per origin and worker.
+const MAX_IDLE_PER_ORIGIN: usize = 256;
+
+struct Idle {
+    stream: TcpStream,
+    /// When it went idle.
+    since: Instant,
+}
+
+#[derive(Default)]
+pub(in crate::dataplane) struct Pool {
+    idle: Vec<Vec<Idle>>,
+    /// Connections opened by this worker (for the reuse ratio).
+    pub opened: u64,
+    /// Connections taken from the pool.
+    pub reused: u64,
+}
+
+impl Pool {
+    /// A live idle connection to origin `index` that has been idle less than `keepalive`.
+    pub fn checkout(&mut self, index: usize, keepalive: std::time::Duration) -> Option<TcpStream> {
+        let list = self.idle.get_mut(index)?;
+        let now = Instant::now();
+        while let Some(Idle { stream, since }) = list.pop() {
+            if now.duration_since(since) >= keepalive {
+                // Everything older is older still: drop them all.
+                list.clear();
+                return None;
+            }
+            if still_open(&stream) {
+                self.reused += 1;
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose last response was complete and allowed reuse.
+    pub fn checkin(&mut self, index: usize, stream: TcpStream) {
+        if self.idle.len() <= index {
+            self.idle.resize_with(index + 1, Vec::new);
+        }
+        let list = &mut self.idle[index];
+        if list.len() >= MAX_IDLE_PER_ORIGIN {
+            list.remove(0);
+        }
+        list.push(Idle {
+            stream,
+            since: Instant::now(),
+        });
+    }
+
+    /// Closes connections idle longer than their origin's keep-alive timeout.
+    pub fn sweep(&mut self, keepalive: impl Fn(usize) -> std::time::Duration) {
+        let now = Instant::now();
+        for (index, list) in self.idle.iter_mut().enumerate() {
+            let limit = keepalive(index);
+            list.retain(|idle| now.duration_since(idle.since) < limit);
+        }
+    }
+
+    /// Drops every idle connection (shutdown, or origins changed).
+    pub fn clear(&mut self) {
+        self.idle.clear();
+    }
+}
+
+/// True if the peer has neither closed nor reset the connection and sent nothing
+/// unsolicited: exactly "would block" on a non-blocking peek.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        nix::sys::socket::recv(
+            stream.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+        ),
+        Err(Errno::EAGAIN)
+    )
+}

@@ -1,0 +1,174 @@
+//! One worker thread: pinned to a core, running its own monoio runtime with io_uring
+//! (epoll only when io_uring is unavailable, and then said so), accepting on its own
+//! SO_REUSEPORT listener.
+
+use std::{
+    cell::{Cell, RefCell},
+    rc::Rc,
+    sync::{Arc, mpsc},
+    time::{Duration, Instant},
+};
+
+use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
+
+use super::{DriverKind, drain::Drain, exchange::serve_client, upstream::Pool};
+use crate::config::{Config, IoDriver};
+
+/// io_uring submission queue entries per worker.
+const URING_ENTRIES: u32 = 1024;
+
+/// What every task on a worker shares. Only this thread touches it: no locks.
+pub(super) struct Worker {
+    pub config: Arc<Config>,
+    pub pool: RefCell<Pool>,
+    pub drain: Drain,
+    active: Cell<usize>,
+}
+
+impl Worker {
+    /// Counts an open client connection until the guard drops.
+    pub fn track_connection(&self) -> ActiveGuard<'_> {
+        self.active.set(self.active.get() + 1);
+        ActiveGuard(self)
+    }
+}
+
+pub(super) struct ActiveGuard<'a>(&'a Worker);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+    }
+}
+
+/// Thread body of worker `index`.
+pub(super) fn run(
+    index: usize,
+    core: Option<usize>,
+    listener: std::net::TcpListener,
+    config: Arc<Config>,
+    stop: futures_channel::oneshot::Receiver<()>,
+    ready: mpsc::Sender<anyhow::Result<DriverKind>>,
+) {
+    if let Some(core) = core {
+        let mut set = nix::sched::CpuSet::new();
+        if set.set(core).is_ok()
+            && let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        {
+            tracing::warn!(worker = index, core, error = %e, "could not pin worker to its core");
+        }
+    }
+    let want_uring = match config.listener.io_driver {
+        IoDriver::Epoll => false,
+        IoDriver::IoUring | IoDriver::Auto => true,
+    };
+    if want_uring && monoio::utils::detect_uring() {
+        match RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => {
+                let _ = ready.send(Ok(DriverKind::IoUring));
+                rt.block_on(worker_loop(index, listener, config, stop));
+                return;
+            }
+            Err(e) if config.listener.io_driver == IoDriver::IoUring => {
+                let _ = ready.send(Err(anyhow::anyhow!(
+                    "worker {index}: io_uring runtime failed: {e}"
+                )));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(worker = index, error = %e, "io_uring setup failed; falling back to epoll");
+            }
+        }
+    } else if config.listener.io_driver == IoDriver::IoUring {
+        let _ = ready.send(Err(anyhow::anyhow!(
+            "io_driver = \"io_uring\" but this kernel offers no io_uring (or it is disabled by sysctl)"
+        )));
+        return;
+    } else if want_uring && index == 0 {
+        tracing::warn!(
+            "io_uring unavailable (old kernel or kernel.io_uring_disabled); workers use epoll"
+        );
+    }
+    match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
+        Ok(mut rt) => {
+            let _ = ready.send(Ok(DriverKind::Epoll));
+            rt.block_on(worker_loop(index, listener, config, stop));
+        }
+        Err(e) => {
+            let _ = ready.send(Err(anyhow::anyhow!(
+                "worker {index}: epoll runtime failed: {e}"
+            )));
+        }
+    }
+}
+
+async fn worker_loop(
+    index: usize,
+    listener: std::net::TcpListener,
+    config: Arc<Config>,
+    mut stop: futures_channel::oneshot::Receiver<()>,
+) {
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "cannot register the listener");
+            return;
+        }
+    };
+    let drain_timeout = config.listener.drain_timeout;
+    let worker = Rc::new(Worker {
+        config,
+        pool: RefCell::new(Pool::default()),
+        drain: Drain::default(),
+        active: Cell::new(0),
+    });
+    monoio::spawn(sweep_pool(Rc::clone(&worker)));
+    loop {
+        monoio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    monoio::spawn(serve_client(Rc::clone(&worker), stream, peer));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(worker = index, error = %e, "accept failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    worker.drain.start();
+    let deadline = Instant::now() + drain_timeout;
+    while worker.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let left = worker.active.get();
+    if left > 0 {
+        tracing::warn!(
+            worker = index,
+            connections = left,
+            "drain timeout: closing connections still busy"
+        );
+    }
+    worker.pool.borrow_mut().clear();
+}
+
+/// Closes idle upstream connections past their keep-alive timeout, once a second.
+async fn sweep_pool(worker: Rc<Worker>) {
+    while !worker.drain.is_draining() {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        let config = &worker.config;
+        worker.pool.borrow_mut().sweep(|i| {
+            config
+                .origins
+                .get(i)
+                .map_or(Duration::ZERO, |o| o.keepalive_timeout)
+        });
+    }
+}
