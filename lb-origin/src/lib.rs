@@ -48,6 +48,8 @@ struct Shared {
     health_status: AtomicU16,
     connections: AtomicU64,
     requests: AtomicU64,
+    /// Requests whose body was read to its end.
+    completed: AtomicU64,
 }
 
 /// A running origin. Dropping it stops the server and closes its connections.
@@ -130,6 +132,11 @@ impl Origin {
     /// Requests whose head was read so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests that arrived complete (head and whole body).
+    pub fn completed(&self) -> u64 {
+        self.shared.completed.load(Ordering::Relaxed)
     }
 
     /// Blocks until the server thread ends (it does not, unless stopped): for the binary.
@@ -231,6 +238,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
                 Some(n) => n,
                 None => return,
             };
+        shared.completed.fetch_add(1, Ordering::Relaxed);
         match respond(&mut stream, &shared, &req, body, received).await {
             Ok(true) if !req.close => {}
             _ => return,

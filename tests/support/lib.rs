@@ -1,5 +1,6 @@
 //! Shared helpers for lb's integration tests.
 
+pub mod http;
 pub mod netns;
 pub mod packets;
 pub mod process;

@@ -138,3 +138,114 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Builds an lb TOML config for tests: listener on 127.0.0.1:0, kernel signals off unless
+/// asked for, and any extra tables.
+#[derive(Clone, Debug)]
+pub struct LbConfig {
+    pub workers: usize,
+    pub origins: Vec<(String, std::net::SocketAddr, String)>,
+    pub listener_extra: String,
+    pub limits: String,
+    pub kernel: String,
+}
+
+impl LbConfig {
+    pub fn new() -> Self {
+        Self {
+            workers: 1,
+            origins: Vec::new(),
+            listener_extra: String::new(),
+            limits: String::new(),
+            kernel: "enabled = false\n".into(),
+        }
+    }
+
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Adds an origin; `extra` holds more `key = value` lines for its table.
+    pub fn origin(mut self, id: &str, addr: std::net::SocketAddr, extra: &str) -> Self {
+        self.origins.push((id.into(), addr, extra.into()));
+        self
+    }
+
+    pub fn limits(mut self, lines: &str) -> Self {
+        self.limits = lines.into();
+        self
+    }
+
+    pub fn listener(mut self, lines: &str) -> Self {
+        self.listener_extra = lines.into();
+        self
+    }
+
+    pub fn kernel(mut self, lines: &str) -> Self {
+        self.kernel = lines.into();
+        self
+    }
+
+    pub fn to_toml(&self) -> String {
+        let mut s = format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\nworkers = {}\n{}\n[limits]\n{}\n",
+            self.workers, self.listener_extra, self.limits
+        );
+        for (id, addr, extra) in &self.origins {
+            s.push_str(&format!(
+                "[[origins]]\nid = \"{id}\"\naddress = \"{addr}\"\n{extra}\n"
+            ));
+        }
+        s.push_str(&format!("[kernel]\n{}\n", self.kernel));
+        s
+    }
+}
+
+impl Default for LbConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running `lb run` and the address it listens on.
+pub struct LbServer {
+    pub process: LbProcess,
+    pub addr: std::net::SocketAddr,
+    pub dir: TestDir,
+}
+
+impl LbServer {
+    pub fn start(config: &LbConfig) -> Self {
+        Self::start_with_log(config, "info")
+    }
+
+    pub fn start_with_log(config: &LbConfig, filter: &str) -> Self {
+        let dir = TestDir::new();
+        let cfg = dir.write("lb.toml", &config.to_toml());
+        let mut process = LbProcess::spawn_with_log(
+            &lb_binary(),
+            &["run", "--config", cfg.to_str().unwrap()],
+            dir.path.join("stderr"),
+            filter,
+        );
+        let addr = wait_for("lb to listen", Duration::from_secs(15), || {
+            let log = process.stderr();
+            assert!(process.is_running(), "lb exited:\n{log}");
+            log.lines()
+                .find(|l| l.contains("lb running"))
+                .and_then(|l| l.split("listen=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+        });
+        Self { process, addr, dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.process.stderr()
+    }
+}

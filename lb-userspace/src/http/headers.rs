@@ -117,19 +117,8 @@ impl HeaderRewrite {
         if let Some(host) = host {
             put(out, "host", trim(host));
         }
-        let mut xff_prior = false;
         let mut via_prior = false;
         for (name, value) in headers.clone() {
-            if name.eq_ignore_ascii_case("x-forwarded-for") {
-                if !xff_prior {
-                    out.extend_from_slice(b"x-forwarded-for: ");
-                } else {
-                    out.extend_from_slice(b", ");
-                }
-                out.extend_from_slice(trim(value));
-                xff_prior = true;
-                continue;
-            }
             if name.eq_ignore_ascii_case("via") {
                 via_prior = true;
             }
@@ -141,10 +130,17 @@ impl HeaderRewrite {
             }
             put(out, name, value);
         }
-        if xff_prior {
-            out.extend_from_slice(b", ");
-        } else {
-            out.extend_from_slice(b"x-forwarded-for: ");
+        // One X-Forwarded-For line: every earlier hop, then this client.
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for (_, value) in headers
+            .clone()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+        {
+            let value = trim(value);
+            if !value.is_empty() {
+                out.extend_from_slice(value);
+                out.extend_from_slice(b", ");
+            }
         }
         let _ = write!(out, "{}\r\n", client.0);
         put(out, "x-forwarded-proto", proto.as_bytes());
@@ -238,4 +234,46 @@ fn put(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(raw: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static [u8])> {
+        raw.iter().map(|(n, v)| (*n, v.as_bytes())).collect()
+    }
+
+    #[test]
+    fn request_head_is_rewritten_field_by_field() {
+        let f = fields(&[
+            ("Host", "h"),
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("Connection", "x-hop"),
+            ("X-Hop", "1"),
+            ("X-Forwarded-For", " 10.0.0.2 "),
+            ("X-End", "kept"),
+            ("Content-Length", "999"),
+        ]);
+        let mut out = Vec::new();
+        HeaderRewrite::request(
+            &mut out,
+            "POST",
+            "/p",
+            Some(b"h"),
+            f.iter().copied(),
+            ForwardedFor("192.0.2.7".parse().unwrap()),
+            "http",
+            Some(3),
+            false,
+            None,
+            &[("X-Origin-Key".into(), "k".into())],
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /p HTTP/1.1\r\nhost: h\r\nX-End: kept\r\n\
+             x-forwarded-for: 10.0.0.1, 10.0.0.2, 192.0.2.7\r\nx-forwarded-proto: http\r\n\
+             via: 1.1 lb\r\nX-Origin-Key: k\r\ncontent-length: 3\r\n\r\n"
+        );
+    }
 }

@@ -132,8 +132,10 @@ pub fn parse_request_head<'b, 'h>(
     }
     let head_end = find_head_end(buf);
     let scanned = head_end.unwrap_or(buf.len());
-    let head_cap = limits.max_request_line + limits.max_header_bytes;
-    if scanned > head_cap {
+    // The header section is everything after the request line.
+    if let Some(line_end) = line_end
+        && scanned - (line_end + 1) > limits.max_header_bytes
+    {
         return Err(RejectReason::HeadersTooLarge.error());
     }
     check_line_structure(&buf[..scanned])?;
