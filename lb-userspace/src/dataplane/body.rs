@@ -62,18 +62,33 @@ pub(super) enum Source {
     UntilClose,
 }
 
+/// How one body moves: where it comes from, how it goes out, and its bounds.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct BodyPlan {
+    pub source: Source,
+    pub encoding: Encoding,
+    /// Who `src` is, so failures name the right side.
+    pub src_side: Side,
+    /// Longest pause without progress.
+    pub idle: Duration,
+    /// Largest decoded size (chunked sources).
+    pub limit: u64,
+}
+
 /// Copies one body from `src` (starting with its buffered bytes) to `dst`.
-/// `src_side` names who `src` is, for errors; `limit` caps the decoded size.
 pub(super) async fn forward(
     src: &mut BufferedStream,
     dst: &mut TcpStream,
-    source: Source,
-    encoding: Encoding,
-    src_side: Side,
-    idle: Duration,
-    limit: u64,
+    plan: BodyPlan,
     scratch: &mut Vec<u8>,
 ) -> Result<u64, BodyError> {
+    let BodyPlan {
+        source,
+        encoding,
+        src_side,
+        idle,
+        limit,
+    } = plan;
     let dst_side = match src_side {
         Side::Client => Side::Origin,
         Side::Origin => Side::Client,

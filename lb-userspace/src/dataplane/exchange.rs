@@ -8,7 +8,7 @@ use std::{net::SocketAddr, rc::Rc, time::Instant};
 use monoio::net::TcpStream;
 
 use super::{
-    body::{self, BodyError, BodyErrorKind, Encoding, Side, Source},
+    body::{self, BodyError, BodyErrorKind, BodyPlan, Encoding, Side, Source},
     conn::{BufferedStream, READ_CHUNK, write_all},
     error_response,
     request_head::RequestHead,
@@ -256,18 +256,16 @@ async fn attempt(
             BodyFraming::ContentLength(n) => Source::Length(n),
             _ => Source::Chunked,
         };
-        body::forward(
-            &mut conn.io,
-            &mut up.stream,
+        let plan = BodyPlan {
             source,
-            Encoding::Chunked,
-            Side::Client,
-            config.limits.body_timeout,
-            config.limits.max_request_body,
-            &mut conn.scratch,
-        )
-        .await
-        .map_err(Failure::Body)?;
+            encoding: Encoding::Chunked,
+            src_side: Side::Client,
+            idle: config.limits.body_timeout,
+            limit: config.limits.max_request_body,
+        };
+        body::forward(&mut conn.io, &mut up.stream, plan, &mut conn.scratch)
+            .await
+            .map_err(Failure::Body)?;
     }
     // Wait for the response head, forwarding interim (1xx) responses as they come.
     let deadline = Instant::now() + origin.response_timeout;
@@ -366,7 +364,6 @@ async fn respond(
             unreachable!("read_response_head validated this head");
         };
         if r.status == 101 && !wants_upgrade {
-            drop(r);
             reply_error(
                 conn,
                 502,
@@ -450,17 +447,14 @@ async fn respond(
         return Next::Close;
     }
     if let Some(source) = source {
-        let result = body::forward(
-            &mut origin,
-            &mut conn.io.stream,
+        let plan = BodyPlan {
             source,
             encoding,
-            Side::Origin,
-            config.limits.body_timeout,
-            u64::MAX,
-            &mut conn.scratch,
-        )
-        .await;
+            src_side: Side::Origin,
+            idle: config.limits.body_timeout,
+            limit: u64::MAX,
+        };
+        let result = body::forward(&mut origin, &mut conn.io.stream, plan, &mut conn.scratch).await;
         if let Err(e) = result {
             // The head is out: the only honest signal left is closing the connection,
             // which the client sees as a truncated body.

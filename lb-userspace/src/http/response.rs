@@ -31,9 +31,12 @@ pub struct ParsedResponse<'b, 'h> {
 impl ParsedResponse<'_, '_> {
     /// Whether the origin connection can carry another request after this response.
     pub fn reusable(&self) -> bool {
-        !self.connection.close
-            && !(self.http10 && !self.connection.keep_alive)
-            && self.framing != ResponseFraming::CloseDelimited
+        let persistent = if self.http10 {
+            self.connection.keep_alive
+        } else {
+            true
+        };
+        persistent && !self.connection.close && self.framing != ResponseFraming::CloseDelimited
     }
 }
 
