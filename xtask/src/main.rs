@@ -32,6 +32,12 @@ enum Task {
     },
     /// Set up, then check formatting, clippy, and run every test.
     Test,
+    /// Fuzz the request-head and chunked-body parsers (installs cargo-fuzz if missing).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +70,17 @@ fn run(task: Task) -> anyhow::Result<()> {
                 );
             }
             cmd(Command::new(lb).args(&args))
+        }
+        Task::Fuzz { seconds } => {
+            setup::setup()?;
+            setup::cargo_fuzz()?;
+            for target in ["request_head", "chunked_body"] {
+                cmd(Command::new("cargo")
+                    .args(["+nightly", "fuzz", "run", target, "--"])
+                    .arg(format!("-max_total_time={seconds}"))
+                    .current_dir(workspace_root().join("lb-userspace")))?;
+            }
+            Ok(())
         }
         Task::Test => {
             setup::setup()?;

@@ -119,3 +119,13 @@ fn command_exists(command: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// cargo-fuzz, for `cargo xtask fuzz`.
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    if output("cargo", &["fuzz", "--version"]).is_some() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz");
+    cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+        .context("run `cargo install cargo-fuzz --locked`")
+}

@@ -270,27 +270,16 @@ async fn attempt(
     // Wait for the response head, forwarding interim (1xx) responses as they come.
     let deadline = Instant::now() + origin.response_timeout;
     loop {
-        match read_response_head(&mut up, deadline, config.limits.max_response_head).await {
-            Ok(()) => {}
-            Err(kind) => {
-                return Err(Failure::Upstream(
-                    UpstreamError::new(kind, RequestProgress::Sent),
-                    reused,
-                ));
-            }
-        }
-        let interim_len = {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            match parse_response_head(up.data(), usize::MAX, &mut slots, false) {
-                Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
-                    Some(r.head_len)
-                }
-                _ => None,
-            }
-        };
-        let Some(len) = interim_len else {
+        let (status, head_len) =
+            read_response_head(&mut up, deadline, config.limits.max_response_head)
+                .await
+                .map_err(|kind| {
+                    Failure::Upstream(UpstreamError::new(kind, RequestProgress::Sent), reused)
+                })?;
+        if !(100..200).contains(&status) || status == 101 {
             return Ok(ResponseStart { origin: up });
-        };
+        }
+        let len = head_len;
         conn.out.clear();
         conn.out.extend_from_slice(&up.data()[..len]);
         up.consume(len);
@@ -303,17 +292,18 @@ async fn attempt(
     }
 }
 
-/// Reads until `up` holds a complete, valid response head (not consumed).
+/// Reads until `up` holds a complete, valid response head (not consumed); returns its
+/// status and length.
 async fn read_response_head(
     up: &mut BufferedStream,
     deadline: Instant,
     max_head: usize,
-) -> Result<(), UpstreamErrorKind> {
+) -> Result<(u16, usize), UpstreamErrorKind> {
     loop {
         if up.has_data() {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
             match parse_response_head(up.data(), max_head, &mut slots, false) {
-                Ok(Some(_)) => return Ok(()),
+                Ok(Some(r)) => return Ok((r.status, r.head_len)),
                 Ok(None) => {}
                 Err(e) => {
                     return Err(UpstreamErrorKind::MalformedResponse(match e {
