@@ -392,3 +392,28 @@ fn epoll_driver_works_when_chosen() {
         lb.stderr()
     );
 }
+
+#[test]
+fn slow_bodies_flow_within_the_body_timeout_and_are_cut_past_it() {
+    let o = origin("primary");
+    let lb = LbServer::start(
+        &LbConfig::new()
+            .origin("primary", o.addr(), "")
+            .limits("body_timeout = \"400ms\""),
+    );
+    // 4 KiB in 1 KiB pieces, 100 ms apart: slow, but never idle for 400 ms.
+    let r = get(lb.addr, "/s?size=4096&fail=slow&slow_ms=100");
+    assert_eq!((r.status, r.body.len()), (200, 4096));
+    // Pieces 1 s apart: lb gives up on the origin and closes the client connection.
+    let mut c = Client::connect(lb.addr);
+    c.send(b"GET /s?size=4096&fail=slow&slow_ms=1000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let started = std::time::Instant::now();
+    let mut all = Vec::new();
+    let _ = c.stream.read_to_end(&mut all);
+    assert!(all.len() < 4096, "body must be cut short");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
