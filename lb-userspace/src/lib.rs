@@ -13,3 +13,4 @@ pub mod control;
 pub mod dataplane;
 pub mod http;
 pub mod kernel;
+pub mod metrics;

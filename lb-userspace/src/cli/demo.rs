@@ -1,124 +1,213 @@
-//! `lb demo`: the embedded default. Starts two local origins, one listening and one whose
-//! port is closed, probes both, and shows the kernel's view of them as it changes.
+//! `lb demo`: the embedded default. lb in front of two local origins in one failover
+//! group, and a client that sends a request every 200 ms while the primary misbehaves:
 //!
-//! Until the HTTP data plane exists this is what lb's main job looks like: the XDP program
-//! tells a live origin (SYN-ACKs) from a dead one (a run of RSTs) from the first packets.
+//! 1. healthy: every request is served by the primary;
+//! 2. the primary answers 503: each request fails over to the secondary within itself;
+//! 3. the primary crashes (its port closes): lb stops trying it (passive ejection, and the
+//!    kernel's RST signal when the XDP program is loaded);
+//! 4. the primary comes back: traffic returns to it.
+//!
+//! Each line shows which origin served the request and the attempts lb made.
 
 use std::{
-    io::Write as _,
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
     path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
 };
 
-use crate::{
-    config::{Config, Origin},
-    kernel::{KernelSettings, OriginRegistration, PinnedOrigin, monotonic_now_ns},
-};
+use lb_origin::Origin as TestOrigin;
 
-use super::{run::start_kernel_signals, table};
+use super::run;
+use crate::config::{Config, embedded};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// How long to run, in seconds.
-    #[arg(long, default_value_t = 5)]
-    pub seconds: u64,
-    /// Where to pin the maps while the demo runs (try `lb maps --pin-path` on it).
-    #[arg(long, default_value = "/sys/fs/bpf/lb")]
+    /// Seconds per phase.
+    #[arg(long, default_value_t = 2.0)]
+    pub phase_seconds: f64,
+    /// Where lb listens during the demo (try curl on it).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Where the kernel maps are pinned while the demo runs (see `lb maps --pin-path`).
+    #[arg(long, default_value = "/sys/fs/bpf/lb-demo")]
     pub pin_path: PathBuf,
 }
 
+const DEMO_CONFIG: &str = r#"
+[listener]
+address = "LISTEN"
+workers = 1
+drain_timeout = "1s"
+
+[observability]
+access_log = false
+attempts_header = true
+
+[[origins]]
+id = "primary"
+address = "PRIMARY"
+connect_timeout = "500ms"
+connection_attempts = 1
+response_timeout = "2s"
+[origins.custom_headers]
+X-Served-Via = "lb-demo primary"
+
+[[origins]]
+id = "secondary"
+address = "SECONDARY"
+connect_timeout = "500ms"
+connection_attempts = 1
+response_timeout = "2s"
+
+[[origin_groups]]
+id = "site"
+members = ["primary", "secondary"]
+failover_status_codes = [500, 502, 503, 504]
+
+[default_behavior]
+target = "site"
+
+[kernel]
+pin_path = "PIN"
+"#;
+
 pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let up = TcpListener::bind("127.0.0.1:0")?;
-    let up_addr = up.local_addr()?;
-    std::thread::Builder::new()
-        .name("demo-origin".into())
-        .spawn(move || serve_demo_origin(up))?;
-    let down_addr = closed_port()?;
-    // Everything but the origins and the pin path keeps its documented default.
-    let mut config = Config::parse("", &crate::config::embedded("demo config"))?;
-    config.origins = vec![
-        Origin::new("demo-up", up_addr),
-        Origin::new("demo-down", down_addr),
-    ];
-    config.kernel = KernelSettings {
-        pin_path: args.pin_path,
-        ..KernelSettings::default()
-    };
-    let registrations = config.kernel_registrations();
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("valid");
+    let primary = TestOrigin::start("primary", any)?;
+    let primary_addr = primary.addr();
+    let secondary = TestOrigin::start("secondary", any)?;
+    let text = DEMO_CONFIG
+        .replace("LISTEN", &args.listen.to_string())
+        .replace("PRIMARY", &primary_addr.to_string())
+        .replace("SECONDARY", &secondary.addr().to_string())
+        .replace("PIN", &args.pin_path.display().to_string());
+    let config = Config::parse(&text, &embedded("demo config"))?;
+    let running = run::start(config)?;
+    let lb = running.data_plane.local_addr();
     println!(
-        "lb demo: origin `demo-up` listens on {up_addr}; origin `demo-down` at {down_addr} has nothing listening."
+        "lb demo: lb listens on {lb}; group `site` = [primary {primary_addr}, secondary {}]",
+        secondary.addr()
     );
-    let Some(kernel) = start_kernel_signals(&config.kernel, &registrations) else {
-        println!(
-            "The XDP program could not be loaded (see the warning above), so there are no kernel \
-             signals to show. Run the demo as root (or with CAP_BPF and CAP_NET_ADMIN)."
-        );
-        return Ok(ExitCode::FAILURE);
-    };
-    let view = kernel.view();
-    println!(
-        "XDP program attached: {}",
-        serde_json::to_string(kernel.status())?
-    );
-    println!(
-        "Probing both origins every 500 ms for {} s...\n",
-        args.seconds
-    );
+    println!("          failover on 500/502/503/504, connection failures and timeouts\n");
+
+    let phase = Duration::from_secs_f64(args.phase_seconds.max(0.5));
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(args.seconds) {
-        let mut line = format!("t={:>4.1}s", start.elapsed().as_secs_f64());
-        for reg in &registrations {
-            let outcome = probe(reg.address);
-            let s = view.get(reg.slot).unwrap_or_default();
-            line.push_str(&format!(
-                " | {:<9} connect {:<9} kernel: syn_ack={:<3} rst={:<3} rst_run={:<3}",
-                reg.label, outcome, s.syn_ack, s.rst, s.rst_run
-            ));
+    let mut primary = Some(primary);
+    let mut events: Vec<(&str, Instant)> = Vec::new();
+    let mut first_after: Vec<Option<Duration>> = vec![None; 4];
+    let mut step = 0;
+    while step < 4 {
+        let elapsed = start.elapsed();
+        let want = (elapsed.as_secs_f64() / phase.as_secs_f64()) as usize;
+        if want > step || (step == 0 && events.is_empty()) {
+            if want > step {
+                step = want;
+            }
+            if step >= 4 {
+                break;
+            }
+            let (banner, action) = match step {
+                0 => ("phase 1: both origins healthy", "healthy"),
+                1 => ("phase 2: primary answers 503 to everything", "503"),
+                2 => ("phase 3: primary crashes (port closed)", "crash"),
+                _ => ("phase 4: primary is back", "recovered"),
+            };
+            match action {
+                "503" => primary
+                    .as_ref()
+                    .expect("running")
+                    .set_forced_status(Some(503)),
+                "crash" => {
+                    if let Some(p) = primary.take() {
+                        p.stop();
+                    }
+                }
+                "recovered" => primary = Some(TestOrigin::start("primary", primary_addr)?),
+                _ => {}
+            }
+            println!("--- {banner} ---");
+            events.push((action, Instant::now()));
         }
+        let sent = Instant::now();
+        let line = match get(lb) {
+            Ok((status, served_by, attempts)) => {
+                let since = sent.duration_since(events.last().expect("a phase started").1);
+                if first_after[step].is_none() && expected(step, &served_by) {
+                    first_after[step] = Some(since);
+                }
+                format!(
+                    "t={:>5.2}s  {status} from {served_by:<9}  {:>4.1} ms  attempts {attempts}",
+                    start.elapsed().as_secs_f64(),
+                    sent.elapsed().as_secs_f64() * 1000.0
+                )
+            }
+            Err(e) => format!(
+                "t={:>5.2}s  request failed: {e}",
+                start.elapsed().as_secs_f64()
+            ),
+        };
         println!("{line}");
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(200).saturating_sub(sent.elapsed()));
     }
-    println!("\nFinal kernel view (the same table `lb maps` prints from the pinned maps):");
-    print!("{}", table::origins(&rows(&registrations, &view)));
-    println!(
-        "\n`demo-down` shows a growing RST run with no SYN-ACK: its port is closed. The health \
-         engine uses exactly this to stop sending it traffic within milliseconds."
+    println!();
+    let show = |i: usize, what: &str| match first_after[i] {
+        Some(d) => println!("{what}: {:.0} ms", d.as_secs_f64() * 1000.0),
+        None => println!("{what}: did not happen within the phase"),
+    };
+    show(1, "primary 503 -> first request served by the secondary");
+    show(2, "primary crash -> first request served by the secondary");
+    show(
+        3,
+        "primary back -> first request served by the primary again",
     );
+    let failovers: u64 = running.metrics.failovers().iter().map(|(_, _, n)| n).sum();
+    println!(
+        "failovers counted: {failovers} (by reason: {})",
+        reasons(&running)
+    );
+    running.stop();
     Ok(ExitCode::SUCCESS)
 }
 
-fn rows(regs: &[OriginRegistration], view: &crate::kernel::SignalsView) -> Vec<PinnedOrigin> {
-    let now = monotonic_now_ns();
-    regs.iter()
-        .map(|r| PinnedOrigin {
-            slot: r.slot,
-            origin: r.label.clone(),
-            address: r.address,
-            signals: crate::kernel::SignalsReport::new(&view.get(r.slot).unwrap_or_default(), now),
-        })
-        .collect()
-}
-
-fn probe(addr: SocketAddr) -> &'static str {
-    match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-        Ok(_) => "ok",
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "refused",
-        Err(_) => "failed",
+fn expected(step: usize, served_by: &str) -> bool {
+    match step {
+        1 | 2 => served_by == "secondary",
+        _ => served_by == "primary",
     }
 }
 
-/// A loopback port with nothing listening: bind an ephemeral port, then release it.
-fn closed_port() -> std::io::Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    l.local_addr()
+fn reasons(running: &run::Running) -> String {
+    running
+        .metrics
+        .failovers()
+        .iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(_, r, n)| format!("{}={n}", r.label()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn serve_demo_origin(listener: TcpListener) {
-    for stream in listener.incoming().flatten() {
-        let mut stream = stream;
-        let _ = stream
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nup\n");
-    }
+/// One GET on a fresh connection: status, `x-origin`, `x-lb-attempts`.
+fn get(lb: SocketAddr) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&lb, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let header = |name: &str| {
+        text.lines()
+            .find(|l| l.to_ascii_lowercase().starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_else(|| "-".into())
+    };
+    Ok((status, header("x-origin"), header("x-lb-attempts")))
 }

@@ -29,10 +29,22 @@ pub enum Command {
     Maps(maps::MapsArgs),
     /// Run the built-in demo: local origins, live kernel signals.
     Demo(demo::DemoArgs),
-    /// Validate a config file and exit.
+    /// Validate a config file (TOML or CloudFront JSON) and exit.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Convert another product's configuration to lb's TOML.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Print the lb TOML equivalent to a CloudFront DistributionConfig JSON.
+    Cloudfront {
+        /// The JSON file (bare DistributionConfig, or get-distribution-config output).
+        file: PathBuf,
     },
 }
 
@@ -44,16 +56,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Maps(args) => maps::maps(args),
         Command::Demo(args) => demo::demo(args),
-        Command::Check { config } => match crate::config::Config::load(&config) {
-            Ok(c) => {
-                println!("{}: ok ({} origins)", config.display(), c.origins.len());
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Ok(ExitCode::from(2))
-            }
-        },
+        Command::Check { config } => check(&config),
+        Command::Import(ImportCommand::Cloudfront { file }) => import_cloudfront(&file),
     };
     match result {
         Ok(code) => code,
@@ -69,6 +73,49 @@ pub fn main() -> ExitCode {
 /// without object BTF, which nothing in lb needs, so that one target is kept to errors
 /// unless the user's filter says otherwise.
 const QUIET_KNOWN_BTF_WARNING: &str = "aya::bpf=error";
+
+fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match crate::config::Config::load(path, crate::config::Overrides::default()) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            let c = &loaded.config;
+            println!(
+                "{}: ok ({} origins, {} groups, {} behaviors)",
+                path.display(),
+                c.origins.len(),
+                c.groups.len(),
+                c.behaviors.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn import_cloudfront(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match crate::config::Config::load(path, crate::config::Overrides::default()) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            print!(
+                "# Imported from {} by `lb import cloudfront`.\n{}",
+                path.display(),
+                loaded.config.to_toml()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
 
 fn init_tracing(default_filter: &str) {
     use std::io::IsTerminal as _;

@@ -1,61 +1,124 @@
 //! `lb run`: start lb from a config file and run until SIGINT/SIGTERM.
 
-use std::{path::PathBuf, process::ExitCode, sync::mpsc};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, sync::mpsc};
 
 use anyhow::Context as _;
 
 use crate::{
-    config::Config,
+    config::{Config, Overrides},
     control::{ControlEvent, ControlPlane},
-    dataplane::DataPlane,
+    dataplane::{DataPlane, SharedState},
     kernel::{KernelSettings, KernelSignals, OriginRegistration},
+    metrics::Metrics,
 };
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Config file (TOML).
+    /// Config file: lb TOML, or a CloudFront DistributionConfig JSON.
     #[arg(long, short)]
     pub config: PathBuf,
-    /// Listen address, overriding `listener.address`.
+    /// Listen address, overriding the file (JSON configs have none: default 127.0.0.1:8080).
     #[arg(long)]
-    pub listen: Option<std::net::SocketAddr>,
+    pub listen: Option<SocketAddr>,
+    /// Admin API address (loopback recommended), overriding the file.
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut config = Config::load(&args.config)?;
-    if let Some(listen) = args.listen {
-        config.listener.address = listen;
+    let overrides = Overrides {
+        listen: args.listen,
+        admin: args.admin,
+    };
+    let loaded = Config::load(&args.config, overrides)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
     }
+    let config = loaded.config;
     if config.origins.is_empty() {
         anyhow::bail!(
-            "{}: no [[origins]]: lb needs at least one origin to proxy to",
+            "{}: no origins: lb needs at least one origin to proxy to",
             args.config.display()
         );
     }
-    let config = std::sync::Arc::new(config);
+    let running = start(config)?;
+    running.wait_for_shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// lb with every part started: the data plane, the control plane and (if possible) the
+/// kernel signal source.
+pub struct Running {
+    pub config: Arc<Config>,
+    pub data_plane: DataPlane,
+    pub metrics: Arc<Metrics>,
+    control: ControlPlane,
+    events: mpsc::Receiver<ControlEvent>,
+    kernel: Option<KernelSignals>,
+}
+
+/// Starts lb with `config`.
+pub fn start(config: Config) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
     let mut kernel = start_kernel_signals(&config.kernel, &config.kernel_registrations());
-    let data_plane = DataPlane::start(std::sync::Arc::clone(&config))?;
-    let (events_tx, events_rx) = mpsc::channel();
+    let group_names = config.groups.iter().map(|g| g.id.clone()).collect();
+    let metrics = Arc::new(Metrics::new(config.worker_count(), group_names));
+    let data_plane = DataPlane::start(SharedState {
+        config: Arc::clone(&config),
+        kernel: kernel.as_ref().map(KernelSignals::view),
+        metrics: Arc::clone(&metrics),
+    })?;
+    let (events_tx, events) = mpsc::channel();
     let control = ControlPlane::spawn(
-        kernel.as_mut().and_then(KernelSignals::take_logger),
+        crate::control::ControlSetup {
+            program_logs: kernel.as_mut().and_then(KernelSignals::take_logger),
+            admin: config.admin.address,
+            metrics: Arc::clone(&metrics),
+            config: Arc::clone(&config),
+        },
         events_tx,
     )
     .context("starting the control plane thread")?;
     tracing::info!(
         listen = %data_plane.local_addr(),
         origins = config.origins.len(),
+        groups = config.groups.len(),
         kernel_signals = kernel.is_some(),
         "lb running"
     );
-    // The owner thread sleeps until the control plane reports a shutdown signal.
-    match events_rx.recv() {
-        Ok(ControlEvent::Shutdown { signal }) => tracing::info!(signal, "stopping"),
-        Err(_) => tracing::warn!("control plane exited; stopping"),
+    Ok(Running {
+        config,
+        data_plane,
+        metrics,
+        control,
+        events,
+        kernel,
+    })
+}
+
+impl Running {
+    /// Sleeps until SIGINT/SIGTERM, then drains and stops everything.
+    pub fn wait_for_shutdown(self) {
+        match self.events.recv() {
+            Ok(ControlEvent::Shutdown { signal }) => tracing::info!(signal, "stopping"),
+            Err(_) => tracing::warn!("control plane exited; stopping"),
+        }
+        self.stop();
     }
-    data_plane.shutdown(config.listener.drain_timeout);
-    control.shutdown();
-    drop(kernel);
-    Ok(ExitCode::SUCCESS)
+
+    /// Drains the data plane and stops the control plane and kernel part.
+    pub fn stop(self) {
+        let Running {
+            config,
+            data_plane,
+            control,
+            kernel,
+            ..
+        } = self;
+        data_plane.shutdown(config.listener.drain_timeout);
+        control.shutdown();
+        drop(kernel);
+    }
 }
 
 /// Starts the kernel signal source, or explains in exactly one warning why lb goes on

@@ -1,28 +1,42 @@
-//! The TOML file as users write it. Every table denies unknown fields, so a typo is an
-//! error with its line and column rather than a silently ignored setting.
+//! The native TOML file as users write it. Every table denies unknown fields, so a typo
+//! is an error with its line and column rather than a silently ignored setting. The same
+//! types serialize, which is how `lb import cloudfront` prints TOML.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::model::{GroupMode, OriginProtocol, ViewerProtocolPolicy};
 use crate::kernel::KernelSettings;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ConfigFile {
     #[serde(default)]
     pub listener: ListenerFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminFile>,
     #[serde(default)]
     pub limits: LimitsFile,
     #[serde(default)]
+    pub failover: FailoverFile,
+    #[serde(default)]
+    pub observability: ObservabilityFile,
+    #[serde(default)]
     pub origins: Vec<OriginFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origin_groups: Vec<GroupFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub behaviors: Vec<BehaviorFile>,
     pub default_behavior: Option<BehaviorFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_error_responses: Vec<ErrorResponseFile>,
     #[serde(default)]
     pub kernel: KernelSettings,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct ListenerFile {
     pub address: Spanned<String>,
@@ -45,8 +59,14 @@ impl Default for ListenerFile {
     }
 }
 
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AdminFile {
+    pub address: Spanned<String>,
+}
+
 /// Which monoio driver the workers use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IoDriver {
     /// io_uring when the kernel offers it, epoll otherwise (logged).
@@ -58,7 +78,7 @@ pub enum IoDriver {
     Epoll,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct LimitsFile {
     pub max_request_line: usize,
@@ -88,11 +108,48 @@ impl Default for LimitsFile {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct FailoverFile {
+    pub replay_body_limit: usize,
+}
+
+impl Default for FailoverFile {
+    fn default() -> Self {
+        Self {
+            replay_body_limit: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct ObservabilityFile {
+    pub access_log: bool,
+    pub attempts_header: bool,
+}
+
+impl Default for ObservabilityFile {
+    fn default() -> Self {
+        Self {
+            access_log: true,
+            attempts_header: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OriginFile {
     pub id: Spanned<String>,
+    /// `IP:port`, or `name:port` resolved at start and re-resolved periodically.
     pub address: Spanned<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin_path: String,
+    #[serde(default = "default_protocol")]
+    pub protocol: OriginProtocol,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_headers: BTreeMap<String, String>,
     /// CloudFront's defaults: 10 s, 3 attempts, 30 s read timeout, 5 s keep-alive.
     #[serde(with = "humantime_serde", default = "default_connect_timeout")]
     pub connect_timeout: Duration,
@@ -104,6 +161,9 @@ pub(super) struct OriginFile {
     pub keepalive_timeout: Duration,
 }
 
+fn default_protocol() -> OriginProtocol {
+    OriginProtocol::HttpOnly
+}
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -117,8 +177,51 @@ fn default_keepalive() -> Duration {
     Duration::from_secs(5)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GroupFile {
+    pub id: Spanned<String>,
+    /// Origin ids in priority order.
+    pub members: Spanned<Vec<Spanned<String>>>,
+    pub failover_status_codes: Spanned<Vec<Spanned<u16>>>,
+    #[serde(default = "default_mode")]
+    pub mode: GroupMode,
+    #[serde(default)]
+    pub always_try_primary: bool,
+}
+
+fn default_mode() -> GroupMode {
+    GroupMode::Failover
+}
+
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BehaviorFile {
+    /// Required for `[[behaviors]]`, absent for `[default_behavior]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_pattern: Option<Spanned<String>>,
+    /// An origin id or an origin group id.
     pub target: Spanned<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_methods: Option<Spanned<Vec<String>>>,
+    #[serde(default = "default_viewer_policy")]
+    pub viewer_protocol_policy: ViewerProtocolPolicy,
+}
+
+fn default_viewer_policy() -> ViewerProtocolPolicy {
+    ViewerProtocolPolicy::AllowAll
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ErrorResponseFile {
+    pub error_code: Spanned<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_code: Option<Spanned<u16>>,
+    /// A path fetched through lb's behaviors, like CloudFront's ResponsePagePath.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_page_path: Option<Spanned<String>>,
+    /// A local file, read at start-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_page_file: Option<Spanned<String>>,
 }

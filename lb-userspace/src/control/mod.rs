@@ -5,11 +5,29 @@
 //! API and config reload. It never imports monoio; it reaches the data plane only through
 //! shared snapshots, atomics and channels.
 
+mod admin;
 mod os_signals;
 
-use std::{sync::mpsc, thread::JoinHandle};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, mpsc},
+    thread::JoinHandle,
+};
 
-use crate::kernel::{ProgramLogReader, forward_program_logs};
+use crate::{
+    config::Config,
+    kernel::{ProgramLogReader, forward_program_logs},
+    metrics::Metrics,
+};
+
+/// What the control plane needs to start.
+pub struct ControlSetup {
+    pub program_logs: Option<ProgramLogReader>,
+    /// Where the admin API listens; `None`: no admin API.
+    pub admin: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<Config>,
+}
 
 /// What the control plane tells the thread that owns the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +44,21 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// Starts the control plane thread. `events` receives [`ControlEvent`]s.
-    pub fn spawn(
-        program_logs: Option<ProgramLogReader>,
-        events: mpsc::Sender<ControlEvent>,
-    ) -> std::io::Result<Self> {
+    pub fn spawn(setup: ControlSetup, events: mpsc::Sender<ControlEvent>) -> std::io::Result<Self> {
+        // Bind here so a busy admin port fails start-up instead of being logged later.
+        let admin =
+            match setup.admin {
+                Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("admin API on {addr}: {e}"))
+                })?),
+                None => None,
+            };
+        let ControlSetup {
+            program_logs,
+            metrics,
+            config,
+            ..
+        } = setup;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -43,6 +72,9 @@ impl ControlPlane {
                         tokio::spawn(forward_program_logs(reader));
                     }
                     tokio::spawn(os_signals::watch(events));
+                    if let Some(listener) = admin {
+                        tokio::spawn(admin::serve(listener, metrics, config));
+                    }
                     // Runs until the owner asks to stop (or drops the handle).
                     let _ = stop_rx.await;
                 });

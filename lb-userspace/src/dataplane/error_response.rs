@@ -18,6 +18,29 @@ pub(super) fn write(out: &mut Vec<u8>, status: u16, reason: &str, close: bool) {
     let _ = write!(out, "\r\nlb: {reason}\n");
 }
 
+/// Writes a complete response with a body lb already has (custom error pages).
+pub(super) fn write_page(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &[u8],
+    body: &[u8],
+    close: bool,
+) {
+    out.clear();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\ncontent-type: ",
+        canonical_reason(status)
+    );
+    out.extend_from_slice(content_type);
+    let _ = write!(out, "\r\ncontent-length: {}\r\nvia: 1.1 lb\r\n", body.len());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
 pub(super) fn canonical_reason(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
@@ -35,6 +58,11 @@ pub(super) fn canonical_reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
         _ => "Error",
     }
 }

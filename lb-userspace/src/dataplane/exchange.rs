@@ -1,32 +1,40 @@
-//! One client connection: read a request head, run the exchange with the origin, repeat
-//! while the connection is kept alive. Requests on a connection are handled strictly in
-//! order, which is what makes pipelining safe: bytes of the next request simply wait in
-//! the read buffer until the current response is complete.
+//! One client connection: read a request head, run the exchange, repeat while the
+//! connection is kept alive. Requests on a connection are handled strictly in order, which
+//! is what makes pipelining safe: bytes of the next request wait in the read buffer until
+//! the current response is complete.
+//!
+//! An exchange picks the behavior for the path, then tries the target's members in order
+//! (the failover contract, README "Failover"): a failover status, a connect failure, a
+//! response timeout or a reset before any response byte moves a GET/HEAD/OPTIONS request
+//! on; other methods move on only if no request byte was written. Nothing is retried once
+//! a response byte has reached the client.
 
 use std::{net::SocketAddr, rc::Rc, time::Instant};
 
 use monoio::net::TcpStream;
 
 use super::{
+    access_log::{AccessEntry, AttemptRecord, Outcome, write_attempts},
     body::{self, BodyError, BodyErrorKind, BodyPlan, Encoding, Side, Source},
     conn::{BufferedStream, READ_CHUNK, write_all},
-    error_response,
+    error_pages,
     request_head::RequestHead,
     tunnel::tunnel,
     upstream::{RequestProgress, UpstreamError, UpstreamErrorKind, connect},
     worker::Worker,
 };
-use crate::http::{
-    BodyFraming, ForwardedFor, HeaderRewrite, MAX_HEADERS, Method, ResponseConnection,
-    ResponseFraming, httparse_headers, parse_request_head, parse_response_head,
+use crate::{
+    config::Target,
+    http::{
+        BodyFraming, ForwardedFor, HeaderRewrite, MAX_HEADERS, Method, ResponseConnection,
+        ResponseFraming, httparse_headers, parse_request_head, parse_response_head,
+    },
+    metrics::FailoverReason,
 };
-
-/// Largest body lb sends in the same write as its head.
-const INLINE_BODY_MAX: usize = 64 * 1024;
 
 /// Per-connection state, allocated once and reused for every request.
 pub(super) struct ClientConn {
-    io: BufferedStream,
+    pub(super) io: BufferedStream,
     peer: SocketAddr,
     head: RequestHead,
     /// Heads lb writes (upstream request, client response).
@@ -35,6 +43,10 @@ pub(super) struct ClientConn {
     scratch: Vec<u8>,
     /// The origin side's read buffer, recycled across exchanges.
     upstream_buf: Vec<u8>,
+    /// A request body held for replay to the next member.
+    replay: Vec<u8>,
+    /// This request's attempts, for the access log and the attempts header.
+    attempts: Vec<AttemptRecord>,
 }
 
 pub(super) async fn serve_client(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
@@ -47,12 +59,32 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: TcpStream, peer: So
         out: Vec::with_capacity(4096),
         scratch: Vec::new(),
         upstream_buf: Vec::with_capacity(READ_CHUNK),
+        replay: Vec::new(),
+        attempts: Vec::with_capacity(4),
     };
     loop {
         if !read_request(&worker, &mut conn).await {
             return;
         }
-        match exchange(&worker, &mut conn).await {
+        let started = Instant::now();
+        worker
+            .metrics()
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (next, status) = exchange(&worker, &mut conn).await;
+        worker.metrics().response(status);
+        worker.access_log.record(
+            &AccessEntry {
+                client: conn.peer.ip(),
+                method: conn.head.method_str(),
+                path: conn.head.path(),
+                status,
+                total_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+                attempts: &conn.attempts,
+            },
+            &worker.config.origins,
+        );
+        match next {
             Next::KeepAlive if !worker.drain.is_draining() => {}
             Next::KeepAlive | Next::Close => return,
             Next::Upgrade(origin) => {
@@ -117,177 +149,420 @@ async fn read_request(worker: &Worker, conn: &mut ClientConn) -> bool {
 }
 
 /// What the client connection does after an exchange.
-enum Next {
+pub(super) enum Next {
     KeepAlive,
     Close,
     Upgrade(BufferedStream),
 }
 
-/// What an attempt produced before the response head was committed to the client.
+/// A final or failover-status response head is in `origin`'s buffer.
 struct ResponseStart {
     origin: BufferedStream,
+    status: u16,
 }
 
-async fn exchange(worker: &Worker, conn: &mut ClientConn) -> Next {
-    let config = &worker.config;
+enum Failure {
+    /// Upstream failed before a response head.
+    Upstream(UpstreamError),
+    /// The request body could not be forwarded.
+    Body(BodyError),
+}
+
+/// Where the request body is while attempts run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyMode {
+    None,
+    /// Entirely in `conn.replay`: can be sent again.
+    Buffered,
+    /// Streamed from the client during the first attempt that gets that far.
+    Stream,
+}
+
+async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
+    let config = &*worker.config;
+    conn.attempts.clear();
     let method = conn.head.method();
     let framing = conn.head.framing();
+    let behavior = config.behavior_for(conn.head.path());
+    if !behavior.allowed_methods.allows(conn.head.method_str()) {
+        // CloudFront answers methods a behavior does not allow with 403.
+        let close = framing != BodyFraming::None;
+        reply_error(conn, 403, "method not allowed for this path", close).await;
+        return (next_after(conn, close), 403);
+    }
     if let BodyFraming::ContentLength(n) = framing
         && n > config.limits.max_request_body
     {
         let reason = crate::http::RejectReason::BodyTooLarge.text();
         reply_error(conn, 413, reason, true).await;
-        return Next::Close;
+        return (Next::Close, 413);
     }
-    let origin_index = config.default_target;
-    let origin = &config.origins[origin_index];
-    let mut retried_stale = false;
-    let start = loop {
-        match attempt(worker, conn, origin_index).await {
-            Ok(start) => break start,
-            Err(Failure::Upstream(e, reused)) => {
-                // A pooled connection can die between the liveness check and our write;
-                // one fresh retry is safe when nothing unrepeatable was sent.
-                let replayable =
-                    matches!(framing, BodyFraming::None | BodyFraming::ContentLength(0));
-                if reused && !retried_stale && replayable && e.retry_safe(method) {
-                    retried_stale = true;
+    let body_mode = match framing {
+        BodyFraming::None => BodyMode::None,
+        BodyFraming::ContentLength(n) if n as usize <= config.failover.replay_body_limit => {
+            if let Err(e) = buffer_body(worker, conn, n as usize).await {
+                let (status, reason) = body_error_reply(&e);
+                reply_error(conn, status, reason, true).await;
+                return (Next::Close, status);
+            }
+            BodyMode::Buffered
+        }
+        _ => BodyMode::Stream,
+    };
+    let (members, group) = config.members(behavior.target);
+    let group_index = match behavior.target {
+        Target::Group(g) => Some(g),
+        Target::Origin(_) => None,
+    };
+    let order = attempt_order(worker, members, group.is_some_and(|g| g.always_try_primary));
+    let mut streamed = false;
+    let mut last_error: Option<(UpstreamError, usize)> = None;
+    for (k, &index) in order.iter().enumerate() {
+        let is_last = k + 1 == order.len();
+        let replayable = body_mode != BodyMode::Stream || !streamed;
+        let t0 = Instant::now();
+        let result = attempt(worker, conn, index, body_mode, &mut streamed).await;
+        let ms = t0.elapsed().as_millis().min(u32::MAX as u128) as u32;
+        match result {
+            Ok(start) => {
+                let status = start.status;
+                conn.attempts.push(AttemptRecord {
+                    origin: index,
+                    outcome: Outcome::Status(status),
+                    ms,
+                });
+                let failover_status = group.is_some_and(|g| g.failover_statuses.contains(status));
+                if failover_status {
+                    worker.health.record_failure(index, Instant::now());
+                } else {
+                    worker.health.record_success(index);
+                }
+                let may_move = method.fails_over() && replayable && body_mode != BodyMode::Stream;
+                if failover_status && !is_last && may_move {
+                    if let Some(g) = group_index {
+                        worker.metrics().failover(g, FailoverReason::Status);
+                    }
+                    // The failed response's body is not needed: close rather than drain.
                     continue;
                 }
-                tracing::debug!(origin = %origin.id, outcome = e.label(), "attempt failed");
-                let close = !conn.head.keep_alive
-                    || e.progress == RequestProgress::Sent && framing != BodyFraming::None;
-                reply_error(conn, e.status(), &e.reason(&origin.id), close).await;
-                return if close { Next::Close } else { Next::KeepAlive };
+                if status >= 400
+                    && let Some(custom) = error_pages::lookup(&config, status)
+                {
+                    drop(start);
+                    return error_pages::serve(worker, conn, custom, status).await;
+                }
+                return respond(worker, conn, index, start).await;
+            }
+            Err(Failure::Upstream(e)) => {
+                conn.attempts.push(AttemptRecord {
+                    origin: index,
+                    outcome: Outcome::Error(e.label()),
+                    ms,
+                });
+                worker.health.record_failure(index, Instant::now());
+                let may_move = e.progress == RequestProgress::NotSent
+                    || (method.fails_over()
+                        && body_mode != BodyMode::Stream
+                        && e.retry_safe(method));
+                last_error = Some((e, index));
+                if !is_last && may_move {
+                    if let Some(g) = group_index {
+                        worker.metrics().failover(g, failover_reason(&e));
+                    }
+                    continue;
+                }
+                break;
             }
             Err(Failure::Body(e)) => {
                 let (status, reason) = body_error_reply(&e);
                 reply_error(conn, status, reason, true).await;
-                return Next::Close;
+                return (Next::Close, status);
             }
         }
-    };
-    respond(worker, conn, origin_index, start).await
+    }
+    let (e, index) = last_error.expect("the loop only ends without a response after an error");
+    let status = e.status();
+    if let Some(custom) = error_pages::lookup(&config, status) {
+        return error_pages::serve(worker, conn, custom, status).await;
+    }
+    let close = !conn.head.keep_alive || (body_mode == BodyMode::Stream && streamed);
+    let reason = e.reason(&config.origins[index].id);
+    reply_error(conn, status, &reason, close).await;
+    (next_after(conn, close), status)
 }
 
-enum Failure {
-    /// Upstream failed before a response head; `bool`: the connection came from the pool.
-    Upstream(UpstreamError, bool),
-    /// The request body could not be forwarded.
-    Body(BodyError),
+impl ClientConn {
+    /// Whether the current request's client wants its connection kept.
+    pub(super) fn keep_alive(&self) -> bool {
+        self.head.keep_alive
+    }
+}
+
+fn next_after(conn: &ClientConn, close: bool) -> Next {
+    if close || !conn.head.keep_alive {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+fn failover_reason(e: &UpstreamError) -> FailoverReason {
+    match e.kind {
+        UpstreamErrorKind::ConnectRefused => FailoverReason::ConnectRefused,
+        UpstreamErrorKind::ConnectTimeout => FailoverReason::ConnectTimeout,
+        UpstreamErrorKind::ConnectFailed(_) => FailoverReason::ConnectError,
+        UpstreamErrorKind::ClosedBeforeResponse => FailoverReason::Reset,
+        UpstreamErrorKind::ResponseTimeout => FailoverReason::ResponseTimeout,
+        UpstreamErrorKind::MalformedResponse(_) => FailoverReason::BadResponse,
+        UpstreamErrorKind::WriteFailed(_) => FailoverReason::WriteError,
+    }
+}
+
+/// Members in the order to try: those the health view does not consider down, first
+/// member first. With `always_try_primary`, or when every member is down (fail open), all
+/// of them in order.
+fn attempt_order(
+    worker: &Worker,
+    members: &[usize],
+    always_try_primary: bool,
+) -> smallvec_like::Order {
+    let mut order = smallvec_like::Order::new();
+    if always_try_primary || members.len() == 1 {
+        order.extend(members);
+        return order;
+    }
+    let now = Instant::now();
+    for &m in members {
+        if !worker.health.is_down(m, now) {
+            order.push(m);
+        }
+    }
+    if order.is_empty() {
+        order.extend(members);
+    }
+    order
+}
+
+/// A fixed-capacity list of member indexes: groups are small, and this keeps the request
+/// path free of allocation.
+mod smallvec_like {
+    const CAP: usize = 16;
+
+    pub struct Order {
+        items: [usize; CAP],
+        len: usize,
+    }
+
+    impl Order {
+        pub fn new() -> Self {
+            Self {
+                items: [0; CAP],
+                len: 0,
+            }
+        }
+
+        pub fn push(&mut self, v: usize) {
+            if self.len < CAP {
+                self.items[self.len] = v;
+                self.len += 1;
+            }
+        }
+
+        pub fn extend(&mut self, vs: &[usize]) {
+            for &v in vs {
+                self.push(v);
+            }
+        }
+
+        pub fn is_empty(&self) -> bool {
+            self.len == 0
+        }
+    }
+
+    impl std::ops::Deref for Order {
+        type Target = [usize];
+
+        fn deref(&self) -> &[usize] {
+            &self.items[..self.len]
+        }
+    }
+}
+
+/// Reads a Content-Length body of `n` bytes into `conn.replay`.
+async fn buffer_body(worker: &Worker, conn: &mut ClientConn, n: usize) -> Result<(), BodyError> {
+    conn.replay.clear();
+    if conn.head.expect_continue && conn.io.data().len() < n {
+        conn.out.clear();
+        conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        write_all(&mut conn.io.stream, &mut conn.out)
+            .await
+            .map_err(|_| BodyError {
+                side: Side::Client,
+                kind: BodyErrorKind::Io,
+            })?;
+    }
+    while conn.replay.len() < n {
+        if !conn.io.has_data() {
+            match monoio::time::timeout(worker.config.limits.body_timeout, conn.io.fill()).await {
+                Err(_) => {
+                    return Err(BodyError {
+                        side: Side::Client,
+                        kind: BodyErrorKind::Timeout,
+                    });
+                }
+                Ok(Ok(0)) => {
+                    return Err(BodyError {
+                        side: Side::Client,
+                        kind: BodyErrorKind::Closed,
+                    });
+                }
+                Ok(Err(_)) => {
+                    return Err(BodyError {
+                        side: Side::Client,
+                        kind: BodyErrorKind::Io,
+                    });
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
+        let take = (n - conn.replay.len()).min(conn.io.data().len());
+        conn.replay.extend_from_slice(&conn.io.data()[..take]);
+        conn.io.consume(take);
+    }
+    Ok(())
 }
 
 /// Sends the request to origin `index` and waits for a final (non-1xx) response head.
+/// A pooled connection that turns out dead is replaced once by a fresh one when nothing
+/// unrepeatable was sent on it.
 async fn attempt(
     worker: &Worker,
     conn: &mut ClientConn,
     index: usize,
+    body_mode: BodyMode,
+    streamed: &mut bool,
 ) -> Result<ResponseStart, Failure> {
     let config = &worker.config;
     let origin = &config.origins[index];
-    let pooled = worker
-        .pool
-        .borrow_mut()
-        .checkout(index, origin.keepalive_timeout);
-    let reused = pooled.is_some();
-    let stream = match pooled {
-        Some(s) => s,
-        None => {
-            let s = connect(origin)
-                .await
-                .map_err(|e| Failure::Upstream(e, false))?;
-            worker.pool.borrow_mut().opened += 1;
-            s
+    let mut fresh_retry = true;
+    loop {
+        // The retry after a dead pooled connection always uses a fresh one.
+        let pooled = if fresh_retry {
+            worker
+                .pool
+                .borrow_mut()
+                .checkout(index, origin.keepalive_timeout)
+        } else {
+            None
+        };
+        let reused = pooled.is_some();
+        let stream = match pooled {
+            Some(s) => s,
+            None => {
+                let s = connect(origin).await.map_err(Failure::Upstream)?;
+                worker.pool.borrow_mut().opened += 1;
+                worker
+                    .metrics()
+                    .upstream_connections_opened
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                s
+            }
+        };
+        let mut up = BufferedStream::with_buffer(stream, std::mem::take(&mut conn.upstream_buf));
+        let head = &conn.head;
+        let (length, chunked) = match (body_mode, head.framing()) {
+            (BodyMode::None, _) => (None, false),
+            (BodyMode::Buffered, _) => (Some(conn.replay.len() as u64), false),
+            (BodyMode::Stream, BodyFraming::ContentLength(n)) => (Some(n), false),
+            (BodyMode::Stream, _) => (None, true),
+        };
+        HeaderRewrite::request(
+            &mut conn.out,
+            head.method_str(),
+            &origin.origin_path,
+            head.path(),
+            head.host(),
+            head.fields(),
+            ForwardedFor(conn.peer.ip()),
+            "http",
+            length,
+            chunked,
+            head.upgrade(),
+            &origin.custom_headers,
+        );
+        if body_mode == BodyMode::Buffered {
+            conn.out.extend_from_slice(&conn.replay);
         }
-    };
-    let mut up = BufferedStream::with_buffer(stream, std::mem::take(&mut conn.upstream_buf));
-    let head = &conn.head;
-    let framing = head.framing();
-    let (length, chunked) = match framing {
-        BodyFraming::None => (None, false),
-        BodyFraming::ContentLength(n) => (Some(n), false),
-        BodyFraming::Chunked => (None, true),
-    };
-    HeaderRewrite::request(
-        &mut conn.out,
-        head.method_str(),
-        head.path(),
-        head.host(),
-        head.fields(),
-        ForwardedFor(conn.peer.ip()),
-        "http",
-        length,
-        chunked,
-        head.upgrade(),
-        &[],
-    );
-    // A small body that already arrived goes out with the head in one write.
-    let mut body_sent = matches!(framing, BodyFraming::None);
-    if let BodyFraming::ContentLength(n) = framing
-        && (n as usize) <= INLINE_BODY_MAX
-        && conn.io.data().len() >= n as usize
-    {
-        conn.out.extend_from_slice(&conn.io.data()[..n as usize]);
-        conn.io.consume(n as usize);
-        body_sent = true;
-    }
-    if let Err(e) = write_all(&mut up.stream, &mut conn.out).await {
-        conn.upstream_buf = Vec::new();
-        return Err(Failure::Upstream(
-            UpstreamError::new(
+        let replayable = body_mode != BodyMode::Stream;
+        let idempotent = head.method().is_idempotent();
+        if let Err(e) = write_all(&mut up.stream, &mut conn.out).await {
+            if reused && fresh_retry && replayable && idempotent {
+                fresh_retry = false;
+                continue;
+            }
+            return Err(Failure::Upstream(UpstreamError::new(
                 UpstreamErrorKind::WriteFailed(e.kind()),
                 RequestProgress::Sent,
-            ),
-            reused,
-        ));
-    }
-    if !body_sent {
-        if conn.head.expect_continue && !conn.io.has_data() {
-            conn.out.clear();
-            conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
-                return Err(Failure::Body(BodyError {
-                    side: Side::Client,
-                    kind: BodyErrorKind::Io,
-                }));
+            )));
+        }
+        if body_mode == BodyMode::Stream {
+            *streamed = true;
+            if conn.head.expect_continue && !conn.io.has_data() {
+                conn.out.clear();
+                conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
+                    return Err(Failure::Body(BodyError {
+                        side: Side::Client,
+                        kind: BodyErrorKind::Io,
+                    }));
+                }
             }
-        }
-        let source = match framing {
-            BodyFraming::ContentLength(n) => Source::Length(n),
-            _ => Source::Chunked,
-        };
-        let plan = BodyPlan {
-            source,
-            encoding: Encoding::Chunked,
-            src_side: Side::Client,
-            idle: config.limits.body_timeout,
-            limit: config.limits.max_request_body,
-        };
-        body::forward(&mut conn.io, &mut up.stream, plan, &mut conn.scratch)
-            .await
-            .map_err(Failure::Body)?;
-    }
-    // Wait for the response head, forwarding interim (1xx) responses as they come.
-    let deadline = Instant::now() + origin.response_timeout;
-    loop {
-        let (status, head_len) =
-            read_response_head(&mut up, deadline, config.limits.max_response_head)
+            let source = match conn.head.framing() {
+                BodyFraming::ContentLength(n) => Source::Length(n),
+                _ => Source::Chunked,
+            };
+            let plan = BodyPlan {
+                source,
+                encoding: Encoding::Chunked,
+                src_side: Side::Client,
+                idle: config.limits.body_timeout,
+                limit: config.limits.max_request_body,
+            };
+            body::forward(&mut conn.io, &mut up.stream, plan, &mut conn.scratch)
                 .await
-                .map_err(|kind| {
-                    Failure::Upstream(UpstreamError::new(kind, RequestProgress::Sent), reused)
-                })?;
-        if !(100..200).contains(&status) || status == 101 {
-            return Ok(ResponseStart { origin: up });
+                .map_err(Failure::Body)?;
         }
-        let len = head_len;
-        conn.out.clear();
-        conn.out.extend_from_slice(&up.data()[..len]);
-        up.consume(len);
-        if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
-            return Err(Failure::Body(BodyError {
-                side: Side::Client,
-                kind: BodyErrorKind::Io,
-            }));
+        // Wait for the response head, forwarding interim (1xx) responses as they come.
+        let deadline = Instant::now() + origin.response_timeout;
+        loop {
+            match read_response_head(&mut up, deadline, config.limits.max_response_head).await {
+                Ok((status, head_len)) => {
+                    if !(100..200).contains(&status) || status == 101 {
+                        return Ok(ResponseStart { origin: up, status });
+                    }
+                    conn.out.clear();
+                    conn.out.extend_from_slice(&up.data()[..head_len]);
+                    up.consume(head_len);
+                    if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
+                        return Err(Failure::Body(BodyError {
+                            side: Side::Client,
+                            kind: BodyErrorKind::Io,
+                        }));
+                    }
+                }
+                Err(UpstreamErrorKind::ClosedBeforeResponse)
+                    if reused && fresh_retry && replayable && idempotent =>
+                {
+                    fresh_retry = false;
+                    break;
+                }
+                Err(kind) => {
+                    return Err(Failure::Upstream(UpstreamError::new(
+                        kind,
+                        RequestProgress::Sent,
+                    )));
+                }
+            }
         }
     }
 }
@@ -329,19 +604,23 @@ async fn read_response_head(
 }
 
 /// Commits the response to the client: head, then body; then decides about both
-/// connections.
+/// connections. Returns what to do next and the status sent.
 async fn respond(
     worker: &Worker,
     conn: &mut ClientConn,
     index: usize,
     start: ResponseStart,
-) -> Next {
+) -> (Next, u16) {
     let config = &worker.config;
-    let ResponseStart { mut origin } = start;
+    let ResponseStart { mut origin, status } = start;
     let method = conn.head.method();
     let client_http10 = conn.head.is_http10();
     let wants_upgrade = conn.head.upgrade().is_some();
     let mut keep_alive = conn.head.keep_alive && !worker.drain.is_draining();
+    let mut attempts_value = Vec::new();
+    if config.observability.attempts_header {
+        write_attempts(&mut attempts_value, &conn.attempts, &config.origins);
+    }
     // Parse the head once more (it is complete and valid) and write the client's head.
     let (framing, reusable, head_len, upgrade) = {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -361,7 +640,7 @@ async fn respond(
                 true,
             )
             .await;
-            return Next::Close;
+            return (Next::Close, 502);
         }
         let upgrade = r.status == 101;
         let (length, chunked) = match r.framing {
@@ -384,6 +663,11 @@ async fn respond(
             (false, true, true) => ResponseConnection::KeepAlive,
             (false, true, false) => ResponseConnection::Default,
         };
+        let extra: &[(&str, &[u8])] = if attempts_value.is_empty() {
+            &[]
+        } else {
+            &[("x-lb-attempts", &attempts_value)]
+        };
         HeaderRewrite::response(
             &mut conn.out,
             r.status,
@@ -392,16 +676,16 @@ async fn respond(
             length,
             chunked,
             connection,
-            &[],
+            extra,
         );
         (r.framing, r.reusable(), r.head_len, upgrade)
     };
     origin.consume(head_len);
     if upgrade {
         if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
-            return Next::Close;
+            return (Next::Close, status);
         }
-        return Next::Upgrade(origin);
+        return (Next::Upgrade(origin), status);
     }
     let (source, encoding) = match framing {
         ResponseFraming::None => (None, Encoding::Raw),
@@ -434,7 +718,7 @@ async fn respond(
         source = None;
     }
     if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
-        return Next::Close;
+        return (Next::Close, status);
     }
     if let Some(source) = source {
         let plan = BodyPlan {
@@ -449,7 +733,7 @@ async fn respond(
             // The head is out: the only honest signal left is closing the connection,
             // which the client sees as a truncated body.
             tracing::debug!(origin = %config.origins[index].id, side = ?e.side, kind = ?e.kind, "response body aborted");
-            return Next::Close;
+            return (Next::Close, status);
         }
     }
     if reusable && !origin.has_data() {
@@ -457,12 +741,18 @@ async fn respond(
         worker.pool.borrow_mut().checkin(index, stream);
         conn.upstream_buf = buf;
     }
-    if keep_alive {
-        Next::KeepAlive
-    } else {
-        Next::Close
-    }
+    (
+        if keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        },
+        status,
+    )
 }
+
+/// Largest body lb sends in the same write as its head.
+const INLINE_BODY_MAX: usize = 64 * 1024;
 
 /// The origin's Content-Length for bodiless responses that still state one (HEAD, 304).
 fn passthrough_length(r: &crate::http::ParsedResponse<'_, '_>) -> Option<u64> {
@@ -488,7 +778,23 @@ fn body_error_reply(e: &BodyError) -> (u16, &'static str) {
     }
 }
 
-async fn reply_error(conn: &mut ClientConn, status: u16, reason: &str, close: bool) {
-    error_response::write(&mut conn.out, status, reason, close);
+pub(super) async fn reply_error(conn: &mut ClientConn, status: u16, reason: &str, close: bool) {
+    super::error_response::write(&mut conn.out, status, reason, close);
     let _ = write_all(&mut conn.io.stream, &mut conn.out).await;
+}
+
+/// Sends a complete response lb built itself (custom error pages).
+pub(super) async fn reply_page(
+    conn: &mut ClientConn,
+    status: u16,
+    content_type: &[u8],
+    body: &[u8],
+) -> Next {
+    let keep_alive = conn.head.keep_alive;
+    super::error_response::write_page(&mut conn.out, status, content_type, body, !keep_alive);
+    if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() || !keep_alive {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
 }

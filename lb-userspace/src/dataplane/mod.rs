@@ -4,12 +4,15 @@
 //!
 //! This module never imports tokio (see the README's architecture rules).
 
+mod access_log;
 mod body;
 mod conn;
 mod drain;
+mod error_pages;
 mod error_response;
 mod exchange;
 mod listener;
+mod passive_health;
 mod request_head;
 mod tunnel;
 mod upstream;
@@ -22,7 +25,16 @@ use std::{
     time::Duration,
 };
 
-use crate::config::Config;
+use crate::{config::Config, kernel::SignalsView, metrics::Metrics};
+
+/// What every worker gets at start: the config snapshot, the kernel signal view (if the
+/// XDP program is loaded) and the shared counters.
+#[derive(Clone)]
+pub struct SharedState {
+    pub config: Arc<Config>,
+    pub kernel: Option<Arc<SignalsView>>,
+    pub metrics: Arc<Metrics>,
+}
 
 /// Which I/O driver a worker ended up with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +58,8 @@ struct WorkerHandle {
 impl DataPlane {
     /// Binds one listener per worker and starts the workers. Fails (before any worker
     /// runs) if the address cannot be bound or no worker can build its runtime.
-    pub fn start(config: Arc<Config>) -> anyhow::Result<Self> {
+    pub fn start(shared: SharedState) -> anyhow::Result<Self> {
+        let config = Arc::clone(&shared.config);
         let count = config.worker_count();
         let listeners = listener::bind_reuseport(config.listener.address, count)?;
         let local_addr = listeners[0].local_addr()?;
@@ -55,12 +68,12 @@ impl DataPlane {
         let mut workers = Vec::with_capacity(count);
         for (index, listener) in listeners.into_iter().enumerate() {
             let (stop_tx, stop_rx) = futures_channel::oneshot::channel();
-            let config = Arc::clone(&config);
+            let shared = shared.clone();
             let ready = ready_tx.clone();
             let core = config.listener.pin_workers.then_some(index % cores);
             let thread = std::thread::Builder::new()
                 .name(format!("lb-worker-{index}"))
-                .spawn(move || worker::run(index, core, listener, config, stop_rx, ready))?;
+                .spawn(move || worker::run(index, core, listener, shared, stop_rx, ready))?;
             workers.push(WorkerHandle {
                 stop: Some(stop_tx),
                 thread: Some(thread),

@@ -11,8 +11,14 @@ use std::{
 
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
-use super::{DriverKind, drain::Drain, exchange::serve_client, upstream::Pool};
-use crate::config::{Config, IoDriver};
+use super::{
+    DriverKind, SharedState, access_log::AccessLog, drain::Drain, error_pages::CachedPage,
+    exchange::serve_client, passive_health::PassiveHealth, upstream::Pool,
+};
+use crate::{
+    config::{Config, IoDriver},
+    metrics::{Metrics, WorkerMetrics},
+};
 
 /// io_uring submission queue entries per worker.
 const URING_ENTRIES: u32 = 1024;
@@ -22,10 +28,20 @@ pub(super) struct Worker {
     pub config: Arc<Config>,
     pub pool: RefCell<Pool>,
     pub drain: Drain,
+    pub health: PassiveHealth,
+    pub access_log: AccessLog,
+    pub error_pages: RefCell<std::collections::HashMap<String, CachedPage>>,
+    metrics: Arc<Metrics>,
+    index: usize,
     active: Cell<usize>,
 }
 
 impl Worker {
+    /// This worker's own counters.
+    pub fn metrics(&self) -> &WorkerMetrics {
+        self.metrics.worker(self.index)
+    }
+
     /// Counts an open client connection until the guard drops.
     pub fn track_connection(&self) -> ActiveGuard<'_> {
         self.active.set(self.active.get() + 1);
@@ -46,10 +62,11 @@ pub(super) fn run(
     index: usize,
     core: Option<usize>,
     listener: std::net::TcpListener,
-    config: Arc<Config>,
+    shared: SharedState,
     stop: futures_channel::oneshot::Receiver<()>,
     ready: mpsc::Sender<anyhow::Result<DriverKind>>,
 ) {
+    let config = Arc::clone(&shared.config);
     if let Some(core) = core {
         let mut set = nix::sched::CpuSet::new();
         if set.set(core).is_ok()
@@ -70,7 +87,7 @@ pub(super) fn run(
         {
             Ok(mut rt) => {
                 let _ = ready.send(Ok(DriverKind::IoUring));
-                rt.block_on(worker_loop(index, listener, config, stop));
+                rt.block_on(worker_loop(index, listener, shared, stop));
                 return;
             }
             Err(e) if config.listener.io_driver == IoDriver::IoUring => {
@@ -96,7 +113,7 @@ pub(super) fn run(
     match RuntimeBuilder::<LegacyDriver>::new().enable_timer().build() {
         Ok(mut rt) => {
             let _ = ready.send(Ok(DriverKind::Epoll));
-            rt.block_on(worker_loop(index, listener, config, stop));
+            rt.block_on(worker_loop(index, listener, shared, stop));
         }
         Err(e) => {
             let _ = ready.send(Err(anyhow::anyhow!(
@@ -109,9 +126,10 @@ pub(super) fn run(
 async fn worker_loop(
     index: usize,
     listener: std::net::TcpListener,
-    config: Arc<Config>,
+    shared: SharedState,
     mut stop: futures_channel::oneshot::Receiver<()>,
 ) {
+    let config = Arc::clone(&shared.config);
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -121,12 +139,18 @@ async fn worker_loop(
     };
     let drain_timeout = config.listener.drain_timeout;
     let worker = Rc::new(Worker {
+        health: PassiveHealth::new(config.origins.len(), shared.kernel.clone()),
+        access_log: AccessLog::new(config.observability.access_log),
+        error_pages: RefCell::new(std::collections::HashMap::new()),
         config,
         pool: RefCell::new(Pool::default()),
         drain: Drain::default(),
+        metrics: Arc::clone(&shared.metrics),
+        index,
         active: Cell::new(0),
     });
     monoio::spawn(sweep_pool(Rc::clone(&worker)));
+    monoio::spawn(flush_access_log(Rc::clone(&worker)));
     loop {
         monoio::select! {
             accepted = listener.accept() => match accepted {
@@ -157,6 +181,15 @@ async fn worker_loop(
         );
     }
     worker.pool.borrow_mut().clear();
+    worker.access_log.flush();
+}
+
+/// Writes buffered access-log lines every 100 ms.
+async fn flush_access_log(worker: Rc<Worker>) {
+    while !worker.drain.is_draining() {
+        monoio::time::sleep(Duration::from_millis(100)).await;
+        worker.access_log.flush();
+    }
 }
 
 /// Closes idle upstream connections past their keep-alive timeout, once a second.

@@ -99,6 +99,7 @@ impl HeaderRewrite {
     pub fn request<'a>(
         out: &mut Vec<u8>,
         method: &str,
+        path_prefix: &str,
         path: &str,
         host: Option<&[u8]>,
         headers: impl Headers<'a>,
@@ -112,6 +113,9 @@ impl HeaderRewrite {
         out.clear();
         out.extend_from_slice(method.as_bytes());
         out.push(b' ');
+        if path != "*" {
+            out.extend_from_slice(path_prefix.as_bytes());
+        }
         out.extend_from_slice(path.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         if let Some(host) = host {
@@ -259,6 +263,7 @@ mod tests {
         HeaderRewrite::request(
             &mut out,
             "POST",
+            "",
             "/p",
             Some(b"h"),
             f.iter().copied(),

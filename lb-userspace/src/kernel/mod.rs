@@ -26,3 +26,6 @@ pub use pinned::{PinnedMaps, PinnedOrigin, SignalsReport, key_address};
 pub use program_log::{ProgramLogReader, forward_program_logs};
 pub use signals::{AttachedInterface, KernelSettings, KernelSignals, KernelStatus};
 pub use signals_view::{SignalsView, monotonic_now_ns};
+
+/// Origins lb can register with the kernel program (one slot each).
+pub const MAX_ORIGINS: usize = lb_common::MAX_ORIGIN_SLOTS as usize;

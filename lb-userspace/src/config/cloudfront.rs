@@ -1,0 +1,634 @@
+//! CloudFront `DistributionConfig` JSON → [`Config`].
+//!
+//! Accepts the bare object or the `{"DistributionConfig": ..., "ETag": ...}` shape that
+//! `aws cloudfront get-distribution-config` prints. Fields lb maps: Origins (Id,
+//! DomainName, OriginPath, CustomHeaders, ConnectionAttempts, ConnectionTimeout,
+//! CustomOriginConfig ports, protocol policy, read and keep-alive timeouts), OriginGroups
+//! (Id, FailoverCriteria.StatusCodes, Members), DefaultCacheBehavior and CacheBehaviors
+//! (PathPattern, TargetOriginId, AllowedMethods, ViewerProtocolPolicy) and
+//! CustomErrorResponses. Every other field is named in one warning; none is silently
+//! ignored. Absent fields take CloudFront's defaults (3 attempts, 10 s connect, 30 s read,
+//! 5 s keep-alive).
+
+use std::{path::Path, time::Duration};
+
+use serde_json::{Map, Value};
+
+use super::{ConfigError, PathPattern, model::*, native};
+use crate::http::HeadLimits;
+
+/// Known keys per object kind; anything else is reported as not implemented.
+const DISTRIBUTION_KEYS: &[&str] = &[
+    "Origins",
+    "OriginGroups",
+    "DefaultCacheBehavior",
+    "CacheBehaviors",
+    "CustomErrorResponses",
+];
+const ORIGIN_KEYS: &[&str] = &[
+    "Id",
+    "DomainName",
+    "OriginPath",
+    "CustomHeaders",
+    "ConnectionAttempts",
+    "ConnectionTimeout",
+    "CustomOriginConfig",
+];
+const CUSTOM_ORIGIN_KEYS: &[&str] = &[
+    "HTTPPort",
+    "HTTPSPort",
+    "OriginProtocolPolicy",
+    "OriginReadTimeout",
+    "OriginKeepaliveTimeout",
+];
+const GROUP_KEYS: &[&str] = &["Id", "FailoverCriteria", "Members"];
+const BEHAVIOR_KEYS: &[&str] = &[
+    "PathPattern",
+    "TargetOriginId",
+    "AllowedMethods",
+    "ViewerProtocolPolicy",
+];
+const ERROR_RESPONSE_KEYS: &[&str] = &["ErrorCode", "ResponsePagePath", "ResponseCode"];
+
+/// Where the listener and admin API go: JSON configs carry neither.
+pub struct JsonDefaults {
+    pub listen: std::net::SocketAddr,
+}
+
+pub(super) fn parse(
+    text: &str,
+    file: &Path,
+    defaults: &JsonDefaults,
+) -> Result<(Config, Vec<String>), ConfigError> {
+    let loc = native::Locator { file, text };
+    let doc: Value = serde_json::from_str(text).map_err(|e| ConfigError::Invalid {
+        file: file.to_owned(),
+        line: e.line(),
+        column: e.column(),
+        field: String::new(),
+        message: format!("invalid JSON: {e}"),
+    })?;
+    let mut cx = Cx {
+        loc: &loc,
+        text,
+        unimplemented: Vec::new(),
+        notes: Vec::new(),
+    };
+    let dist = match doc.get("DistributionConfig") {
+        Some(inner) => {
+            for key in doc.as_object().into_iter().flat_map(Map::keys) {
+                if key != "DistributionConfig" && key != "ETag" {
+                    cx.unimplemented.push(key.clone());
+                }
+            }
+            inner
+        }
+        None => &doc,
+    };
+    let dist = cx.object(dist, "DistributionConfig")?;
+    cx.unknown_keys(dist, DISTRIBUTION_KEYS, "");
+
+    let mut origins = Vec::new();
+    for (i, o) in cx.items(dist.get("Origins"), "Origins")?.iter().enumerate() {
+        origins.push(cx.origin(o, i)?);
+    }
+    if origins.is_empty() {
+        return Err(cx.err("Origins", "", "a distribution needs at least one origin"));
+    }
+    let mut groups = Vec::new();
+    for (g, item) in cx
+        .items(dist.get("OriginGroups"), "OriginGroups")?
+        .iter()
+        .enumerate()
+    {
+        groups.push(cx.group(item, g, &origins, &groups)?);
+    }
+    let default = dist
+        .get("DefaultCacheBehavior")
+        .ok_or_else(|| cx.err("DefaultCacheBehavior", "", "missing DefaultCacheBehavior"))?;
+    let default_behavior =
+        cx.behavior(default, "DefaultCacheBehavior", &origins, &groups, false)?;
+    let mut behaviors = Vec::new();
+    for (i, b) in cx
+        .items(dist.get("CacheBehaviors"), "CacheBehaviors")?
+        .iter()
+        .enumerate()
+    {
+        behaviors.push(cx.behavior(
+            b,
+            &format!("CacheBehaviors.Items[{i}]"),
+            &origins,
+            &groups,
+            true,
+        )?);
+    }
+    let mut custom_errors = Vec::new();
+    for (i, e) in cx
+        .items(dist.get("CustomErrorResponses"), "CustomErrorResponses")?
+        .iter()
+        .enumerate()
+    {
+        custom_errors.push(cx.error_response(e, i)?);
+    }
+    let mut warnings = Vec::new();
+    if !cx.unimplemented.is_empty() {
+        warnings.push(format!(
+            "{}: these DistributionConfig fields are not implemented by lb and have no effect: {}",
+            file.display(),
+            cx.unimplemented.join(", ")
+        ));
+    }
+    warnings.extend(cx.notes);
+    let config = Config {
+        listener: Listener {
+            address: defaults.listen,
+            workers: 0,
+            pin_workers: true,
+            io_driver: super::IoDriver::Auto,
+            drain_timeout: Duration::from_secs(10),
+        },
+        admin: Admin { address: None },
+        limits: Limits {
+            head: HeadLimits::default(),
+            max_request_body: 1 << 30,
+            max_response_head: 64 * 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+        },
+        origins,
+        groups,
+        behaviors,
+        default_behavior,
+        custom_errors,
+        failover: FailoverSettings {
+            replay_body_limit: 64 * 1024,
+        },
+        observability: Observability {
+            access_log: true,
+            attempts_header: false,
+        },
+        kernel: crate::kernel::KernelSettings::default(),
+    };
+    Ok((config, warnings))
+}
+
+struct Cx<'a> {
+    loc: &'a native::Locator<'a>,
+    text: &'a str,
+    /// Dotted paths of fields lb does not implement.
+    unimplemented: Vec<String>,
+    /// Fields lb reads but can only partly honour in this build.
+    notes: Vec<String>,
+}
+
+impl<'a> Cx<'a> {
+    /// An error at the first place `needle` appears in the text (a key or a value).
+    fn err(&self, needle: &str, field: &str, message: impl Into<String>) -> ConfigError {
+        let quoted = format!("\"{needle}\"");
+        let at = self
+            .text
+            .find(&quoted)
+            .or_else(|| self.text.find(needle))
+            .unwrap_or(0);
+        self.loc.err(at..at, field, message)
+    }
+
+    /// An error at the value `value` of key `key` (first such pair in the text).
+    fn err_at_value(
+        &self,
+        key: &str,
+        value: &str,
+        field: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let key_q = format!("\"{key}\"");
+        let mut from = 0;
+        while let Some(k) = self.text[from..].find(&key_q) {
+            let after = from + k + key_q.len();
+            let rest = self.text[after..].trim_start();
+            if let Some(rest) = rest.strip_prefix(':') {
+                let rest_trim = rest.trim_start();
+                let value_at = self.text.len() - rest_trim.len();
+                let v = rest_trim.trim_start_matches('"');
+                if v.starts_with(value) {
+                    return self.loc.err(value_at..value_at, field, message);
+                }
+            }
+            from = after;
+        }
+        self.err(key, field, message)
+    }
+
+    fn object<'v>(&self, v: &'v Value, field: &str) -> Result<&'v Map<String, Value>, ConfigError> {
+        v.as_object()
+            .ok_or_else(|| self.err(field, field, "must be a JSON object"))
+    }
+
+    fn unknown_keys(&mut self, obj: &Map<String, Value>, known: &[&str], prefix: &str) {
+        for key in obj.keys() {
+            if !known.contains(&key.as_str()) {
+                self.unimplemented.push(format!("{prefix}{key}"));
+            }
+        }
+    }
+
+    /// `{"Quantity": n, "Items": [...]}` → the items (absent: none). A wrong Quantity is
+    /// reported, as CloudFront would refuse it, but the items are used.
+    fn items<'v>(&mut self, v: Option<&'v Value>, field: &str) -> Result<&'v [Value], ConfigError> {
+        let Some(v) = v else { return Ok(&[]) };
+        let obj = self.object(v, field)?;
+        let items = match obj.get("Items") {
+            Some(Value::Array(a)) => a.as_slice(),
+            None | Some(Value::Null) => &[],
+            Some(_) => return Err(self.err(field, &format!("{field}.Items"), "must be an array")),
+        };
+        if let Some(q) = obj.get("Quantity").and_then(Value::as_u64)
+            && q as usize != items.len()
+        {
+            self.notes.push(format!(
+                "{field}.Quantity is {q} but Items has {} entries; lb uses the Items (CloudFront would refuse this)",
+                items.len()
+            ));
+        }
+        Ok(items)
+    }
+
+    fn str_field<'v>(
+        &self,
+        obj: &'v Map<String, Value>,
+        key: &str,
+        field: &str,
+    ) -> Result<Option<&'v str>, ConfigError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(self.err(key, &format!("{field}.{key}"), "must be a string")),
+        }
+    }
+
+    fn num_field(
+        &self,
+        obj: &Map<String, Value>,
+        key: &str,
+        field: &str,
+    ) -> Result<Option<u64>, ConfigError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                self.err(
+                    key,
+                    &format!("{field}.{key}"),
+                    "must be a non-negative integer",
+                )
+            }),
+            // CloudFront itself writes some numbers as strings (ResponseCode).
+            Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
+                self.err(
+                    key,
+                    &format!("{field}.{key}"),
+                    format!("`{s}` is not a number"),
+                )
+            }),
+            Some(_) => Err(self.err(key, &format!("{field}.{key}"), "must be a number")),
+        }
+    }
+
+    fn origin(&mut self, v: &Value, i: usize) -> Result<Origin, ConfigError> {
+        let field = format!("Origins.Items[{i}]");
+        let obj = self.object(v, &field)?;
+        self.unknown_keys(obj, ORIGIN_KEYS, &format!("{field}."));
+        let id = self
+            .str_field(obj, "Id", &field)?
+            .ok_or_else(|| self.err("Origins", &format!("{field}.Id"), "missing Id"))?;
+        let domain = self
+            .str_field(obj, "DomainName", &field)?
+            .ok_or_else(|| self.err(id, &format!("{field}.DomainName"), "missing DomainName"))?;
+        let custom = match obj.get("CustomOriginConfig") {
+            Some(c) => Some(self.object(c, &format!("{field}.CustomOriginConfig"))?),
+            None => None,
+        };
+        if let Some(c) = custom {
+            self.unknown_keys(
+                c,
+                CUSTOM_ORIGIN_KEYS,
+                &format!("{field}.CustomOriginConfig."),
+            );
+        }
+        let cfield = format!("{field}.CustomOriginConfig");
+        let policy = match custom
+            .map(|c| self.str_field(c, "OriginProtocolPolicy", &cfield))
+            .transpose()?
+            .flatten()
+        {
+            None | Some("http-only") => OriginProtocol::HttpOnly,
+            Some("https-only") => OriginProtocol::HttpsOnly,
+            Some("match-viewer") => OriginProtocol::MatchViewer,
+            Some(other) => {
+                return Err(self.err_at_value(
+                    "OriginProtocolPolicy",
+                    other,
+                    &format!("{cfield}.OriginProtocolPolicy"),
+                    format!("`{other}` is not http-only, https-only or match-viewer"),
+                ));
+            }
+        };
+        let http_port = custom
+            .map(|c| self.num_field(c, "HTTPPort", &cfield))
+            .transpose()?
+            .flatten()
+            .unwrap_or(80);
+        if policy != OriginProtocol::HttpOnly {
+            self.notes.push(format!(
+                "origin `{id}`: OriginProtocolPolicy {} needs TLS to origins, which this build of lb does not have yet; \
+                 it connects with plain HTTP to HTTPPort {http_port}",
+                match policy { OriginProtocol::HttpsOnly => "https-only", _ => "match-viewer" }
+            ));
+        }
+        if http_port == 0 || http_port > 65535 {
+            return Err(self.err(
+                "HTTPPort",
+                &format!("{cfield}.HTTPPort"),
+                format!("bad port {http_port}"),
+            ));
+        }
+        let address = if domain.contains(':') && !domain.starts_with('[') {
+            format!("[{domain}]:{http_port}")
+        } else {
+            format!("{domain}:{http_port}")
+        };
+        let (address, host) = native::resolve(&address).map_err(|why| {
+            self.err_at_value("DomainName", domain, &format!("{field}.DomainName"), why)
+        })?;
+        let attempts = self
+            .num_field(obj, "ConnectionAttempts", &field)?
+            .unwrap_or(3);
+        if !(1..=3).contains(&attempts) {
+            return Err(self.err(
+                "ConnectionAttempts",
+                &format!("{field}.ConnectionAttempts"),
+                format!("must be 1, 2 or 3 (got {attempts})"),
+            ));
+        }
+        let connect = self
+            .num_field(obj, "ConnectionTimeout", &field)?
+            .unwrap_or(10);
+        if !(1..=10).contains(&connect) {
+            return Err(self.err(
+                "ConnectionTimeout",
+                &format!("{field}.ConnectionTimeout"),
+                format!("must be 1-10 seconds (got {connect})"),
+            ));
+        }
+        let read = custom
+            .map(|c| self.num_field(c, "OriginReadTimeout", &cfield))
+            .transpose()?
+            .flatten()
+            .unwrap_or(30);
+        let keepalive = custom
+            .map(|c| self.num_field(c, "OriginKeepaliveTimeout", &cfield))
+            .transpose()?
+            .flatten()
+            .unwrap_or(5);
+        let origin_path = self
+            .str_field(obj, "OriginPath", &field)?
+            .unwrap_or("")
+            .to_owned();
+        let mut custom_headers = Vec::new();
+        for (h, item) in self
+            .items(obj.get("CustomHeaders"), &format!("{field}.CustomHeaders"))?
+            .iter()
+            .enumerate()
+        {
+            let hfield = format!("{field}.CustomHeaders.Items[{h}]");
+            let hobj = self.object(item, &hfield)?;
+            let name = self
+                .str_field(hobj, "HeaderName", &hfield)?
+                .ok_or_else(|| self.err("CustomHeaders", &hfield, "missing HeaderName"))?;
+            let value = self.str_field(hobj, "HeaderValue", &hfield)?.unwrap_or("");
+            native::validate_custom_header(name, value)
+                .map_err(|why| self.err_at_value("HeaderName", name, &hfield, why))?;
+            custom_headers.push((name.to_owned(), value.to_owned()));
+        }
+        Ok(Origin {
+            id: id.to_owned(),
+            address,
+            host,
+            origin_path,
+            custom_headers,
+            protocol: policy,
+            connect_timeout: Duration::from_secs(connect),
+            connection_attempts: attempts as u8,
+            response_timeout: Duration::from_secs(read),
+            keepalive_timeout: Duration::from_secs(keepalive),
+        })
+    }
+
+    fn group(
+        &mut self,
+        v: &Value,
+        g: usize,
+        origins: &[Origin],
+        groups: &[OriginGroup],
+    ) -> Result<OriginGroup, ConfigError> {
+        let field = format!("OriginGroups.Items[{g}]");
+        let obj = self.object(v, &field)?;
+        self.unknown_keys(obj, GROUP_KEYS, &format!("{field}."));
+        let id = self
+            .str_field(obj, "Id", &field)?
+            .ok_or_else(|| self.err("OriginGroups", &format!("{field}.Id"), "missing Id"))?;
+        if origins.iter().any(|o| o.id == id) || groups.iter().any(|gr| gr.id == id) {
+            return Err(self.err_at_value(
+                "Id",
+                id,
+                &format!("{field}.Id"),
+                format!("duplicate id `{id}`"),
+            ));
+        }
+        let criteria = obj
+            .get("FailoverCriteria")
+            .and_then(|c| c.get("StatusCodes"));
+        let mut codes = Vec::new();
+        for c in self.items(criteria, &format!("{field}.FailoverCriteria.StatusCodes"))? {
+            let code = c.as_u64().unwrap_or(0);
+            if !(400..=599).contains(&code) {
+                return Err(self.err(
+                    "StatusCodes",
+                    &format!("{field}.FailoverCriteria.StatusCodes"),
+                    format!("bad status code {c}: failover statuses are 4xx or 5xx"),
+                ));
+            }
+            codes.push(code as u16);
+        }
+        let mut members = Vec::new();
+        for (m, item) in self
+            .items(obj.get("Members"), &format!("{field}.Members"))?
+            .iter()
+            .enumerate()
+        {
+            let mfield = format!("{field}.Members.Items[{m}].OriginId");
+            let origin_id = item
+                .get("OriginId")
+                .and_then(Value::as_str)
+                .ok_or_else(|| self.err("Members", &mfield, "missing OriginId"))?;
+            let index = origins
+                .iter()
+                .position(|o| o.id == origin_id)
+                .ok_or_else(|| {
+                    self.err_at_value(
+                        "OriginId",
+                        origin_id,
+                        &mfield,
+                        format!("unknown origin id `{origin_id}`"),
+                    )
+                })?;
+            members.push(index);
+        }
+        if members.len() < 2 {
+            return Err(self.err_at_value(
+                "Id",
+                id,
+                &format!("{field}.Members"),
+                "a group needs at least two members",
+            ));
+        }
+        Ok(OriginGroup {
+            id: id.to_owned(),
+            members,
+            failover_statuses: StatusSet::from_codes(codes),
+            mode: GroupMode::Failover,
+            always_try_primary: false,
+        })
+    }
+
+    fn behavior(
+        &mut self,
+        v: &Value,
+        field: &str,
+        origins: &[Origin],
+        groups: &[OriginGroup],
+        needs_pattern: bool,
+    ) -> Result<Behavior, ConfigError> {
+        let obj = self.object(v, field)?;
+        self.unknown_keys(obj, BEHAVIOR_KEYS, &format!("{field}."));
+        let target_id = self
+            .str_field(obj, "TargetOriginId", field)?
+            .ok_or_else(|| {
+                self.err(
+                    field.split('.').next().unwrap_or(field),
+                    &format!("{field}.TargetOriginId"),
+                    "missing TargetOriginId",
+                )
+            })?;
+        let target = if let Some(g) = groups.iter().position(|g| g.id == target_id) {
+            Target::Group(g)
+        } else if let Some(o) = origins.iter().position(|o| o.id == target_id) {
+            Target::Origin(o)
+        } else {
+            return Err(self.err_at_value(
+                "TargetOriginId",
+                target_id,
+                &format!("{field}.TargetOriginId"),
+                format!("unknown origin or group id `{target_id}`"),
+            ));
+        };
+        let path_pattern = match (needs_pattern, self.str_field(obj, "PathPattern", field)?) {
+            (true, Some(p)) => Some(PathPattern::new(p)),
+            (true, None) => {
+                return Err(self.err_at_value(
+                    "TargetOriginId",
+                    target_id,
+                    &format!("{field}.PathPattern"),
+                    "missing PathPattern",
+                ));
+            }
+            (false, _) => None,
+        };
+        let allowed_methods = match obj.get("AllowedMethods") {
+            None => MethodSet::from_names(["GET", "HEAD"]).expect("known methods"),
+            Some(am) => {
+                if let Some(cached) = am.get("CachedMethods") {
+                    let _ = cached;
+                    self.unimplemented
+                        .push(format!("{field}.AllowedMethods.CachedMethods"));
+                }
+                let names: Vec<&str> = self
+                    .items(Some(am), &format!("{field}.AllowedMethods"))?
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
+                MethodSet::from_names(names).map_err(|why| {
+                    self.err("AllowedMethods", &format!("{field}.AllowedMethods"), why)
+                })?
+            }
+        };
+        let viewer_protocol_policy = match self.str_field(obj, "ViewerProtocolPolicy", field)? {
+            None | Some("allow-all") => ViewerProtocolPolicy::AllowAll,
+            Some("redirect-to-https") => ViewerProtocolPolicy::RedirectToHttps,
+            Some("https-only") => ViewerProtocolPolicy::HttpsOnly,
+            Some(other) => {
+                return Err(self.err_at_value(
+                    "ViewerProtocolPolicy",
+                    other,
+                    &format!("{field}.ViewerProtocolPolicy"),
+                    format!("`{other}` is not allow-all, redirect-to-https or https-only"),
+                ));
+            }
+        };
+        if viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
+            self.notes.push(format!(
+                "{field}: ViewerProtocolPolicy needs an HTTPS listener, which this build of lb does not have yet; \
+                 requests are served over plain HTTP as with allow-all"
+            ));
+        }
+        Ok(Behavior {
+            path_pattern,
+            target,
+            allowed_methods,
+            viewer_protocol_policy,
+        })
+    }
+
+    fn error_response(&mut self, v: &Value, i: usize) -> Result<CustomErrorResponse, ConfigError> {
+        let field = format!("CustomErrorResponses.Items[{i}]");
+        let obj = self.object(v, &field)?;
+        self.unknown_keys(obj, ERROR_RESPONSE_KEYS, &format!("{field}."));
+        let code = self.num_field(obj, "ErrorCode", &field)?.ok_or_else(|| {
+            self.err(
+                "CustomErrorResponses",
+                &format!("{field}.ErrorCode"),
+                "missing ErrorCode",
+            )
+        })?;
+        if !(400..=599).contains(&code) {
+            return Err(self.err(
+                "ErrorCode",
+                &format!("{field}.ErrorCode"),
+                format!("bad status code {code}"),
+            ));
+        }
+        let response_code = self
+            .num_field(obj, "ResponseCode", &field)?
+            .map(|c| c as u16);
+        let page = match self.str_field(obj, "ResponsePagePath", &field)? {
+            Some(p) if p.starts_with('/') => ErrorPage::Path(p.to_owned()),
+            Some(p) => {
+                return Err(self.err_at_value(
+                    "ResponsePagePath",
+                    p,
+                    &format!("{field}.ResponsePagePath"),
+                    "must start with /",
+                ));
+            }
+            None => {
+                return Err(self.err("ErrorCode", &format!("{field}.ResponsePagePath"),
+                    "missing ResponsePagePath (lb serves custom pages; error caching alone is not implemented)"));
+            }
+        };
+        Ok(CustomErrorResponse {
+            error_code: code as u16,
+            response_code,
+            page,
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! [`Config`] → native TOML, for `lb import cloudfront`: the output is a file `lb check`
+//! accepts and that behaves the same.
+
+use std::collections::BTreeMap;
+
+use toml::Spanned;
+
+use super::{file::*, model::*};
+
+pub(super) fn to_toml(config: &Config) -> String {
+    let s = |v: String| Spanned::new(0..0, v);
+    let target_name = |t: Target| match t {
+        Target::Origin(i) => config.origins[i].id.clone(),
+        Target::Group(g) => config.groups[g].id.clone(),
+    };
+    let behavior = |b: &Behavior| BehaviorFile {
+        path_pattern: b.path_pattern.as_ref().map(|p| s(p.as_str().to_owned())),
+        target: s(target_name(b.target)),
+        allowed_methods: Some(Spanned::new(
+            0..0,
+            b.allowed_methods
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        )),
+        viewer_protocol_policy: b.viewer_protocol_policy,
+    };
+    let file = ConfigFile {
+        listener: ListenerFile {
+            address: s(config.listener.address.to_string()),
+            workers: config.listener.workers,
+            pin_workers: config.listener.pin_workers,
+            io_driver: config.listener.io_driver,
+            drain_timeout: config.listener.drain_timeout,
+        },
+        admin: config.admin.address.map(|a| AdminFile {
+            address: s(a.to_string()),
+        }),
+        limits: LimitsFile {
+            max_request_line: config.limits.head.max_request_line,
+            max_header_bytes: config.limits.head.max_header_bytes,
+            max_request_body: config.limits.max_request_body,
+            max_response_head: config.limits.max_response_head,
+            header_timeout: config.limits.header_timeout,
+            idle_timeout: config.limits.idle_timeout,
+            body_timeout: config.limits.body_timeout,
+        },
+        failover: FailoverFile {
+            replay_body_limit: config.failover.replay_body_limit,
+        },
+        observability: ObservabilityFile {
+            access_log: config.observability.access_log,
+            attempts_header: config.observability.attempts_header,
+        },
+        origins: config
+            .origins
+            .iter()
+            .map(|o| OriginFile {
+                id: s(o.id.clone()),
+                address: s(match &o.host {
+                    Some(h) => format!("{h}:{}", o.address.port()),
+                    None => o.address.to_string(),
+                }),
+                origin_path: o.origin_path.clone(),
+                protocol: o.protocol,
+                custom_headers: o.custom_headers.iter().cloned().collect::<BTreeMap<_, _>>(),
+                connect_timeout: o.connect_timeout,
+                connection_attempts: Spanned::new(0..0, o.connection_attempts),
+                response_timeout: o.response_timeout,
+                keepalive_timeout: o.keepalive_timeout,
+            })
+            .collect(),
+        origin_groups: config
+            .groups
+            .iter()
+            .map(|g| GroupFile {
+                id: s(g.id.clone()),
+                members: Spanned::new(
+                    0..0,
+                    g.members
+                        .iter()
+                        .map(|&m| s(config.origins[m].id.clone()))
+                        .collect(),
+                ),
+                failover_status_codes: Spanned::new(
+                    0..0,
+                    g.failover_statuses
+                        .codes()
+                        .into_iter()
+                        .map(|c| Spanned::new(0..0, c))
+                        .collect(),
+                ),
+                mode: g.mode,
+                always_try_primary: g.always_try_primary,
+            })
+            .collect(),
+        behaviors: config.behaviors.iter().map(behavior).collect(),
+        default_behavior: Some(behavior(&config.default_behavior)),
+        custom_error_responses: config
+            .custom_errors
+            .iter()
+            .map(|e| ErrorResponseFile {
+                error_code: Spanned::new(0..0, e.error_code),
+                response_code: e.response_code.map(|c| Spanned::new(0..0, c)),
+                response_page_path: match &e.page {
+                    ErrorPage::Path(p) => Some(s(p.clone())),
+                    ErrorPage::File { .. } => None,
+                },
+                response_page_file: match &e.page {
+                    ErrorPage::File { path, .. } => Some(s(path.display().to_string())),
+                    ErrorPage::Path(_) => None,
+                },
+            })
+            .collect(),
+        kernel: config.kernel.clone(),
+    };
+    toml::to_string_pretty(&file).unwrap_or_else(|e| format!("# cannot render TOML: {e}\n"))
+}

@@ -1,0 +1,311 @@
+//! The built configuration: validated, resolved to indexes, ready for the data plane.
+//! Both the native TOML and CloudFront's DistributionConfig JSON become one of these.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use super::PathPattern;
+use crate::{http::HeadLimits, kernel::KernelSettings};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub listener: Listener,
+    pub admin: Admin,
+    pub limits: Limits,
+    pub origins: Vec<Origin>,
+    pub groups: Vec<OriginGroup>,
+    /// Path behaviors, matched in order; the first match wins.
+    pub behaviors: Vec<Behavior>,
+    /// Used when no behavior matches.
+    pub default_behavior: Behavior,
+    pub custom_errors: Vec<CustomErrorResponse>,
+    pub failover: FailoverSettings,
+    pub observability: Observability,
+    pub kernel: KernelSettings,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    pub pin_workers: bool,
+    pub io_driver: super::IoDriver,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub drain_timeout: Duration,
+}
+
+/// The admin API (control plane). Loopback by default: it is not meant to be public.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admin {
+    /// `None`: no admin API.
+    pub address: Option<SocketAddr>,
+}
+
+/// Limits that protect lb from clients and origins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub head: HeadLimits,
+    /// Largest request body, in bytes (413 above it).
+    pub max_request_body: u64,
+    /// Largest response head an origin may send (502 above it).
+    pub max_response_head: usize,
+    /// Time a client has to send a complete request head (408 after it).
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive client connection is kept.
+    pub idle_timeout: Duration,
+    /// Longest pause between two reads of a body, either side.
+    pub body_timeout: Duration,
+}
+
+/// How lb talks to an origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginProtocol {
+    HttpOnly,
+    /// Needs TLS to origins, which this build does not have: lb says so at start-up and
+    /// connects with plain HTTP.
+    HttpsOnly,
+    MatchViewer,
+}
+
+/// An upstream endpoint lb sends requests to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub id: String,
+    pub address: SocketAddr,
+    /// The name the address came from, re-resolved periodically; `None` for IP literals.
+    pub host: Option<String>,
+    /// Prefix added to every request path sent to this origin (CloudFront OriginPath).
+    pub origin_path: String,
+    /// Fixed headers lb adds to every request to this origin, replacing any the client sent.
+    pub custom_headers: Vec<(String, String)>,
+    pub protocol: OriginProtocol,
+    pub connect_timeout: Duration,
+    /// Connection attempts per request (1-3, as CloudFront).
+    pub connection_attempts: u8,
+    /// Time from the end of the request to the response head.
+    pub response_timeout: Duration,
+    /// How long an idle pooled connection to this origin is kept.
+    pub keepalive_timeout: Duration,
+}
+
+impl Origin {
+    /// An origin with CloudFront's default timeouts.
+    pub fn new(id: &str, address: SocketAddr) -> Self {
+        Self {
+            id: id.to_owned(),
+            address,
+            host: None,
+            origin_path: String::new(),
+            custom_headers: Vec::new(),
+            protocol: OriginProtocol::HttpOnly,
+            connect_timeout: Duration::from_secs(10),
+            connection_attempts: 3,
+            response_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How a group spreads requests over its members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupMode {
+    /// Active-passive: every request starts at the first usable member (CloudFront).
+    Failover,
+}
+
+/// Members in priority order and what makes an attempt count as failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginGroup {
+    pub id: String,
+    /// Indexes into `Config::origins`, in priority order.
+    pub members: Vec<usize>,
+    pub failover_statuses: StatusSet,
+    pub mode: GroupMode,
+    /// CloudFront-exact: always start at the first member, even if health says it is down.
+    pub always_try_primary: bool,
+}
+
+/// A set of HTTP status codes (100-599) as a bitmap: membership is one load.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatusSet([u64; 10]);
+
+impl StatusSet {
+    pub fn from_codes(codes: impl IntoIterator<Item = u16>) -> Self {
+        let mut set = Self::default();
+        for c in codes {
+            if c < 640 {
+                set.0[c as usize / 64] |= 1 << (c % 64);
+            }
+        }
+        set
+    }
+
+    pub fn contains(&self, code: u16) -> bool {
+        code < 640 && self.0[code as usize / 64] & (1 << (code % 64)) != 0
+    }
+
+    pub fn codes(&self) -> Vec<u16> {
+        (100..600).filter(|c| self.contains(*c)).collect()
+    }
+}
+
+impl std::fmt::Debug for StatusSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.codes()).finish()
+    }
+}
+
+/// Where a behavior sends requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Origin(usize),
+    Group(usize),
+}
+
+/// Methods a behavior accepts (CloudFront's AllowedMethods), as a bitmap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MethodSet(u16);
+
+impl MethodSet {
+    pub const ALL: Self = Self(0x1ff);
+
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut bits = 0u16;
+        for n in names {
+            bits |= 1 << Self::bit(n).ok_or_else(|| format!("unknown method `{n}`"))?;
+        }
+        Ok(Self(bits))
+    }
+
+    fn bit(name: &str) -> Option<u16> {
+        Some(match name {
+            "GET" => 0,
+            "HEAD" => 1,
+            "OPTIONS" => 2,
+            "PUT" => 3,
+            "POST" => 4,
+            "PATCH" => 5,
+            "DELETE" => 6,
+            "TRACE" => 7,
+            _ => return None,
+        })
+    }
+
+    pub fn allows(&self, method: &str) -> bool {
+        Self::bit(method).is_some_and(|b| self.0 & (1 << b) != 0)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            "GET", "HEAD", "OPTIONS", "PUT", "POST", "PATCH", "DELETE", "TRACE",
+        ]
+        .into_iter()
+        .filter(|n| self.allows(n))
+        .collect()
+    }
+}
+
+/// CloudFront's ViewerProtocolPolicy. Without TLS on the listener (not built yet), only
+/// `allow-all` can be honoured; the others are accepted with a start-up warning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViewerProtocolPolicy {
+    AllowAll,
+    RedirectToHttps,
+    HttpsOnly,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Behavior {
+    /// `None` for the default behavior.
+    pub path_pattern: Option<PathPattern>,
+    pub target: Target,
+    pub allowed_methods: MethodSet,
+    pub viewer_protocol_policy: ViewerProtocolPolicy,
+}
+
+/// What to serve when the final answer is an error (CloudFront CustomErrorResponses).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomErrorResponse {
+    /// The origin status (or lb's own 502/503/504) this applies to.
+    pub error_code: u16,
+    /// Status sent to the client; `None` keeps `error_code`.
+    pub response_code: Option<u16>,
+    pub page: ErrorPage,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErrorPage {
+    /// A local file, read at start-up.
+    File { path: PathBuf, body: Vec<u8> },
+    /// A path fetched through lb's own behaviors (CloudFront ResponsePagePath).
+    Path(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailoverSettings {
+    /// Request bodies up to this size are buffered so that GET/HEAD/OPTIONS can be replayed
+    /// to the next member. Larger bodies stream, and then only connect failures move on.
+    pub replay_body_limit: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observability {
+    /// Write one access-log line per request.
+    pub access_log: bool,
+    /// Add `x-lb-attempts: origin:outcome:ms,...` to responses.
+    pub attempts_header: bool,
+}
+
+impl Config {
+    /// The behavior for `path`: the first matching pattern, else the default.
+    pub fn behavior_for(&self, path: &str) -> &Behavior {
+        self.behaviors
+            .iter()
+            .find(|b| b.path_pattern.as_ref().is_some_and(|p| p.matches(path)))
+            .unwrap_or(&self.default_behavior)
+    }
+
+    /// Members to try for `target`, in order, and the group if there is one.
+    pub fn members(&self, target: Target) -> (&[usize], Option<&OriginGroup>) {
+        match target {
+            Target::Origin(i) => (std::slice::from_ref(&ORIGIN_INDEXES[i]), None),
+            Target::Group(g) => (&self.groups[g].members, Some(&self.groups[g])),
+        }
+    }
+
+    /// Dense kernel slots for the origins, in config order.
+    pub fn kernel_registrations(&self) -> Vec<crate::kernel::OriginRegistration> {
+        self.origins
+            .iter()
+            .enumerate()
+            .map(|(slot, o)| crate::kernel::OriginRegistration {
+                slot: slot as u32,
+                label: o.id.clone(),
+                address: o.address,
+            })
+            .collect()
+    }
+
+    /// Worker threads to start: the configured count, or one per core.
+    pub fn worker_count(&self) -> usize {
+        if self.listener.workers > 0 {
+            self.listener.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// `members()` hands out a one-element slice for single-origin targets without allocating.
+static ORIGIN_INDEXES: [usize; 1024] = {
+    let mut a = [0usize; 1024];
+    let mut i = 0;
+    while i < 1024 {
+        a[i] = i;
+        i += 1;
+    }
+    a
+};

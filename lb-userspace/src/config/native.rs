@@ -1,0 +1,408 @@
+//! Native TOML → [`Config`], with every semantic error pointing at its line and column.
+
+use std::{
+    collections::HashMap,
+    net::{SocketAddr, ToSocketAddrs},
+    ops::Range,
+    path::Path,
+};
+
+use toml::Spanned;
+
+use super::{
+    ConfigError, PathPattern,
+    file::{BehaviorFile, ConfigFile},
+    model::*,
+};
+use crate::{http::HeadLimits, kernel::MAX_ORIGINS};
+
+/// Positions errors in one file's text.
+pub(super) struct Locator<'a> {
+    pub file: &'a Path,
+    pub text: &'a str,
+}
+
+impl Locator<'_> {
+    pub fn err(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::at(self.file, self.text, span, field.into(), message.into())
+    }
+}
+
+pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let loc = Locator { file, text };
+    let raw: ConfigFile =
+        toml::from_str(text).map_err(|e| loc.err(e.span().unwrap_or(0..0), "", e.message()))?;
+    build(raw, &loc, file.parent())
+}
+
+fn build(
+    raw: ConfigFile,
+    loc: &Locator<'_>,
+    base_dir: Option<&Path>,
+) -> Result<Config, ConfigError> {
+    let address = parse_socket_addr(&raw.listener.address).ok_or_else(|| {
+        loc.err(
+            raw.listener.address.span(),
+            "listener.address",
+            format!(
+                "`{}` is not an IP:port address",
+                raw.listener.address.get_ref()
+            ),
+        )
+    })?;
+    let admin = match &raw.admin {
+        None => None,
+        Some(a) => Some(parse_socket_addr(&a.address).ok_or_else(|| {
+            loc.err(
+                a.address.span(),
+                "admin.address",
+                format!("`{}` is not an IP:port address", a.address.get_ref()),
+            )
+        })?),
+    };
+    if raw.origins.len() > MAX_ORIGINS {
+        return Err(loc.err(
+            0..0,
+            "origins",
+            format!("at most {MAX_ORIGINS} origins are supported"),
+        ));
+    }
+    // Origins and groups share one namespace: a behavior target names either.
+    let mut names: HashMap<String, Target> = HashMap::new();
+    let mut origins = Vec::with_capacity(raw.origins.len());
+    for (i, spec) in raw.origins.iter().enumerate() {
+        let field = |f: &str| format!("origins[{i}].{f}");
+        let id = spec.id.get_ref().trim();
+        if id.is_empty() {
+            return Err(loc.err(spec.id.span(), field("id"), "must not be empty"));
+        }
+        if names.insert(id.to_owned(), Target::Origin(i)).is_some() {
+            return Err(loc.err(spec.id.span(), field("id"), format!("duplicate id `{id}`")));
+        }
+        let (address, host) = resolve(spec.address.get_ref())
+            .map_err(|why| loc.err(spec.address.span(), field("address"), why))?;
+        let attempts = *spec.connection_attempts.get_ref();
+        if !(1..=3).contains(&attempts) {
+            return Err(loc.err(
+                spec.connection_attempts.span(),
+                field("connection_attempts"),
+                format!("must be 1, 2 or 3 (got {attempts})"),
+            ));
+        }
+        if !spec.origin_path.is_empty()
+            && (!spec.origin_path.starts_with('/') || spec.origin_path.ends_with('/'))
+        {
+            return Err(loc.err(
+                spec.id.span(),
+                field("origin_path"),
+                format!(
+                    "`{}` must start with / and not end with / (like CloudFront's OriginPath)",
+                    spec.origin_path
+                ),
+            ));
+        }
+        let mut custom_headers = Vec::new();
+        for (name, value) in &spec.custom_headers {
+            validate_custom_header(name, value)
+                .map_err(|why| loc.err(spec.id.span(), field("custom_headers"), why))?;
+            custom_headers.push((name.clone(), value.clone()));
+        }
+        origins.push(Origin {
+            id: id.to_owned(),
+            address,
+            host,
+            origin_path: spec.origin_path.clone(),
+            custom_headers,
+            protocol: spec.protocol,
+            connect_timeout: spec.connect_timeout,
+            connection_attempts: attempts,
+            response_timeout: spec.response_timeout,
+            keepalive_timeout: spec.keepalive_timeout,
+        });
+    }
+    let mut groups = Vec::with_capacity(raw.origin_groups.len());
+    for (g, spec) in raw.origin_groups.iter().enumerate() {
+        let field = |f: &str| format!("origin_groups[{g}].{f}");
+        let id = spec.id.get_ref().trim();
+        if id.is_empty() {
+            return Err(loc.err(spec.id.span(), field("id"), "must not be empty"));
+        }
+        if names.contains_key(id) {
+            return Err(loc.err(
+                spec.id.span(),
+                field("id"),
+                format!("duplicate id `{id}` (origins and groups share ids)"),
+            ));
+        }
+        let mut members = Vec::new();
+        for m in spec.members.get_ref() {
+            match names.get(m.get_ref().as_str()) {
+                Some(Target::Origin(o)) if members.contains(o) => {
+                    return Err(loc.err(
+                        m.span(),
+                        field("members"),
+                        format!("origin `{}` listed twice", m.get_ref()),
+                    ));
+                }
+                Some(Target::Origin(o)) => members.push(*o),
+                Some(Target::Group(_)) => {
+                    return Err(loc.err(
+                        m.span(),
+                        field("members"),
+                        format!("`{}` is a group; members must be origins", m.get_ref()),
+                    ));
+                }
+                None => {
+                    return Err(loc.err(
+                        m.span(),
+                        field("members"),
+                        format!("unknown origin id `{}`", m.get_ref()),
+                    ));
+                }
+            }
+        }
+        if members.len() < 2 {
+            return Err(loc.err(
+                spec.members.span(),
+                field("members"),
+                "a group needs at least two members",
+            ));
+        }
+        let mut codes = Vec::new();
+        for c in spec.failover_status_codes.get_ref() {
+            let code = *c.get_ref();
+            if !(400..=599).contains(&code) {
+                return Err(loc.err(
+                    c.span(),
+                    field("failover_status_codes"),
+                    format!("bad status code {code}: failover statuses are 4xx or 5xx"),
+                ));
+            }
+            codes.push(code);
+        }
+        names.insert(id.to_owned(), Target::Group(g));
+        groups.push(OriginGroup {
+            id: id.to_owned(),
+            members,
+            failover_statuses: StatusSet::from_codes(codes),
+            mode: spec.mode,
+            always_try_primary: spec.always_try_primary,
+        });
+    }
+    let behavior = |b: &BehaviorFile, field: String| -> Result<Behavior, ConfigError> {
+        let target = *names.get(b.target.get_ref().as_str()).ok_or_else(|| {
+            loc.err(
+                b.target.span(),
+                format!("{field}.target"),
+                format!("unknown origin or group id `{}`", b.target.get_ref()),
+            )
+        })?;
+        let allowed_methods = match &b.allowed_methods {
+            None => MethodSet::ALL,
+            Some(m) => MethodSet::from_names(m.get_ref().iter().map(String::as_str))
+                .map_err(|why| loc.err(m.span(), format!("{field}.allowed_methods"), why))?,
+        };
+        Ok(Behavior {
+            path_pattern: b
+                .path_pattern
+                .as_ref()
+                .map(|p| PathPattern::new(p.get_ref())),
+            target,
+            allowed_methods,
+            viewer_protocol_policy: b.viewer_protocol_policy,
+        })
+    };
+    let mut behaviors = Vec::new();
+    for (i, b) in raw.behaviors.iter().enumerate() {
+        let Some(p) = &b.path_pattern else {
+            return Err(loc.err(
+                b.target.span(),
+                format!("behaviors[{i}].path_pattern"),
+                "missing (only default_behavior has none)",
+            ));
+        };
+        if p.get_ref().is_empty() {
+            return Err(loc.err(
+                p.span(),
+                format!("behaviors[{i}].path_pattern"),
+                "must not be empty",
+            ));
+        }
+        behaviors.push(behavior(b, format!("behaviors[{i}]"))?);
+    }
+    let default_behavior = match &raw.default_behavior {
+        Some(b) => {
+            if let Some(p) = &b.path_pattern {
+                return Err(loc.err(
+                    p.span(),
+                    "default_behavior.path_pattern",
+                    "the default behavior matches everything; remove path_pattern",
+                ));
+            }
+            behavior(b, "default_behavior".into())?
+        }
+        None if origins.is_empty() => Behavior {
+            path_pattern: None,
+            target: Target::Origin(0),
+            allowed_methods: MethodSet::ALL,
+            viewer_protocol_policy: ViewerProtocolPolicy::AllowAll,
+        },
+        None => {
+            return Err(loc.err(
+                0..0,
+                "default_behavior",
+                "missing: add [default_behavior] with a target",
+            ));
+        }
+    };
+    let mut custom_errors = Vec::new();
+    for (i, e) in raw.custom_error_responses.iter().enumerate() {
+        let field = |f: &str| format!("custom_error_responses[{i}].{f}");
+        let code = *e.error_code.get_ref();
+        if !(400..=599).contains(&code) {
+            return Err(loc.err(
+                e.error_code.span(),
+                field("error_code"),
+                format!("bad status code {code}: must be 4xx or 5xx"),
+            ));
+        }
+        let response_code = match &e.response_code {
+            Some(r) if !(200..=599).contains(r.get_ref()) => {
+                return Err(loc.err(
+                    r.span(),
+                    field("response_code"),
+                    format!("bad status code {}", r.get_ref()),
+                ));
+            }
+            Some(r) => Some(*r.get_ref()),
+            None => None,
+        };
+        let page = match (&e.response_page_path, &e.response_page_file) {
+            (Some(p), None) => {
+                if !p.get_ref().starts_with('/') {
+                    return Err(loc.err(
+                        p.span(),
+                        field("response_page_path"),
+                        "must start with /",
+                    ));
+                }
+                ErrorPage::Path(p.get_ref().clone())
+            }
+            (None, Some(f)) => {
+                let path = base_dir.unwrap_or(Path::new(".")).join(f.get_ref());
+                let body = std::fs::read(&path).map_err(|err| {
+                    loc.err(
+                        f.span(),
+                        field("response_page_file"),
+                        format!("cannot read {}: {err}", path.display()),
+                    )
+                })?;
+                ErrorPage::File { path, body }
+            }
+            _ => {
+                return Err(loc.err(
+                    e.error_code.span(),
+                    field("response_page_path"),
+                    "set exactly one of response_page_path and response_page_file",
+                ));
+            }
+        };
+        custom_errors.push(CustomErrorResponse {
+            error_code: code,
+            response_code,
+            page,
+        });
+    }
+    let l = &raw.limits;
+    Ok(Config {
+        listener: Listener {
+            address,
+            workers: raw.listener.workers,
+            pin_workers: raw.listener.pin_workers,
+            io_driver: raw.listener.io_driver,
+            drain_timeout: raw.listener.drain_timeout,
+        },
+        admin: Admin { address: admin },
+        limits: Limits {
+            head: HeadLimits {
+                max_request_line: l.max_request_line,
+                max_header_bytes: l.max_header_bytes,
+            },
+            max_request_body: l.max_request_body,
+            max_response_head: l.max_response_head,
+            header_timeout: l.header_timeout,
+            idle_timeout: l.idle_timeout,
+            body_timeout: l.body_timeout,
+        },
+        origins,
+        groups,
+        behaviors,
+        default_behavior,
+        custom_errors,
+        failover: FailoverSettings {
+            replay_body_limit: raw.failover.replay_body_limit,
+        },
+        observability: Observability {
+            access_log: raw.observability.access_log,
+            attempts_header: raw.observability.attempts_header,
+        },
+        kernel: raw.kernel,
+    })
+}
+
+fn parse_socket_addr(s: &Spanned<String>) -> Option<SocketAddr> {
+    s.get_ref().parse().ok()
+}
+
+/// `IP:port` as is; `name:port` resolved now (the first address), and remembered for
+/// periodic re-resolution.
+pub(super) fn resolve(address: &str) -> Result<(SocketAddr, Option<String>), String> {
+    if let Ok(a) = address.parse::<SocketAddr>() {
+        return Ok((a, None));
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!(
+            "`{address}` needs a port (for example 127.0.0.1:8080 or origin.example:80)"
+        ));
+    };
+    if port.parse::<u16>().is_err() || host.is_empty() {
+        return Err(format!("`{address}` is not IP:port or name:port"));
+    }
+    let first = (host, port.parse::<u16>().unwrap_or(0))
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{host}` resolves to no address"))?;
+    Ok((first, Some(host.to_owned())))
+}
+
+/// Header names are tokens; values may not contain CR, LF or NUL (no header injection).
+pub(super) fn validate_custom_header(name: &str, value: &str) -> Result<(), String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(format!("`{name}` is not a valid header name"));
+    }
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(format!("the value of `{name}` contains CR, LF or NUL"));
+    }
+    let lower = name.to_ascii_lowercase();
+    if [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+    ]
+    .contains(&lower.as_str())
+    {
+        return Err(format!(
+            "`{name}` is managed by lb and cannot be a custom header"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! Counters the data plane writes and the control plane reads: one cache-line-aligned
+//! block per worker, updated with relaxed atomic adds on the worker's own block (no
+//! contention, no lock), summed when `/metrics` is scraped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why an attempt moved on to the next member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailoverReason {
+    Status,
+    ConnectRefused,
+    ConnectTimeout,
+    ConnectError,
+    Reset,
+    ResponseTimeout,
+    BadResponse,
+    WriteError,
+}
+
+impl FailoverReason {
+    pub const ALL: [Self; 8] = [
+        Self::Status,
+        Self::ConnectRefused,
+        Self::ConnectTimeout,
+        Self::ConnectError,
+        Self::Reset,
+        Self::ResponseTimeout,
+        Self::BadResponse,
+        Self::WriteError,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::ConnectRefused => "connect_refused",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::ConnectError => "connect_error",
+            Self::Reset => "reset",
+            Self::ResponseTimeout => "response_timeout",
+            Self::BadResponse => "bad_response",
+            Self::WriteError => "write_error",
+        }
+    }
+}
+
+/// Status classes counted for responses sent to clients.
+const CLASSES: usize = 6; // 1xx..5xx, plus "other"
+
+#[repr(align(64))]
+pub struct WorkerMetrics {
+    pub requests: AtomicU64,
+    responses: [AtomicU64; CLASSES],
+    /// failovers[group * reasons + reason]
+    failovers: Box<[AtomicU64]>,
+    pub upstream_connections_opened: AtomicU64,
+}
+
+/// All workers' counters.
+pub struct Metrics {
+    workers: Box<[WorkerMetrics]>,
+    groups: Vec<String>,
+}
+
+impl Metrics {
+    pub fn new(workers: usize, groups: Vec<String>) -> Self {
+        let per_worker = groups.len().max(1) * FailoverReason::ALL.len();
+        Self {
+            workers: (0..workers)
+                .map(|_| WorkerMetrics {
+                    requests: AtomicU64::new(0),
+                    responses: Default::default(),
+                    failovers: (0..per_worker).map(|_| AtomicU64::new(0)).collect(),
+                    upstream_connections_opened: AtomicU64::new(0),
+                })
+                .collect(),
+            groups,
+        }
+    }
+
+    pub fn worker(&self, index: usize) -> &WorkerMetrics {
+        &self.workers[index]
+    }
+
+    /// Failovers by group and reason, summed over workers.
+    pub fn failovers(&self) -> Vec<(&str, FailoverReason, u64)> {
+        let mut out = Vec::new();
+        for (g, name) in self.groups.iter().enumerate() {
+            for (r, reason) in FailoverReason::ALL.iter().enumerate() {
+                let i = g * FailoverReason::ALL.len() + r;
+                let n = self
+                    .workers
+                    .iter()
+                    .map(|w| w.failovers[i].load(Ordering::Relaxed))
+                    .sum();
+                out.push((name.as_str(), *reason, n));
+            }
+        }
+        out
+    }
+
+    /// Responses by status class ("1xx".."5xx"), summed over workers.
+    pub fn responses(&self) -> [(&'static str, u64); 5] {
+        let sum = |c: usize| {
+            self.workers
+                .iter()
+                .map(|w| w.responses[c].load(Ordering::Relaxed))
+                .sum()
+        };
+        [
+            ("1xx", sum(1)),
+            ("2xx", sum(2)),
+            ("3xx", sum(3)),
+            ("4xx", sum(4)),
+            ("5xx", sum(5)),
+        ]
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.requests.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn upstream_connections_opened(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.upstream_connections_opened.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl WorkerMetrics {
+    pub fn failover(&self, group: usize, reason: FailoverReason) {
+        let r = FailoverReason::ALL
+            .iter()
+            .position(|x| *x == reason)
+            .unwrap_or(0);
+        if let Some(c) = self.failovers.get(group * FailoverReason::ALL.len() + r) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn response(&self, status: u16) {
+        let class = (status / 100) as usize;
+        self.responses[if (1..=5).contains(&class) { class } else { 0 }]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
