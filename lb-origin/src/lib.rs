@@ -50,6 +50,21 @@ struct Shared {
     requests: AtomicU64,
     /// Requests whose body was read to its end.
     completed: AtomicU64,
+    /// Server-wide misbehaviour (a [`Fault`] as u8; 0: none).
+    forced_fault: std::sync::atomic::AtomicU8,
+    /// Server-wide delay before every response head, in ms.
+    forced_delay_ms: AtomicU64,
+}
+
+/// A way to fail every request, set for the whole server with [`Origin::set_fault`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Reset the connection (RST) instead of answering.
+    Reset = 1,
+    /// Close the connection (FIN) without answering.
+    Close = 2,
+    /// Never answer.
+    Hang = 3,
 }
 
 /// A running origin. Dropping it stops the server and closes its connections.
@@ -117,6 +132,20 @@ impl Origin {
         self.shared
             .forced_status
             .store(status.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Makes every ordinary request fail with `fault` (None: back to normal).
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        self.shared
+            .forced_fault
+            .store(fault.map_or(0, |f| f as u8), Ordering::Relaxed);
+    }
+
+    /// Delays every response head by `delay` (zero: no delay).
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared
+            .forced_delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// What `/health` answers.
@@ -232,7 +261,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             return;
         }
         let mut body = Vec::new();
-        let keep_body = req.path == "/echo";
+        let keep_body = req.path.ends_with("/echo");
         let received =
             match read_body(&mut stream, &mut buf, &req, keep_body.then_some(&mut body)).await {
                 Some(n) => n,
@@ -254,10 +283,21 @@ async fn respond(
     echo: Vec<u8>,
     received: u64,
 ) -> io::Result<bool> {
-    if let Some(ms) = req.param_u64("delay_ms") {
+    let ordinary = !req.path.starts_with("/_control") && req.path != "/health";
+    let forced_delay = shared.forced_delay_ms.load(Ordering::Relaxed);
+    if let Some(ms) = req
+        .param_u64("delay_ms")
+        .or((ordinary && forced_delay > 0).then_some(forced_delay))
+    {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    match req.param("fail") {
+    let forced_fault = match shared.forced_fault.load(Ordering::Relaxed) {
+        1 if ordinary => Some("reset"),
+        2 if ordinary => Some("close"),
+        3 if ordinary => Some("hang"),
+        _ => None,
+    };
+    match req.param("fail").or(forced_fault) {
         Some("reset") => {
             let _ = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
             return Ok(false);
@@ -294,11 +334,11 @@ async fn respond(
         )
     } else {
         let status = req.param_u64("status").map_or(200, |s| s as u16);
-        let body = if req.path == "/echo" {
+        let body = if req.path.ends_with("/echo") {
             Body::Bytes(echo)
-        } else if req.path == "/count" {
+        } else if req.path.ends_with("/count") {
             Body::Text(format!("received {received} bytes\n"))
-        } else if req.path == "/headers" {
+        } else if req.path.ends_with("/headers") {
             Body::Bytes(req.head.clone())
         } else if let Some(size) = req.param_u64("size") {
             Body::Pattern(size)

@@ -221,14 +221,18 @@ impl LbServer {
     }
 
     pub fn start_with_log(config: &LbConfig, filter: &str) -> Self {
+        Self::start_file("lb.toml", &config.to_toml(), &[], filter)
+    }
+
+    /// Starts lb on a config file written verbatim (`name` decides TOML or JSON), with
+    /// extra command-line arguments.
+    pub fn start_file(name: &str, contents: &str, extra_args: &[&str], filter: &str) -> Self {
         let dir = TestDir::new();
-        let cfg = dir.write("lb.toml", &config.to_toml());
-        let mut process = LbProcess::spawn_with_log(
-            &lb_binary(),
-            &["run", "--config", cfg.to_str().unwrap()],
-            dir.path.join("stderr"),
-            filter,
-        );
+        let cfg = dir.write(name, contents);
+        let mut args = vec!["run", "--config", cfg.to_str().unwrap()];
+        args.extend_from_slice(extra_args);
+        let mut process =
+            LbProcess::spawn_with_log(&lb_binary(), &args, dir.path.join("stderr"), filter);
         let addr = wait_for("lb to listen", Duration::from_secs(15), || {
             let log = process.stderr();
             assert!(process.is_running(), "lb exited:\n{log}");

@@ -338,13 +338,6 @@ impl<'a> Cx<'a> {
             .transpose()?
             .flatten()
             .unwrap_or(80);
-        if policy != OriginProtocol::HttpOnly {
-            self.notes.push(format!(
-                "origin `{id}`: OriginProtocolPolicy {} needs TLS to origins, which this build of lb does not have yet; \
-                 it connects with plain HTTP to HTTPPort {http_port}",
-                match policy { OriginProtocol::HttpsOnly => "https-only", _ => "match-viewer" }
-            ));
-        }
         if http_port == 0 || http_port > 65535 {
             return Err(self.err(
                 "HTTPPort",
@@ -575,12 +568,6 @@ impl<'a> Cx<'a> {
                 ));
             }
         };
-        if viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
-            self.notes.push(format!(
-                "{field}: ViewerProtocolPolicy needs an HTTPS listener, which this build of lb does not have yet; \
-                 requests are served over plain HTTP as with allow-all"
-            ));
-        }
         Ok(Behavior {
             path_pattern,
             target,

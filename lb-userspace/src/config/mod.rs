@@ -56,6 +56,8 @@ impl Config {
         } else {
             (native::parse(&text, path)?, Vec::new())
         };
+        let mut warnings = warnings;
+        warnings.extend(config.unsupported_tls_notes());
         if let Some(listen) = overrides.listen {
             config.listener.address = listen;
         }
@@ -68,6 +70,42 @@ impl Config {
     /// Validates native TOML `text`, naming `file` in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
         native::parse(text, file)
+    }
+
+    /// What this build cannot honour yet: TLS to origins and on the listener. lb runs, and
+    /// says so once per setting at start-up, rather than refusing a valid CloudFront config.
+    pub fn unsupported_tls_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for o in &self.origins {
+            if o.protocol != OriginProtocol::HttpOnly {
+                notes.push(format!(
+                    "origin `{}`: protocol {} needs TLS to origins, which this build of lb does not have yet; \
+                     it connects with plain HTTP to {}",
+                    o.id,
+                    if o.protocol == OriginProtocol::HttpsOnly { "https-only" } else { "match-viewer" },
+                    o.address
+                ));
+            }
+        }
+        let behaviors = self
+            .behaviors
+            .iter()
+            .chain(std::iter::once(&self.default_behavior));
+        for b in behaviors {
+            if b.viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
+                let which = b
+                    .path_pattern
+                    .as_ref()
+                    .map_or("default behavior".to_owned(), |p| {
+                        format!("behavior {}", p.as_str())
+                    });
+                notes.push(format!(
+                    "{which}: viewer protocol policy needs an HTTPS listener, which this build of lb does not have yet; \
+                     requests are served over plain HTTP as with allow-all"
+                ));
+            }
+        }
+        notes
     }
 
     /// The equivalent native TOML.
