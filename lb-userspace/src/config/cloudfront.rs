@@ -66,7 +66,12 @@ pub(super) fn parse(
         line: e.line(),
         column: e.column(),
         field: String::new(),
-        message: format!("invalid JSON: {e}"),
+        message: {
+            // serde_json appends " at line L column C"; the prefix already says where.
+            let text = e.to_string();
+            let text = text.split(" at line ").next().unwrap_or(&text).to_owned();
+            format!("invalid JSON: {text}")
+        },
     })?;
     let mut cx = Cx {
         loc: &loc,
