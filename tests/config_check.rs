@@ -77,7 +77,7 @@ fn broken_cloudfront_json_gets_file_line_column_field_messages() {
                 origin("a"),
                 origin("b")
             ),
-            "error: member.json:5:73: OriginGroups.Items[0].Members.Items[1].OriginId: unknown origin id `zz`",
+            "error: member.json:5:74: OriginGroups.Items[0].Members.Items[1].OriginId: unknown origin id `zz`",
         ),
         (
             "attempts.json",
