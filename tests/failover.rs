@@ -61,7 +61,7 @@ fn attempts(r: &Response) -> String {
 fn outcomes(r: &Response) -> String {
     attempts(r)
         .split(',')
-        .map(|a| a.rsplitn(2, ':').nth(1).unwrap_or(a).to_owned())
+        .map(|a| a.rsplit_once(':').map_or(a, |(head, _ms)| head).to_owned())
         .collect::<Vec<_>>()
         .join(",")
 }

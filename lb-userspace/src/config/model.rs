@@ -169,7 +169,7 @@ pub enum Target {
 pub struct MethodSet(u16);
 
 impl MethodSet {
-    pub const ALL: Self = Self(0x1ff);
+    pub const ALL: Self = Self(0xff);
 
     pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
         let mut bits = 0u16;

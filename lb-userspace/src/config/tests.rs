@@ -1,1 +1,148 @@
+use std::{path::Path, time::Duration};
+
 use super::*;
+
+const FULL: &str = r#"
+[listener]
+address = "127.0.0.1:9000"
+workers = 2
+io_driver = "epoll"
+
+[admin]
+address = "127.0.0.1:9901"
+
+[limits]
+max_request_body = 1024
+header_timeout = "500ms"
+
+[failover]
+replay_body_limit = 4096
+
+[observability]
+attempts_header = true
+
+[[origins]]
+id = "primary"
+address = "127.0.0.1:8081"
+origin_path = "/v1"
+connect_timeout = "2s"
+connection_attempts = 2
+[origins.custom_headers]
+X-Key = "p"
+
+[[origins]]
+id = "secondary"
+address = "localhost:8082"
+
+[[origins]]
+id = "api"
+address = "[::1]:8083"
+
+[[origin_groups]]
+id = "site"
+members = ["primary", "secondary"]
+failover_status_codes = [500, 503]
+always_try_primary = true
+
+[[behaviors]]
+path_pattern = "/api/*"
+target = "api"
+allowed_methods = ["GET", "HEAD"]
+
+[default_behavior]
+target = "site"
+
+[[custom_error_responses]]
+error_code = 503
+response_code = 200
+response_page_path = "/errors/503.html"
+
+[kernel]
+enabled = false
+"#;
+
+fn parse(text: &str) -> Config {
+    Config::parse(text, Path::new("lb.toml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_full_file_builds_the_model() {
+    let c = parse(FULL);
+    assert_eq!(c.listener.address, "127.0.0.1:9000".parse().unwrap());
+    assert_eq!(c.listener.io_driver, IoDriver::Epoll);
+    assert_eq!(c.worker_count(), 2);
+    assert_eq!(c.admin.address, Some("127.0.0.1:9901".parse().unwrap()));
+    assert_eq!(c.limits.header_timeout, Duration::from_millis(500));
+    assert_eq!(c.failover.replay_body_limit, 4096);
+    assert!(c.observability.attempts_header && c.observability.access_log);
+    let p = &c.origins[0];
+    assert_eq!((p.origin_path.as_str(), p.connection_attempts), ("/v1", 2));
+    assert_eq!(p.custom_headers, [("X-Key".to_owned(), "p".to_owned())]);
+    assert_eq!(
+        c.origins[1].host.as_deref(),
+        Some("localhost"),
+        "names are kept for re-resolution"
+    );
+    assert_eq!(
+        c.origins[1].response_timeout,
+        Duration::from_secs(30),
+        "CloudFront default"
+    );
+    let g = &c.groups[0];
+    assert_eq!(g.members, [0, 1]);
+    assert!(g.always_try_primary);
+    assert!(g.failover_statuses.contains(503) && !g.failover_statuses.contains(502));
+    assert_eq!(
+        c.custom_errors[0].page,
+        ErrorPage::Path("/errors/503.html".into())
+    );
+}
+
+#[test]
+fn behaviors_and_targets_resolve() {
+    let c = parse(FULL);
+    let api = c.behavior_for("/api/users?x=1");
+    assert_eq!(api.target, Target::Origin(2));
+    assert!(api.allowed_methods.allows("GET") && !api.allowed_methods.allows("POST"));
+    let default = c.behavior_for("/index.html");
+    assert_eq!(default.target, Target::Group(0));
+    assert!(default.allowed_methods.allows("DELETE"));
+    let (members, group) = c.members(default.target);
+    assert_eq!(
+        (members, group.map(|g| g.id.as_str())),
+        (&[0usize, 1][..], Some("site"))
+    );
+    let (members, group) = c.members(api.target);
+    assert_eq!((members, group.is_none()), (&[2usize][..], true));
+}
+
+#[test]
+fn exported_toml_parses_back_to_the_same_config() {
+    let c = parse(FULL);
+    let again = parse(&c.to_toml());
+    assert_eq!(again, c);
+}
+
+#[test]
+fn status_and_method_sets() {
+    let s = StatusSet::from_codes([404, 500, 599]);
+    assert_eq!(s.codes(), [404, 500, 599]);
+    assert!(!s.contains(200) && !s.contains(700));
+    let m = MethodSet::from_names(["GET", "POST"]).unwrap();
+    assert_eq!(m.names(), ["GET", "POST"]);
+    assert!(MethodSet::from_names(["BREW"]).is_err());
+}
+
+#[test]
+fn tls_settings_are_reported_not_silently_downgraded() {
+    let text = FULL.replace(
+        "origin_path = \"/v1\"",
+        "origin_path = \"/v1\"\nprotocol = \"https-only\"",
+    );
+    let notes = parse(&text).unsupported_tls_notes();
+    assert_eq!(notes.len(), 1);
+    assert!(
+        notes[0].starts_with("origin `primary`: protocol https-only needs TLS"),
+        "{notes:?}"
+    );
+}

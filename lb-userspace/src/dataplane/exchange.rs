@@ -246,7 +246,7 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
                     continue;
                 }
                 if status >= 400
-                    && let Some(custom) = error_pages::lookup(&config, status)
+                    && let Some(custom) = error_pages::lookup(config, status)
                 {
                     drop(start);
                     return error_pages::serve(worker, conn, custom, status).await;
@@ -282,7 +282,7 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
     }
     let (e, index) = last_error.expect("the loop only ends without a response after an error");
     let status = e.status();
-    if let Some(custom) = error_pages::lookup(&config, status) {
+    if let Some(custom) = error_pages::lookup(config, status) {
         return error_pages::serve(worker, conn, custom, status).await;
     }
     let close = !conn.head.keep_alive || (body_mode == BodyMode::Stream && streamed);
