@@ -246,7 +246,8 @@ fn build(
             }
             behavior(b, "default_behavior".into())?
         }
-        None if origins.is_empty() => Behavior {
+        // Nothing to choose between: one origin and no group is its own default.
+        None if origins.len() <= 1 && groups.is_empty() => Behavior {
             path_pattern: None,
             target: Target::Origin(0),
             allowed_methods: MethodSet::ALL,
@@ -256,7 +257,7 @@ fn build(
             return Err(loc.err(
                 0..0,
                 "default_behavior",
-                "missing: add [default_behavior] with a target",
+                "missing: with several origins or a group, add [default_behavior] with a target",
             ));
         }
     };
