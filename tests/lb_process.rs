@@ -14,12 +14,16 @@ use lb_tests::{
 };
 
 fn config(origins: &[(&str, SocketAddr)], pin_path: &Path) -> String {
-    let mut s = String::new();
+    let mut s = String::from("[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n\n");
     for (id, addr) in origins {
         s.push_str(&format!(
             "[[origins]]\nid = \"{id}\"\naddress = \"{addr}\"\n\n"
         ));
     }
+    s.push_str(&format!(
+        "[default_behavior]\ntarget = \"{}\"\n\n",
+        origins[0].0
+    ));
     s.push_str(&format!(
         "[kernel]\npin_path = \"{}\"\n",
         pin_path.display()
