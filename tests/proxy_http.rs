@@ -417,3 +417,15 @@ fn slow_bodies_flow_within_the_body_timeout_and_are_cut_past_it() {
         started.elapsed()
     );
 }
+
+#[test]
+fn origins_named_by_dns_name_are_resolved() {
+    let o = origin("named");
+    // `localhost:PORT` instead of an IP literal.
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n[[origins]]\nid = \"named\"\naddress = \"localhost:{}\"\n[kernel]\nenabled = false\n",
+        o.addr().port()
+    );
+    let lb = LbServer::start_file("lb.toml", &toml, &[], "info");
+    assert_eq!(get(lb.addr, "/dns").text(), "named GET /dns\n");
+}

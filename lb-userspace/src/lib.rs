@@ -14,3 +14,4 @@ pub mod dataplane;
 pub mod http;
 pub mod kernel;
 pub mod metrics;
+pub mod resolver;

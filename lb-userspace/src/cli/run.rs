@@ -63,8 +63,10 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
     let mut kernel = start_kernel_signals(&config.kernel, &config.kernel_registrations());
     let group_names = config.groups.iter().map(|g| g.id.clone()).collect();
     let metrics = Arc::new(Metrics::new(config.worker_count(), group_names));
+    let addresses = Arc::new(crate::resolver::OriginAddresses::new(&config));
     let data_plane = DataPlane::start(SharedState {
         config: Arc::clone(&config),
+        addresses: Arc::clone(&addresses),
         kernel: kernel.as_ref().map(KernelSignals::view),
         metrics: Arc::clone(&metrics),
     })?;
@@ -75,6 +77,7 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
             admin: config.admin.address,
             metrics: Arc::clone(&metrics),
             config: Arc::clone(&config),
+            addresses,
         },
         events_tx,
     )

@@ -6,6 +6,7 @@
 //! shared snapshots, atomics and channels.
 
 mod admin;
+mod dns;
 mod os_signals;
 
 use std::{
@@ -27,6 +28,7 @@ pub struct ControlSetup {
     pub admin: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
+    pub addresses: Arc<crate::resolver::OriginAddresses>,
 }
 
 /// What the control plane tells the thread that owns the process.
@@ -57,6 +59,7 @@ impl ControlPlane {
             program_logs,
             metrics,
             config,
+            addresses,
             ..
         } = setup;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -72,6 +75,7 @@ impl ControlPlane {
                         tokio::spawn(forward_program_logs(reader));
                     }
                     tokio::spawn(os_signals::watch(events));
+                    tokio::spawn(dns::refresh(Arc::clone(&config), addresses));
                     if let Some(listener) = admin {
                         tokio::spawn(admin::serve(listener, metrics, config));
                     }

@@ -114,7 +114,7 @@ async fn fetch(worker: &Worker, path: &str) -> Option<(Vec<u8>, Vec<u8>)> {
     let (members, _) = config.members(behavior.target);
     for &index in members {
         let origin = &config.origins[index];
-        let Ok(mut stream) = connect(origin).await else {
+        let Ok(mut stream) = connect(origin, worker.addresses.get(index)).await else {
             continue;
         };
         let mut request = format!(

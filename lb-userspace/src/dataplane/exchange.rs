@@ -459,7 +459,9 @@ async fn attempt(
         let stream = match pooled {
             Some(s) => s,
             None => {
-                let s = connect(origin).await.map_err(Failure::Upstream)?;
+                let s = connect(origin, worker.addresses.get(index))
+                    .await
+                    .map_err(Failure::Upstream)?;
                 worker.pool.borrow_mut().opened += 1;
                 worker
                     .metrics()

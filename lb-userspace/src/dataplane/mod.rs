@@ -32,6 +32,8 @@ use crate::{config::Config, kernel::SignalsView, metrics::Metrics};
 #[derive(Clone)]
 pub struct SharedState {
     pub config: Arc<Config>,
+    /// Current origin addresses (names are re-resolved by the control plane).
+    pub addresses: Arc<crate::resolver::OriginAddresses>,
     pub kernel: Option<Arc<SignalsView>>,
     pub metrics: Arc<Metrics>,
 }

@@ -8,14 +8,14 @@ use monoio::net::TcpStream;
 use super::{RequestProgress, UpstreamError, UpstreamErrorKind};
 use crate::config::Origin;
 
-pub(in crate::dataplane) async fn connect(origin: &Origin) -> Result<TcpStream, UpstreamError> {
+/// Connects to `origin` at `address` (its current, possibly re-resolved, address).
+pub(in crate::dataplane) async fn connect(
+    origin: &Origin,
+    address: std::net::SocketAddr,
+) -> Result<TcpStream, UpstreamError> {
     let mut last = UpstreamErrorKind::ConnectTimeout;
     for _ in 0..origin.connection_attempts.max(1) {
-        match monoio::time::timeout(
-            origin.connect_timeout,
-            TcpStream::connect_addr(origin.address),
-        )
-        .await
+        match monoio::time::timeout(origin.connect_timeout, TcpStream::connect_addr(address)).await
         {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
