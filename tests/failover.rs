@@ -505,3 +505,56 @@ fn access_log_and_metrics_record_every_attempt_and_failover_reason() {
         "{metrics}"
     );
 }
+
+/// The origin restarted: its pooled connections are closed. lb notices before reuse and
+/// opens a fresh one, so the restart costs no failover and no error.
+#[test]
+fn connections_the_origin_closed_are_not_reused() {
+    let p = origin("primary");
+    let addr = p.addr();
+    let s = origin("secondary");
+    let lb = start(&group_config(
+        &[
+            ("primary", addr, "keepalive_timeout = \"30s\""),
+            ("secondary", s.addr(), ""),
+        ],
+        "503",
+        "",
+    ));
+    assert_eq!(get(lb.addr, "/warm").header("x-origin"), Some("primary"));
+    p.stop();
+    let p = Origin::start("primary", addr).unwrap();
+    let r = get(lb.addr, "/after-restart");
+    assert_eq!(
+        outcomes(&r),
+        "primary:200",
+        "the dead pooled connection was skipped"
+    );
+    assert_eq!(p.connections(), 1);
+    assert_eq!(s.requests(), 0);
+}
+
+/// A reset on a pooled connection before any response byte is a failed attempt (after one
+/// fresh retry to the same origin, which resets too here).
+#[test]
+fn a_reset_on_a_pooled_connection_fails_over() {
+    let (p, s) = (origin("primary"), origin("secondary"));
+    let lb = start(&group_config(
+        &[
+            ("primary", p.addr(), "keepalive_timeout = \"30s\""),
+            ("secondary", s.addr(), ""),
+        ],
+        "503",
+        "",
+    ));
+    assert_eq!(get(lb.addr, "/warm").header("x-origin"), Some("primary"));
+    p.set_fault(Some(lb_origin::Fault::Reset));
+    let r = get(lb.addr, "/x");
+    assert_eq!((r.status, r.header("x-origin")), (200, Some("secondary")));
+    assert_eq!(outcomes(&r), "primary:reset,secondary:200");
+    assert_eq!(
+        p.requests(),
+        3,
+        "warm-up, the pooled attempt, the fresh retry"
+    );
+}
