@@ -173,6 +173,7 @@ pub(super) fn parse(
             access_log: true,
             attempts_header: false,
         },
+        health: HealthSettings::default(),
         kernel: crate::kernel::KernelSettings::default(),
     };
     Ok((config, warnings))
@@ -419,6 +420,7 @@ impl<'a> Cx<'a> {
             connection_attempts: attempts as u8,
             response_timeout: Duration::from_secs(read),
             keepalive_timeout: Duration::from_secs(keepalive),
+            health_check: None,
         })
     }
 
@@ -492,10 +494,12 @@ impl<'a> Cx<'a> {
         }
         Ok(OriginGroup {
             id: id.to_owned(),
+            weights: vec![1; members.len()],
             members,
             failover_statuses: StatusSet::from_codes(codes),
             mode: GroupMode::Failover,
             always_try_primary: false,
+            fail_open: true,
         })
     }
 

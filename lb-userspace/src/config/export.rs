@@ -49,6 +49,14 @@ pub(super) fn to_toml(config: &Config) -> String {
         failover: FailoverFile {
             replay_body_limit: config.failover.replay_body_limit,
         },
+        health: HealthFile {
+            passive_failures: config.health.passive_failures,
+            ejection_time: config.health.ejection_time,
+            max_ejection_time: config.health.max_ejection_time,
+            slow_start: config.health.slow_start,
+            kernel_rst_run: config.health.kernel_rst_run,
+            use_kernel_signals: config.health.use_kernel_signals,
+        },
         observability: ObservabilityFile {
             access_log: config.observability.access_log,
             attempts_header: config.observability.attempts_header,
@@ -69,6 +77,16 @@ pub(super) fn to_toml(config: &Config) -> String {
                 connection_attempts: Spanned::new(0..0, o.connection_attempts),
                 response_timeout: o.response_timeout,
                 keepalive_timeout: o.keepalive_timeout,
+                health_check: o.health_check.as_ref().map(|h| HealthCheckFile {
+                    path: h.path.clone(),
+                    expected_status: h.expected_status,
+                    interval: h.interval,
+                    fast_interval: h.fast_interval,
+                    timeout: h.timeout,
+                    healthy_threshold: h.healthy_threshold,
+                    unhealthy_threshold: h.unhealthy_threshold,
+                    jitter: h.jitter,
+                }),
             })
             .collect(),
         origin_groups: config
@@ -93,6 +111,9 @@ pub(super) fn to_toml(config: &Config) -> String {
                 ),
                 mode: g.mode,
                 always_try_primary: g.always_try_primary,
+                weights: (g.weights.iter().any(|w| *w != 1))
+                    .then(|| Spanned::new(0..0, g.weights.clone())),
+                fail_open: g.fail_open,
             })
             .collect(),
         behaviors: config.behaviors.iter().map(behavior).collect(),

@@ -24,6 +24,8 @@ pub(super) struct ConfigFile {
     #[serde(default)]
     pub observability: ObservabilityFile,
     #[serde(default)]
+    pub health: HealthFile,
+    #[serde(default)]
     pub origins: Vec<OriginFile>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub origin_groups: Vec<GroupFile>,
@@ -138,6 +140,85 @@ impl Default for ObservabilityFile {
     }
 }
 
+/// `[health]`: how passive signals, the kernel and recovery behave, for every origin.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct HealthFile {
+    /// Consecutive failed attempts (any worker) that eject an origin.
+    pub passive_failures: u32,
+    /// First ejection; each repeated ejection doubles it, up to `max_ejection_time`.
+    #[serde(with = "humantime_serde")]
+    pub ejection_time: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_ejection_time: Duration,
+    /// How long a recovering origin takes to get its full share of traffic.
+    #[serde(with = "humantime_serde")]
+    pub slow_start: Duration,
+    /// RSTs in a row, with no SYN-ACK since, that mark an origin's port closed.
+    pub kernel_rst_run: u64,
+    /// Use the XDP signals for verdicts (they are still collected when false).
+    pub use_kernel_signals: bool,
+}
+
+impl Default for HealthFile {
+    fn default() -> Self {
+        Self {
+            passive_failures: 3,
+            ejection_time: Duration::from_secs(2),
+            max_ejection_time: Duration::from_secs(30),
+            slow_start: Duration::from_secs(3),
+            kernel_rst_run: 2,
+            use_kernel_signals: true,
+        }
+    }
+}
+
+/// `[origins.health_check]`: active HTTP checks from the control plane.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HealthCheckFile {
+    #[serde(default = "default_check_path")]
+    pub path: String,
+    #[serde(default = "default_check_status")]
+    pub expected_status: u16,
+    #[serde(with = "humantime_serde", default = "default_check_interval")]
+    pub interval: Duration,
+    /// Interval while the origin is suspect, down or recovering.
+    #[serde(with = "humantime_serde", default = "default_check_fast_interval")]
+    pub fast_interval: Duration,
+    #[serde(with = "humantime_serde", default = "default_check_timeout")]
+    pub timeout: Duration,
+    #[serde(default = "default_threshold")]
+    pub healthy_threshold: u32,
+    #[serde(default = "default_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Random spread of each interval, as a fraction (0.1: ±10%).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+}
+
+fn default_check_path() -> String {
+    "/health".into()
+}
+fn default_check_status() -> u16 {
+    200
+}
+fn default_check_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_check_fast_interval() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_threshold() -> u32 {
+    2
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OriginFile {
@@ -159,6 +240,8 @@ pub(super) struct OriginFile {
     pub response_timeout: Duration,
     #[serde(with = "humantime_serde", default = "default_keepalive")]
     pub keepalive_timeout: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckFile>,
 }
 
 fn default_protocol() -> OriginProtocol {
@@ -188,6 +271,17 @@ pub(super) struct GroupFile {
     pub mode: GroupMode,
     #[serde(default)]
     pub always_try_primary: bool,
+    /// Per-member weights for the active-active modes (default 1 each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Spanned<Vec<u32>>>,
+    /// When every member is down: true tries them all anyway, false answers 503 (or the
+    /// custom error response for 503).
+    #[serde(default = "default_fail_open")]
+    pub fail_open: bool,
+}
+
+fn default_fail_open() -> bool {
+    true
 }
 
 fn default_mode() -> GroupMode {

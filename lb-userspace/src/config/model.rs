@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use super::PathPattern;
 use crate::{http::HeadLimits, kernel::KernelSettings};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub listener: Listener,
     pub admin: Admin,
@@ -20,7 +20,45 @@ pub struct Config {
     pub custom_errors: Vec<CustomErrorResponse>,
     pub failover: FailoverSettings,
     pub observability: Observability,
+    pub health: HealthSettings,
     pub kernel: KernelSettings,
+}
+
+/// How the health engine turns signals into verdicts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthSettings {
+    pub passive_failures: u32,
+    pub ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub slow_start: Duration,
+    pub kernel_rst_run: u64,
+    pub use_kernel_signals: bool,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            passive_failures: 3,
+            ejection_time: Duration::from_secs(2),
+            max_ejection_time: Duration::from_secs(30),
+            slow_start: Duration::from_secs(3),
+            kernel_rst_run: 2,
+            use_kernel_signals: true,
+        }
+    }
+}
+
+/// Active HTTP checks of one origin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub expected_status: u16,
+    pub interval: Duration,
+    pub fast_interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub jitter: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,7 +107,7 @@ pub enum OriginProtocol {
 }
 
 /// An upstream endpoint lb sends requests to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Origin {
     pub id: String,
     pub address: SocketAddr,
@@ -87,6 +125,8 @@ pub struct Origin {
     pub response_timeout: Duration,
     /// How long an idle pooled connection to this origin is kept.
     pub keepalive_timeout: Duration,
+    /// Active checks; `None`: passive and kernel signals only.
+    pub health_check: Option<HealthCheck>,
 }
 
 impl Origin {
@@ -103,6 +143,7 @@ impl Origin {
             connection_attempts: 3,
             response_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(5),
+            health_check: None,
         }
     }
 }
@@ -113,6 +154,12 @@ impl Origin {
 pub enum GroupMode {
     /// Active-passive: every request starts at the first usable member (CloudFront).
     Failover,
+    /// Active-active, smooth weighted round robin.
+    RoundRobin,
+    /// Active-active, least outstanding requests (power of two random choices).
+    LeastOutstanding,
+    /// Active-active, peak-EWMA latency × outstanding requests (power of two choices).
+    PeakEwma,
 }
 
 /// Members in priority order and what makes an attempt count as failed.
@@ -125,6 +172,10 @@ pub struct OriginGroup {
     pub mode: GroupMode,
     /// CloudFront-exact: always start at the first member, even if health says it is down.
     pub always_try_primary: bool,
+    /// Weight of each member, same order as `members` (active-active modes).
+    pub weights: Vec<u32>,
+    /// When every member is down: try them all (true) or answer 503 (false).
+    pub fail_open: bool,
 }
 
 /// A set of HTTP status codes (100-599) as a bitmap: membership is one load.

@@ -112,7 +112,44 @@ fn build(
                 .map_err(|why| loc.err(spec.id.span(), field("custom_headers"), why))?;
             custom_headers.push((name.clone(), value.clone()));
         }
+        let health_check = match &spec.health_check {
+            None => None,
+            Some(h) => {
+                let bad = |why: String| loc.err(spec.id.span(), field("health_check"), why);
+                if !h.path.starts_with('/') {
+                    return Err(bad(format!("path `{}` must start with /", h.path)));
+                }
+                if !(100..=599).contains(&h.expected_status) {
+                    return Err(bad(format!("bad expected_status {}", h.expected_status)));
+                }
+                if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
+                    return Err(bad("thresholds must be at least 1".into()));
+                }
+                if !(0.0..=0.5).contains(&h.jitter) {
+                    return Err(bad(format!(
+                        "jitter {} must be between 0 and 0.5",
+                        h.jitter
+                    )));
+                }
+                if h.interval.is_zero() || h.fast_interval.is_zero() || h.timeout.is_zero() {
+                    return Err(bad(
+                        "interval, fast_interval and timeout must be above zero".into(),
+                    ));
+                }
+                Some(HealthCheck {
+                    path: h.path.clone(),
+                    expected_status: h.expected_status,
+                    interval: h.interval,
+                    fast_interval: h.fast_interval,
+                    timeout: h.timeout,
+                    healthy_threshold: h.healthy_threshold,
+                    unhealthy_threshold: h.unhealthy_threshold,
+                    jitter: h.jitter,
+                })
+            }
+        };
         origins.push(Origin {
+            health_check,
             id: id.to_owned(),
             address,
             host,
@@ -185,8 +222,26 @@ fn build(
             }
             codes.push(code);
         }
+        let weights = match &spec.weights {
+            None => vec![1; members.len()],
+            Some(w) => {
+                if w.get_ref().len() != members.len() || w.get_ref().contains(&0) {
+                    return Err(loc.err(
+                        w.span(),
+                        field("weights"),
+                        format!(
+                            "needs one positive weight per member ({} members)",
+                            members.len()
+                        ),
+                    ));
+                }
+                w.get_ref().clone()
+            }
+        };
         names.insert(id.to_owned(), Target::Group(g));
         groups.push(OriginGroup {
+            weights,
+            fail_open: spec.fail_open,
             id: id.to_owned(),
             members,
             failover_statuses: StatusSet::from_codes(codes),
@@ -351,6 +406,14 @@ fn build(
         observability: Observability {
             access_log: raw.observability.access_log,
             attempts_header: raw.observability.attempts_header,
+        },
+        health: HealthSettings {
+            passive_failures: raw.health.passive_failures.max(1),
+            ejection_time: raw.health.ejection_time,
+            max_ejection_time: raw.health.max_ejection_time.max(raw.health.ejection_time),
+            slow_start: raw.health.slow_start,
+            kernel_rst_run: raw.health.kernel_rst_run.max(1),
+            use_kernel_signals: raw.health.use_kernel_signals,
         },
         kernel: raw.kernel,
     })

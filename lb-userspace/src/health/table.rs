@@ -1,0 +1,325 @@
+//! The shared per-origin health block and its lock-free accessors.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+use crate::{
+    config::HealthSettings,
+    kernel::{SignalsView, monotonic_now_ns},
+};
+
+/// Kernel evidence older than this is ignored: without new connections nothing refreshes
+/// it, so stale RSTs must not keep an origin down forever.
+pub const KERNEL_FRESH_MS: u64 = 2_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    Healthy = 0,
+    Suspect = 1,
+    Down = 2,
+    Recovering = 3,
+}
+
+impl HealthState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Suspect,
+            2 => Self::Down,
+            3 => Self::Recovering,
+            _ => Self::Healthy,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Suspect => "suspect",
+            Self::Down => "down",
+            Self::Recovering => "recovering",
+        }
+    }
+}
+
+/// Why an origin is in its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Start = 0,
+    PassiveFailures = 1,
+    Ejected = 2,
+    KernelPortClosed = 3,
+    KernelUnreachable = 4,
+    ActiveChecksFailing = 5,
+    ActiveChecksPassing = 6,
+    EjectionOver = 7,
+    SlowStartDone = 8,
+    FailuresStopped = 9,
+}
+
+impl Reason {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::PassiveFailures,
+            2 => Self::Ejected,
+            3 => Self::KernelPortClosed,
+            4 => Self::KernelUnreachable,
+            5 => Self::ActiveChecksFailing,
+            6 => Self::ActiveChecksPassing,
+            7 => Self::EjectionOver,
+            8 => Self::SlowStartDone,
+            9 => Self::FailuresStopped,
+            _ => Self::Start,
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Start => "no failures seen",
+            Self::PassiveFailures => "failed attempts on live traffic",
+            Self::Ejected => "ejected after consecutive failed attempts",
+            Self::KernelPortClosed => "kernel: RSTs with no SYN-ACK (port closed)",
+            Self::KernelUnreachable => "kernel: ICMP destination unreachable",
+            Self::ActiveChecksFailing => "active health checks failing",
+            Self::ActiveChecksPassing => "active health checks passing again",
+            Self::EjectionOver => "ejection over, probing with live traffic",
+            Self::SlowStartDone => "slow start complete",
+            Self::FailuresStopped => "no new failures",
+        }
+    }
+}
+
+/// One origin's health, shared by every worker and the control plane.
+#[repr(align(64))]
+#[derive(Default)]
+pub struct OriginHealth {
+    state: AtomicU8,
+    reason: AtomicU8,
+    pub(super) state_since_ms: AtomicU64,
+    pub(super) recovering_since_ms: AtomicU64,
+    // Passive, written by workers.
+    pub(super) consecutive_failures: AtomicU32,
+    pub(super) failures_total: AtomicU64,
+    pub(super) successes_total: AtomicU64,
+    pub(super) last_failure_ms: AtomicU64,
+    pub(super) ejections: AtomicU32,
+    pub(super) ejected_until_ms: AtomicU64,
+    // Active, written by the control plane's checker.
+    pub(super) check_ok_run: AtomicU32,
+    pub(super) check_fail_run: AtomicU32,
+    pub(super) last_check_status: AtomicU32,
+    pub(super) last_check_ms: AtomicU64,
+    pub(super) checks_total: AtomicU64,
+}
+
+/// Whether a member may get a request now, and what share of its traffic (slow start).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Availability {
+    Down,
+    Usable { share: f64 },
+}
+
+/// The health of every origin, in config order.
+pub struct HealthTable {
+    origins: Box<[OriginHealth]>,
+    settings: HealthSettings,
+}
+
+/// CLOCK_MONOTONIC in milliseconds (vDSO: no syscall).
+pub fn now_ms() -> u64 {
+    monotonic_now_ns() / 1_000_000
+}
+
+/// The XDP program's verdict on `slot`: a fresh run of RSTs with no SYN-ACK since.
+pub fn kernel_says_closed(view: &SignalsView, slot: usize, rst_run: u64) -> Option<Reason> {
+    let s = view.get(slot as u32)?;
+    let now = monotonic_now_ns();
+    let fresh = |t: u64| t != 0 && now.saturating_sub(t) < KERNEL_FRESH_MS * 1_000_000;
+    if s.rst_run >= rst_run && s.rst_last_ns > s.syn_ack_last_ns && fresh(s.rst_last_ns) {
+        return Some(Reason::KernelPortClosed);
+    }
+    if fresh(s.unreachable_last_ns) && s.unreachable_last_ns > s.syn_ack_last_ns {
+        return Some(Reason::KernelUnreachable);
+    }
+    None
+}
+
+impl HealthTable {
+    pub fn new(origins: usize, settings: HealthSettings) -> Self {
+        Self {
+            origins: (0..origins).map(|_| OriginHealth::default()).collect(),
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &HealthSettings {
+        &self.settings
+    }
+
+    pub fn len(&self) -> usize {
+        self.origins.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.origins.is_empty()
+    }
+
+    pub fn origin(&self, index: usize) -> &OriginHealth {
+        &self.origins[index]
+    }
+
+    pub fn state(&self, index: usize) -> HealthState {
+        HealthState::from_u8(self.origins[index].state.load(Relaxed))
+    }
+
+    /// The request path's question. Loads only: state, ejection, kernel counters.
+    pub fn availability(
+        &self,
+        index: usize,
+        now: u64,
+        kernel: Option<&SignalsView>,
+    ) -> Availability {
+        let Some(h) = self.origins.get(index) else {
+            return Availability::Down;
+        };
+        let state = HealthState::from_u8(h.state.load(Relaxed));
+        if state == HealthState::Down || now < h.ejected_until_ms.load(Relaxed) {
+            return Availability::Down;
+        }
+        if self.settings.use_kernel_signals
+            && let Some(view) = kernel
+            && kernel_says_closed(view, index, self.settings.kernel_rst_run).is_some()
+        {
+            return Availability::Down;
+        }
+        if state == HealthState::Recovering {
+            let ramp = self.settings.slow_start.as_millis() as u64;
+            let since = h.recovering_since_ms.load(Relaxed);
+            let share = if ramp == 0 {
+                1.0
+            } else {
+                (now.saturating_sub(since) as f64 / ramp as f64).clamp(0.05, 1.0)
+            };
+            return Availability::Usable { share };
+        }
+        Availability::Usable { share: 1.0 }
+    }
+
+    /// A request to origin `index` succeeded (a response not in the failover set).
+    pub fn record_success(&self, index: usize) {
+        let h = &self.origins[index];
+        h.successes_total.fetch_add(1, Relaxed);
+        // Read first: the common case writes nothing shared.
+        if h.consecutive_failures.load(Relaxed) != 0 {
+            h.consecutive_failures.store(0, Relaxed);
+        }
+    }
+
+    /// An attempt on origin `index` failed. Enough in a row eject it, for longer each time.
+    pub fn record_failure(&self, index: usize, now: u64) {
+        let h = &self.origins[index];
+        h.failures_total.fetch_add(1, Relaxed);
+        h.last_failure_ms.store(now, Relaxed);
+        let n = h.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        if n >= self.settings.passive_failures && now >= h.ejected_until_ms.load(Relaxed) {
+            let k = h.ejections.fetch_add(1, Relaxed).min(16);
+            let base = self.settings.ejection_time.as_millis() as u64;
+            let max = self.settings.max_ejection_time.as_millis() as u64;
+            h.ejected_until_ms
+                .store(now + (base << k).min(max), Relaxed);
+            h.consecutive_failures.store(0, Relaxed);
+        }
+    }
+
+    /// An active check finished: `status` 0 means no valid response.
+    pub fn record_check(&self, index: usize, ok: bool, status: u16, now: u64) {
+        let h = &self.origins[index];
+        h.checks_total.fetch_add(1, Relaxed);
+        h.last_check_status.store(u32::from(status), Relaxed);
+        h.last_check_ms.store(now, Relaxed);
+        if ok {
+            h.check_ok_run.fetch_add(1, Relaxed);
+            h.check_fail_run.store(0, Relaxed);
+        } else {
+            h.check_fail_run.fetch_add(1, Relaxed);
+            h.check_ok_run.store(0, Relaxed);
+        }
+    }
+
+    pub(super) fn set_state(&self, index: usize, state: HealthState, reason: Reason, now: u64) {
+        let h = &self.origins[index];
+        h.state.store(state as u8, Relaxed);
+        h.reason.store(reason as u8, Relaxed);
+        h.state_since_ms.store(now, Relaxed);
+        if state == HealthState::Recovering {
+            h.recovering_since_ms.store(now, Relaxed);
+        }
+    }
+
+    /// Copies state from `old` (config reload: the same origin keeps its health).
+    pub fn carry_over(&self, index: usize, old: &HealthTable, old_index: usize) {
+        let (a, b) = (&self.origins[index], &old.origins[old_index]);
+        macro_rules! copy {
+            ($($f:ident),*) => { $( a.$f.store(b.$f.load(Relaxed), Relaxed); )* };
+        }
+        copy!(
+            state,
+            reason,
+            state_since_ms,
+            recovering_since_ms,
+            consecutive_failures,
+            failures_total,
+            successes_total,
+            last_failure_ms,
+            ejections,
+            ejected_until_ms,
+            check_ok_run,
+            check_fail_run,
+            last_check_status,
+            last_check_ms,
+            checks_total
+        );
+    }
+
+    /// Everything about origin `index`, for the admin API.
+    pub fn snapshot(&self, index: usize, now: u64) -> OriginSnapshot {
+        let h = &self.origins[index];
+        let ago = |t: u64| (t != 0).then(|| now.saturating_sub(t));
+        OriginSnapshot {
+            state: HealthState::from_u8(h.state.load(Relaxed)),
+            reason: Reason::from_u8(h.reason.load(Relaxed)).text(),
+            state_for_ms: now.saturating_sub(h.state_since_ms.load(Relaxed)),
+            consecutive_failures: h.consecutive_failures.load(Relaxed),
+            failures_total: h.failures_total.load(Relaxed),
+            successes_total: h.successes_total.load(Relaxed),
+            ejections: h.ejections.load(Relaxed),
+            ejected_for_ms: h.ejected_until_ms.load(Relaxed).saturating_sub(now),
+            last_failure_ms_ago: ago(h.last_failure_ms.load(Relaxed)),
+            checks_total: h.checks_total.load(Relaxed),
+            check_ok_run: h.check_ok_run.load(Relaxed),
+            check_fail_run: h.check_fail_run.load(Relaxed),
+            last_check_status: h.last_check_status.load(Relaxed) as u16,
+            last_check_ms_ago: ago(h.last_check_ms.load(Relaxed)),
+        }
+    }
+}
+
+/// A consistent-enough copy of one origin's health for display.
+#[derive(Clone, Debug, Serialize)]
+pub struct OriginSnapshot {
+    pub state: HealthState,
+    pub reason: &'static str,
+    pub state_for_ms: u64,
+    pub consecutive_failures: u32,
+    pub failures_total: u64,
+    pub successes_total: u64,
+    pub ejections: u32,
+    pub ejected_for_ms: u64,
+    pub last_failure_ms_ago: Option<u64>,
+    pub checks_total: u64,
+    pub check_ok_run: u32,
+    pub check_fail_run: u32,
+    pub last_check_status: u16,
+    pub last_check_ms_ago: Option<u64>,
+}
