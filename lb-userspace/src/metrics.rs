@@ -46,6 +46,46 @@ impl FailoverReason {
 /// Status classes counted for responses sent to clients.
 const CLASSES: usize = 6; // 1xx..5xx, plus "other"
 
+/// Upper bounds of the response-head latency histogram, in seconds.
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// One worker's counters for one origin.
+#[derive(Default)]
+pub struct OriginCounters {
+    /// Attempts sent to this origin.
+    pub attempts: AtomicU64,
+    /// Failed attempts by kind (same order as [`FailoverReason::ALL`]).
+    errors: [AtomicU64; 8],
+    /// Time to response head: cumulative-free buckets, plus +Inf.
+    latency: [AtomicU64; 14],
+    latency_sum_us: AtomicU64,
+    /// Requests in progress on this worker (gauge).
+    pub in_flight: AtomicU64,
+}
+
+impl OriginCounters {
+    pub fn error(&self, kind: FailoverReason) {
+        let i = FailoverReason::ALL
+            .iter()
+            .position(|x| *x == kind)
+            .unwrap_or(0);
+        self.errors[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn observe_latency(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
 #[repr(align(64))]
 pub struct WorkerMetrics {
     pub requests: AtomicU64,
@@ -53,6 +93,7 @@ pub struct WorkerMetrics {
     /// failovers[group * reasons + reason]
     failovers: Box<[AtomicU64]>,
     pub upstream_connections_opened: AtomicU64,
+    origins: Box<[OriginCounters]>,
 }
 
 /// All workers' counters.
@@ -62,7 +103,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(workers: usize, groups: Vec<String>) -> Self {
+    pub fn new(workers: usize, groups: Vec<String>, origins: usize) -> Self {
         let per_worker = groups.len().max(1) * FailoverReason::ALL.len();
         Self {
             workers: (0..workers)
@@ -71,6 +112,7 @@ impl Metrics {
                     responses: Default::default(),
                     failovers: (0..per_worker).map(|_| AtomicU64::new(0)).collect(),
                     upstream_connections_opened: AtomicU64::new(0),
+                    origins: (0..origins).map(|_| OriginCounters::default()).collect(),
                 })
                 .collect(),
             groups,
@@ -115,6 +157,27 @@ impl Metrics {
         ]
     }
 
+    /// Origin `index`'s totals over workers: attempts, errors by kind, in-flight,
+    /// latency buckets (non-cumulative) and latency sum in seconds.
+    pub fn origin(&self, index: usize) -> OriginTotals {
+        let mut t = OriginTotals::default();
+        for w in self.workers.iter() {
+            let Some(o) = w.origins.get(index) else {
+                continue;
+            };
+            t.attempts += o.attempts.load(Ordering::Relaxed);
+            t.in_flight += o.in_flight.load(Ordering::Relaxed);
+            for (i, e) in o.errors.iter().enumerate() {
+                t.errors[i] += e.load(Ordering::Relaxed);
+            }
+            for (i, b) in o.latency.iter().enumerate() {
+                t.latency[i] += b.load(Ordering::Relaxed);
+            }
+            t.latency_sum_secs += o.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        }
+        t
+    }
+
     pub fn requests(&self) -> u64 {
         self.workers
             .iter()
@@ -145,5 +208,22 @@ impl WorkerMetrics {
         let class = (status / 100) as usize;
         self.responses[if (1..=5).contains(&class) { class } else { 0 }]
             .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Summed counters of one origin.
+#[derive(Clone, Debug, Default)]
+pub struct OriginTotals {
+    pub attempts: u64,
+    pub in_flight: u64,
+    pub errors: [u64; 8],
+    pub latency: [u64; 14],
+    pub latency_sum_secs: f64,
+}
+
+impl WorkerMetrics {
+    /// This worker's counters for origin `index`.
+    pub fn origin(&self, index: usize) -> &OriginCounters {
+        &self.origins[index.min(self.origins.len().saturating_sub(1))]
     }
 }

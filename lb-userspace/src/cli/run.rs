@@ -62,13 +62,23 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let mut kernel = start_kernel_signals(&config.kernel, &config.kernel_registrations());
     let group_names = config.groups.iter().map(|g| g.id.clone()).collect();
-    let metrics = Arc::new(Metrics::new(config.worker_count(), group_names));
+    let metrics = Arc::new(Metrics::new(
+        config.worker_count(),
+        group_names,
+        config.origins.len(),
+    ));
+    let health = Arc::new(crate::health::HealthTable::new(
+        config.origins.len(),
+        config.health.clone(),
+    ));
+    let kernel_view = kernel.as_ref().map(KernelSignals::view);
     let addresses = Arc::new(crate::resolver::OriginAddresses::new(&config));
     let data_plane = DataPlane::start(SharedState {
         config: Arc::clone(&config),
         addresses: Arc::clone(&addresses),
-        kernel: kernel.as_ref().map(KernelSignals::view),
+        kernel: kernel_view.clone(),
         metrics: Arc::clone(&metrics),
+        health: Arc::clone(&health),
     })?;
     let (events_tx, events) = mpsc::channel();
     let control = ControlPlane::spawn(
@@ -78,6 +88,8 @@ pub fn start(config: Config) -> anyhow::Result<Running> {
             metrics: Arc::clone(&metrics),
             config: Arc::clone(&config),
             addresses,
+            health,
+            kernel: kernel_view,
         },
         events_tx,
     )

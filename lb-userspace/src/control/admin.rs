@@ -1,20 +1,35 @@
 //! The admin API: a small HTTP/1.1 server on the control plane (loopback by default).
-//! `GET /healthz` answers 200 while lb runs; `GET /metrics` is Prometheus text format.
+//!
+//! - `GET /healthz`: 200 while lb runs.
+//! - `GET /origins`: JSON, one entry per origin: state and reason, kernel counters,
+//!   passive and active results, in-flight requests.
+//! - `GET /metrics`: Prometheus text format.
 
 use std::{fmt::Write as _, sync::Arc};
 
+use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
 
-use crate::{config::Config, metrics::Metrics};
+use crate::{
+    config::Config,
+    health::{HealthTable, now_ms},
+    kernel::{SignalsReport, SignalsView, monotonic_now_ns},
+    metrics::{FailoverReason, LATENCY_BUCKETS, Metrics},
+};
 
-pub(super) async fn serve(
-    listener: std::net::TcpListener,
-    metrics: Arc<Metrics>,
-    config: Arc<Config>,
-) {
+/// Everything the admin API reads.
+#[derive(Clone)]
+pub(super) struct State {
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<Config>,
+    pub health: Arc<HealthTable>,
+    pub kernel: Option<Arc<SignalsView>>,
+}
+
+pub(super) async fn serve(listener: std::net::TcpListener, state: State) {
     let addr = listener.local_addr().ok();
     let listener = match listener
         .set_nonblocking(true)
@@ -33,11 +48,11 @@ pub(super) async fn serve(
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        tokio::spawn(handle(stream, Arc::clone(&metrics), Arc::clone(&config)));
+        tokio::spawn(handle(stream, state.clone()));
     }
 }
 
-async fn handle(mut stream: TcpStream, metrics: Arc<Metrics>, config: Arc<Config>) {
+async fn handle(mut stream: TcpStream, state: State) {
     let mut buf = vec![0u8; 8192];
     let mut len = 0;
     let (method, path) = loop {
@@ -59,18 +74,17 @@ async fn handle(mut stream: TcpStream, metrics: Arc<Metrics>, config: Arc<Config
             }
             Ok(httparse::Status::Partial) if len < buf.len() => continue,
             _ => {
-                let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
                 return;
             }
         }
     };
     let (status, content_type, body) = match (method.as_str(), path.as_str()) {
         ("GET", "/healthz") => (200, "text/plain", "ok\n".to_owned()),
-        ("GET", "/metrics") => (
-            200,
-            "text/plain; version=0.0.4",
-            render_metrics(&metrics, &config),
-        ),
+        ("GET", "/origins") => (200, "application/json", origins_json(&state)),
+        ("GET", "/metrics") => (200, "text/plain; version=0.0.4", render_metrics(&state)),
         _ => (404, "text/plain", "not found\n".to_owned()),
     };
     let head = format!(
@@ -82,25 +96,75 @@ async fn handle(mut stream: TcpStream, metrics: Arc<Metrics>, config: Arc<Config
     let _ = stream.write_all(body.as_bytes()).await;
 }
 
+fn origins_json(state: &State) -> String {
+    let now = now_ms();
+    let mono = monotonic_now_ns();
+    let origins: Vec<_> = state
+        .config
+        .origins
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let h = state.health.snapshot(i, now);
+            let totals = state.metrics.origin(i);
+            let kernel = state
+                .kernel
+                .as_ref()
+                .and_then(|v| v.get(i as u32))
+                .map(|s| SignalsReport::new(&s, mono));
+            json!({
+                "id": o.id,
+                "address": o.address.to_string(),
+                "state": h.state,
+                "reason": h.reason,
+                "state_for_ms": h.state_for_ms,
+                "in_flight": totals.in_flight,
+                "kernel": kernel,
+                "passive": {
+                    "consecutive_failures": h.consecutive_failures,
+                    "failures_total": h.failures_total,
+                    "successes_total": h.successes_total,
+                    "ejections": h.ejections,
+                    "ejected_for_ms": h.ejected_for_ms,
+                    "last_failure_ms_ago": h.last_failure_ms_ago,
+                },
+                "active": {
+                    "enabled": o.health_check.is_some(),
+                    "checks_total": h.checks_total,
+                    "consecutive_ok": h.check_ok_run,
+                    "consecutive_failed": h.check_fail_run,
+                    "last_status": h.last_check_status,
+                    "last_check_ms_ago": h.last_check_ms_ago,
+                },
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(
+        &json!({ "kernel_signals": state.kernel.is_some(), "origins": origins }),
+    )
+    .unwrap_or_default()
+}
+
 /// Prometheus text exposition (version 0.0.4).
-fn render_metrics(metrics: &Metrics, config: &Config) -> String {
+fn render_metrics(state: &State) -> String {
+    let (metrics, config) = (&state.metrics, &state.config);
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP lb_requests_total Requests read from clients.");
-    let _ = writeln!(out, "# TYPE lb_requests_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP lb_requests_total Requests read from clients.\n# TYPE lb_requests_total counter"
+    );
     let _ = writeln!(out, "lb_requests_total {}", metrics.requests());
     let _ = writeln!(
         out,
-        "# HELP lb_responses_total Responses sent to clients, by status class."
+        "# HELP lb_responses_total Responses sent to clients, by status class.\n# TYPE lb_responses_total counter"
     );
-    let _ = writeln!(out, "# TYPE lb_responses_total counter");
     for (class, n) in metrics.responses() {
         let _ = writeln!(out, "lb_responses_total{{class=\"{class}\"}} {n}");
     }
     let _ = writeln!(
         out,
-        "# HELP lb_failovers_total Attempts that moved on to the next group member, by reason."
+        "# HELP lb_failovers_total Attempts that moved on to the next group member, by reason.\n# TYPE lb_failovers_total counter"
     );
-    let _ = writeln!(out, "# TYPE lb_failovers_total counter");
     for (group, reason, n) in metrics.failovers() {
         let _ = writeln!(
             out,
@@ -111,17 +175,120 @@ fn render_metrics(metrics: &Metrics, config: &Config) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP lb_upstream_connections_opened_total Connections lb opened to origins."
+        "# HELP lb_upstream_connections_opened_total Connections lb opened to origins.\n# TYPE lb_upstream_connections_opened_total counter"
     );
-    let _ = writeln!(out, "# TYPE lb_upstream_connections_opened_total counter");
     let _ = writeln!(
         out,
         "lb_upstream_connections_opened_total {}",
         metrics.upstream_connections_opened()
     );
-    let _ = writeln!(out, "# HELP lb_origins Origins in the running config.");
-    let _ = writeln!(out, "# TYPE lb_origins gauge");
-    let _ = writeln!(out, "lb_origins {}", config.origins.len());
+    let _ = writeln!(
+        out,
+        "# HELP lb_origin_attempts_total Attempts sent to each origin.\n# TYPE lb_origin_attempts_total counter"
+    );
+    let totals: Vec<_> = (0..config.origins.len())
+        .map(|i| metrics.origin(i))
+        .collect();
+    for (o, t) in config.origins.iter().zip(&totals) {
+        let _ = writeln!(
+            out,
+            "lb_origin_attempts_total{{origin=\"{}\"}} {}",
+            escape(&o.id),
+            t.attempts
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lb_origin_errors_total Failed attempts per origin, by kind.\n# TYPE lb_origin_errors_total counter"
+    );
+    for (o, t) in config.origins.iter().zip(&totals) {
+        for (k, reason) in FailoverReason::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "lb_origin_errors_total{{origin=\"{}\",kind=\"{}\"}} {}",
+                escape(&o.id),
+                reason.label(),
+                t.errors[k]
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lb_origin_in_flight Requests in progress per origin.\n# TYPE lb_origin_in_flight gauge"
+    );
+    for (o, t) in config.origins.iter().zip(&totals) {
+        let _ = writeln!(
+            out,
+            "lb_origin_in_flight{{origin=\"{}\"}} {}",
+            escape(&o.id),
+            t.in_flight
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lb_origin_state Health state per origin (1 for the current state).\n# TYPE lb_origin_state gauge"
+    );
+    for (i, o) in config.origins.iter().enumerate() {
+        let current = state.health.state(i).as_str();
+        for s in ["healthy", "suspect", "down", "recovering"] {
+            let _ = writeln!(
+                out,
+                "lb_origin_state{{origin=\"{}\",state=\"{s}\"}} {}",
+                escape(&o.id),
+                u8::from(s == current)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lb_origin_kernel_packets_total Packets the XDP program counted per origin.\n# TYPE lb_origin_kernel_packets_total counter"
+    );
+    if let Some(view) = &state.kernel {
+        for (i, o) in config.origins.iter().enumerate() {
+            if let Some(s) = view.get(i as u32) {
+                for (kind, n) in [
+                    ("rst", s.rst),
+                    ("syn_ack", s.syn_ack),
+                    ("unreachable", s.unreachable),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "lb_origin_kernel_packets_total{{origin=\"{}\",kind=\"{kind}\"}} {n}",
+                        escape(&o.id)
+                    );
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lb_origin_response_seconds Time from sending a request to the origin's response head.\n# TYPE lb_origin_response_seconds histogram"
+    );
+    for (o, t) in config.origins.iter().zip(&totals) {
+        let id = escape(&o.id);
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += t.latency[i];
+            let _ = writeln!(
+                out,
+                "lb_origin_response_seconds_bucket{{origin=\"{id}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += t.latency[LATENCY_BUCKETS.len()];
+        let _ = writeln!(
+            out,
+            "lb_origin_response_seconds_bucket{{origin=\"{id}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "lb_origin_response_seconds_sum{{origin=\"{id}\"}} {}",
+            t.latency_sum_secs
+        );
+        let _ = writeln!(
+            out,
+            "lb_origin_response_seconds_count{{origin=\"{id}\"}} {cumulative}"
+        );
+    }
     out
 }
 

@@ -7,6 +7,7 @@
 
 mod admin;
 mod dns;
+mod health;
 mod os_signals;
 
 use std::{
@@ -29,6 +30,8 @@ pub struct ControlSetup {
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     pub addresses: Arc<crate::resolver::OriginAddresses>,
+    pub health: Arc<crate::health::HealthTable>,
+    pub kernel: Option<Arc<crate::kernel::SignalsView>>,
 }
 
 /// What the control plane tells the thread that owns the process.
@@ -60,6 +63,8 @@ impl ControlPlane {
             metrics,
             config,
             addresses,
+            health,
+            kernel,
             ..
         } = setup;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -75,9 +80,23 @@ impl ControlPlane {
                         tokio::spawn(forward_program_logs(reader));
                     }
                     tokio::spawn(os_signals::watch(events));
-                    tokio::spawn(dns::refresh(Arc::clone(&config), addresses));
+                    tokio::spawn(dns::refresh(Arc::clone(&config), Arc::clone(&addresses)));
+                    tokio::spawn(health::run(
+                        Arc::clone(&health),
+                        Arc::clone(&config),
+                        kernel.clone(),
+                        addresses,
+                    ));
                     if let Some(listener) = admin {
-                        tokio::spawn(admin::serve(listener, metrics, config));
+                        tokio::spawn(admin::serve(
+                            listener,
+                            admin::State {
+                                metrics,
+                                config,
+                                health,
+                                kernel,
+                            },
+                        ));
                     }
                     // Runs until the owner asks to stop (or drops the handle).
                     let _ = stop_rx.await;

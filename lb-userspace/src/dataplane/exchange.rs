@@ -19,12 +19,14 @@ use super::{
     conn::{BufferedStream, READ_CHUNK, write_all},
     error_pages,
     request_head::RequestHead,
+    selection::Plan,
     tunnel::tunnel,
     upstream::{RequestProgress, UpstreamError, UpstreamErrorKind, connect},
     worker::Worker,
 };
 use crate::{
     config::Target,
+    health::now_ms,
     http::{
         BodyFraming, ForwardedFor, HeaderRewrite, MAX_HEADERS, Method, ResponseConnection,
         ResponseFraming, httparse_headers, parse_request_head, parse_response_head,
@@ -209,20 +211,48 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
         }
         _ => BodyMode::Stream,
     };
-    let (members, group) = config.members(behavior.target);
     let group_index = match behavior.target {
         Target::Group(g) => Some(g),
         Target::Origin(_) => None,
     };
-    let order = attempt_order(worker, members, group.is_some_and(|g| g.always_try_primary));
+    let group = group_index.map(|g| &config.groups[g]);
+    let order = match worker.selector.plan(
+        config,
+        &worker.health,
+        worker.kernel.as_deref(),
+        behavior.target,
+    ) {
+        Plan::Try(order) => order,
+        Plan::NoneUsable => {
+            if let Some(custom) = error_pages::lookup(config, 503) {
+                return error_pages::serve(worker, conn, custom, 503).await;
+            }
+            let reason = format!(
+                "no healthy origin in group {}",
+                group.map_or("", |g| g.id.as_str())
+            );
+            let close = body_mode == BodyMode::Stream;
+            reply_error(conn, 503, &reason, close).await;
+            return (next_after(conn, close), 503);
+        }
+    };
     let mut streamed = false;
     let mut last_error: Option<(UpstreamError, usize)> = None;
     for (k, &index) in order.iter().enumerate() {
         let is_last = k + 1 == order.len();
         let replayable = body_mode != BodyMode::Stream || !streamed;
         let t0 = Instant::now();
+        let counters = worker.metrics().origin(index);
+        counters
+            .attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        worker.selector.started(index);
         let result = attempt(worker, conn, index, body_mode, &mut streamed).await;
-        let ms = t0.elapsed().as_millis().min(u32::MAX as u128) as u32;
+        let elapsed = t0.elapsed();
+        let ms = elapsed.as_millis().min(u32::MAX as u128) as u32;
         match result {
             Ok(start) => {
                 let status = start.status;
@@ -232,8 +262,11 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
                     ms,
                 });
                 let failover_status = group.is_some_and(|g| g.failover_statuses.contains(status));
+                counters.observe_latency(elapsed);
+                worker.selector.observe(index, elapsed);
                 if failover_status {
-                    worker.health.record_failure(index, Instant::now());
+                    counters.error(FailoverReason::Status);
+                    worker.health.record_failure(index, now_ms());
                 } else {
                     worker.health.record_success(index);
                 }
@@ -243,15 +276,19 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
                         worker.metrics().failover(g, FailoverReason::Status);
                     }
                     // The failed response's body is not needed: close rather than drain.
+                    end_attempt(worker, index);
                     continue;
                 }
                 if status >= 400
                     && let Some(custom) = error_pages::lookup(config, status)
                 {
                     drop(start);
+                    end_attempt(worker, index);
                     return error_pages::serve(worker, conn, custom, status).await;
                 }
-                return respond(worker, conn, index, start).await;
+                let result = respond(worker, conn, index, start).await;
+                end_attempt(worker, index);
+                return result;
             }
             Err(Failure::Upstream(e)) => {
                 conn.attempts.push(AttemptRecord {
@@ -259,7 +296,9 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
                     outcome: Outcome::Error(e.label()),
                     ms,
                 });
-                worker.health.record_failure(index, Instant::now());
+                counters.error(failover_reason(&e));
+                worker.health.record_failure(index, now_ms());
+                end_attempt(worker, index);
                 let may_move = e.progress == RequestProgress::NotSent
                     || (method.fails_over()
                         && body_mode != BodyMode::Stream
@@ -274,6 +313,7 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
                 break;
             }
             Err(Failure::Body(e)) => {
+                end_attempt(worker, index);
                 let (status, reason) = body_error_reply(&e);
                 reply_error(conn, status, reason, true).await;
                 return (Next::Close, status);
@@ -298,6 +338,16 @@ impl ClientConn {
     }
 }
 
+/// The attempt on `index` is over (moved on, answered, or failed).
+fn end_attempt(worker: &Worker, index: usize) {
+    worker.selector.finished(index);
+    worker
+        .metrics()
+        .origin(index)
+        .in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn next_after(conn: &ClientConn, close: bool) -> Next {
     if close || !conn.head.keep_alive {
         Next::Close
@@ -315,76 +365,6 @@ fn failover_reason(e: &UpstreamError) -> FailoverReason {
         UpstreamErrorKind::ResponseTimeout => FailoverReason::ResponseTimeout,
         UpstreamErrorKind::MalformedResponse(_) => FailoverReason::BadResponse,
         UpstreamErrorKind::WriteFailed(_) => FailoverReason::WriteError,
-    }
-}
-
-/// Members in the order to try: those the health view does not consider down, first
-/// member first. With `always_try_primary`, or when every member is down (fail open), all
-/// of them in order.
-fn attempt_order(
-    worker: &Worker,
-    members: &[usize],
-    always_try_primary: bool,
-) -> smallvec_like::Order {
-    let mut order = smallvec_like::Order::new();
-    if always_try_primary || members.len() == 1 {
-        order.extend(members);
-        return order;
-    }
-    let now = Instant::now();
-    for &m in members {
-        if !worker.health.is_down(m, now) {
-            order.push(m);
-        }
-    }
-    if order.is_empty() {
-        order.extend(members);
-    }
-    order
-}
-
-/// A fixed-capacity list of member indexes: groups are small, and this keeps the request
-/// path free of allocation.
-mod smallvec_like {
-    const CAP: usize = 16;
-
-    pub struct Order {
-        items: [usize; CAP],
-        len: usize,
-    }
-
-    impl Order {
-        pub fn new() -> Self {
-            Self {
-                items: [0; CAP],
-                len: 0,
-            }
-        }
-
-        pub fn push(&mut self, v: usize) {
-            if self.len < CAP {
-                self.items[self.len] = v;
-                self.len += 1;
-            }
-        }
-
-        pub fn extend(&mut self, vs: &[usize]) {
-            for &v in vs {
-                self.push(v);
-            }
-        }
-
-        pub fn is_empty(&self) -> bool {
-            self.len == 0
-        }
-    }
-
-    impl std::ops::Deref for Order {
-        type Target = [usize];
-
-        fn deref(&self) -> &[usize] {
-            &self.items[..self.len]
-        }
     }
 }
 

@@ -12,8 +12,8 @@ mod error_pages;
 mod error_response;
 mod exchange;
 mod listener;
-mod passive_health;
 mod request_head;
+mod selection;
 mod tunnel;
 mod upstream;
 mod worker;
@@ -32,6 +32,8 @@ use crate::{config::Config, kernel::SignalsView, metrics::Metrics};
 #[derive(Clone)]
 pub struct SharedState {
     pub config: Arc<Config>,
+    /// Origin health, shared with the control plane.
+    pub health: Arc<crate::health::HealthTable>,
     /// Current origin addresses (names are re-resolved by the control plane).
     pub addresses: Arc<crate::resolver::OriginAddresses>,
     pub kernel: Option<Arc<SignalsView>>,

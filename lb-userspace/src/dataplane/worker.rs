@@ -13,7 +13,7 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use super::{
     DriverKind, SharedState, access_log::AccessLog, drain::Drain, error_pages::CachedPage,
-    exchange::serve_client, passive_health::PassiveHealth, upstream::Pool,
+    exchange::serve_client, selection::Selector, upstream::Pool,
 };
 use crate::{
     config::{Config, IoDriver},
@@ -28,7 +28,9 @@ pub(super) struct Worker {
     pub config: Arc<Config>,
     pub pool: RefCell<Pool>,
     pub drain: Drain,
-    pub health: PassiveHealth,
+    pub health: Arc<crate::health::HealthTable>,
+    pub kernel: Option<Arc<crate::kernel::SignalsView>>,
+    pub selector: Selector,
     pub access_log: AccessLog,
     pub error_pages: RefCell<std::collections::HashMap<String, CachedPage>>,
     pub addresses: Arc<crate::resolver::OriginAddresses>,
@@ -140,7 +142,9 @@ async fn worker_loop(
     };
     let drain_timeout = config.listener.drain_timeout;
     let worker = Rc::new(Worker {
-        health: PassiveHealth::new(config.origins.len(), shared.kernel.clone()),
+        health: Arc::clone(&shared.health),
+        kernel: shared.kernel.clone(),
+        selector: Selector::new(&config, index as u64 + 1),
         access_log: AccessLog::new(config.observability.access_log),
         error_pages: RefCell::new(std::collections::HashMap::new()),
         addresses: Arc::clone(&shared.addresses),
