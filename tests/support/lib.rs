@@ -1,6 +1,7 @@
 //! Shared helpers for lb's integration tests.
 
 pub mod http;
+pub mod load;
 pub mod netns;
 pub mod packets;
 pub mod process;

@@ -22,6 +22,18 @@ pub fn lb_binary() -> PathBuf {
     lb
 }
 
+/// The `lb-origin` binary next to `lb`.
+pub fn origin_binary() -> PathBuf {
+    let lb = lb_binary();
+    let origin = lb.with_file_name("lb-origin");
+    assert!(
+        origin.exists(),
+        "{} is missing: `cargo build -p lb-origin` (cargo xtask test does)",
+        origin.display()
+    );
+    origin
+}
+
 /// Runs `lb` with `args` to completion.
 pub fn lb(args: &[&str]) -> Output {
     Command::new(lb_binary())

@@ -96,7 +96,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             ])?;
             // The integration tests (package lb-tests) run the lb binary, which cargo
             // builds for a package's own integration tests only: build it first.
-            cargo(&["build", "-p", "lb-userspace", "--bins"])?;
+            cargo(&["build", "-p", "lb-userspace", "-p", "lb-origin", "--bins"])?;
             cargo(&["test", "--workspace", "--no-fail-fast"])
         }
     }

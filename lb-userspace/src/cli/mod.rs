@@ -1,6 +1,7 @@
 //! The `lb` command line.
 
 mod demo;
+mod health;
 mod maps;
 mod run;
 mod table;
@@ -27,8 +28,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print the kernel's per-origin counters from the pinned maps of a running lb.
     Maps(maps::MapsArgs),
-    /// Run the built-in demo: local origins, live kernel signals.
+    /// Run the built-in demo: lb in front of two local origins, failing over and back.
     Demo(demo::DemoArgs),
+    /// Print each origin's health from a running lb's admin API.
+    Health(health::HealthArgs),
     /// Validate a config file (TOML or CloudFront JSON) and exit.
     Check {
         #[arg(long, short)]
@@ -56,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Maps(args) => maps::maps(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Health(args) => health::health(args),
         Command::Check { config } => check(&config),
         Command::Import(ImportCommand::Cloudfront { file }) => import_cloudfront(&file),
     };

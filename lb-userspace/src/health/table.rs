@@ -147,10 +147,12 @@ pub fn kernel_says_closed(view: &SignalsView, slot: usize, rst_run: u64) -> Opti
 
 impl HealthTable {
     pub fn new(origins: usize, settings: HealthSettings) -> Self {
-        Self {
-            origins: (0..origins).map(|_| OriginHealth::default()).collect(),
-            settings,
+        let now = now_ms();
+        let origins: Box<[OriginHealth]> = (0..origins).map(|_| OriginHealth::default()).collect();
+        for o in origins.iter() {
+            o.state_since_ms.store(now, Relaxed);
         }
+        Self { origins, settings }
     }
 
     pub fn settings(&self) -> &HealthSettings {
