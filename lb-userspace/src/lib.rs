@@ -16,3 +16,4 @@ pub mod http;
 pub mod kernel;
 pub mod metrics;
 pub mod resolver;
+pub mod snapshot;

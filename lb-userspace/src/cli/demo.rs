@@ -84,7 +84,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .replace("SECONDARY", &secondary.addr().to_string())
         .replace("PIN", &args.pin_path.display().to_string());
     let config = Config::parse(&text, &embedded("demo config"))?;
-    let running = run::start(config)?;
+    let running = run::start(config, None)?;
     let lb = running.data_plane.local_addr();
     println!(
         "lb demo: lb listens on {lb}; group `site` = [primary {primary_addr}, secondary {}]",
@@ -162,7 +162,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         3,
         "primary back -> first request served by the primary again",
     );
-    let failovers: u64 = running.metrics.failovers().iter().map(|(_, _, n)| n).sum();
+    let failovers: u64 = running.current.load().metrics.failovers().iter().map(|(_, _, n)| n).sum();
     println!(
         "failovers counted: {failovers} (by reason: {})",
         reasons(&running)
@@ -180,6 +180,8 @@ fn expected(step: usize, served_by: &str) -> bool {
 
 fn reasons(running: &run::Running) -> String {
     running
+        .current
+        .load()
         .metrics
         .failovers()
         .iter()

@@ -4,12 +4,13 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, sync::mp
 
 use anyhow::Context as _;
 
+pub use crate::control::ReloadSource;
 use crate::{
     config::{Config, Overrides},
     control::{ControlEvent, ControlPlane},
     dataplane::{DataPlane, SharedState},
     kernel::{KernelSettings, KernelSignals, OriginRegistration},
-    metrics::Metrics,
+    snapshot::{Current, Snapshot},
 };
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +42,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             args.config.display()
         );
     }
-    let running = start(config)?;
+    let running = start(
+        config,
+        Some(ReloadSource {
+            path: args.config.clone(),
+            overrides,
+        }),
+    )?;
     running.wait_for_shutdown();
     Ok(ExitCode::SUCCESS)
 }
@@ -49,62 +56,51 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// lb with every part started: the data plane, the control plane and (if possible) the
 /// kernel signal source.
 pub struct Running {
-    pub config: Arc<Config>,
+    pub current: Arc<Current>,
     pub data_plane: DataPlane,
-    pub metrics: Arc<Metrics>,
     control: ControlPlane,
     events: mpsc::Receiver<ControlEvent>,
-    kernel: Option<KernelSignals>,
+    kernel: Arc<std::sync::Mutex<Option<KernelSignals>>>,
 }
 
-/// Starts lb with `config`.
-pub fn start(config: Config) -> anyhow::Result<Running> {
-    let config = Arc::new(config);
+/// Starts lb with `config`. `source` is where reloads re-read it from (None: no reload).
+pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Running> {
     let mut kernel = start_kernel_signals(&config.kernel, &config.kernel_registrations());
-    let group_names = config.groups.iter().map(|g| g.id.clone()).collect();
-    let metrics = Arc::new(Metrics::new(
-        config.worker_count(),
-        group_names,
-        config.origins.len(),
-    ));
-    let health = Arc::new(crate::health::HealthTable::new(
-        config.origins.len(),
-        config.health.clone(),
-    ));
     let kernel_view = kernel.as_ref().map(KernelSignals::view);
-    let addresses = Arc::new(crate::resolver::OriginAddresses::new(&config));
+    let workers = config.worker_count();
+    let admin = config.admin.address;
+    let current = Arc::new(Current::new(Snapshot::build(config, workers, None)));
     let data_plane = DataPlane::start(SharedState {
-        config: Arc::clone(&config),
-        addresses: Arc::clone(&addresses),
+        current: Arc::clone(&current),
         kernel: kernel_view.clone(),
-        metrics: Arc::clone(&metrics),
-        health: Arc::clone(&health),
     })?;
+    let program_logs = kernel.as_mut().and_then(KernelSignals::take_logger);
+    let kernel = Arc::new(std::sync::Mutex::new(kernel));
     let (events_tx, events) = mpsc::channel();
     let control = ControlPlane::spawn(
         crate::control::ControlSetup {
-            program_logs: kernel.as_mut().and_then(KernelSignals::take_logger),
-            admin: config.admin.address,
-            metrics: Arc::clone(&metrics),
-            config: Arc::clone(&config),
-            addresses,
-            health,
-            kernel: kernel_view,
+            program_logs,
+            admin,
+            current: Arc::clone(&current),
+            kernel_view,
+            kernel: Arc::clone(&kernel),
+            reload: source,
+            workers,
         },
         events_tx,
     )
     .context("starting the control plane thread")?;
+    let snap = current.load();
     tracing::info!(
         listen = %data_plane.local_addr(),
-        origins = config.origins.len(),
-        groups = config.groups.len(),
-        kernel_signals = kernel.is_some(),
+        origins = snap.config.origins.len(),
+        groups = snap.config.groups.len(),
+        kernel_signals = kernel.lock().map(|k| k.is_some()).unwrap_or(false),
         "lb running"
     );
     Ok(Running {
-        config,
+        current,
         data_plane,
-        metrics,
         control,
         events,
         kernel,
@@ -121,18 +117,20 @@ impl Running {
         self.stop();
     }
 
-    /// Drains the data plane and stops the control plane and kernel part.
+    /// Drains the data plane, then stops the control plane, then the kernel part.
     pub fn stop(self) {
         let Running {
-            config,
+            current,
             data_plane,
             control,
             kernel,
             ..
         } = self;
-        data_plane.shutdown(config.listener.drain_timeout);
+        data_plane.shutdown(current.load().config.listener.drain_timeout);
         control.shutdown();
-        drop(kernel);
+        if let Ok(mut k) = kernel.lock() {
+            k.take();
+        }
     }
 }
 

@@ -13,20 +13,20 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
+use super::reload::Reloader;
 use crate::{
-    config::Config,
-    health::{HealthTable, now_ms},
+    health::now_ms,
     kernel::{SignalsReport, SignalsView, monotonic_now_ns},
-    metrics::{FailoverReason, LATENCY_BUCKETS, Metrics},
+    metrics::{FailoverReason, LATENCY_BUCKETS},
+    snapshot::Current,
 };
 
 /// Everything the admin API reads.
 #[derive(Clone)]
 pub(super) struct State {
-    pub metrics: Arc<Metrics>,
-    pub config: Arc<Config>,
-    pub health: Arc<HealthTable>,
+    pub current: Arc<Current>,
     pub kernel: Option<Arc<SignalsView>>,
+    pub reloader: Arc<Reloader>,
 }
 
 pub(super) async fn serve(listener: std::net::TcpListener, state: State) {
@@ -85,11 +85,22 @@ async fn handle(mut stream: TcpStream, state: State) {
         ("GET", "/healthz") => (200, "text/plain", "ok\n".to_owned()),
         ("GET", "/origins") => (200, "application/json", origins_json(&state)),
         ("GET", "/metrics") => (200, "text/plain; version=0.0.4", render_metrics(&state)),
+        ("POST", "/reload") => match state.reloader.reload() {
+            Ok(summary) => (200, "text/plain", format!("{summary}\n")),
+            Err(e) => {
+                tracing::error!("reload refused, the running config keeps serving: {e}");
+                (400, "text/plain", format!("reload refused: {e}\n"))
+            }
+        },
         _ => (404, "text/plain", "not found\n".to_owned()),
     };
     let head = format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        if status == 200 { "OK" } else { "Not Found" },
+        match status {
+            200 => "OK",
+            400 => "Bad Request",
+            _ => "Not Found",
+        },
         body.len()
     );
     let _ = stream.write_all(head.as_bytes()).await;
@@ -97,16 +108,17 @@ async fn handle(mut stream: TcpStream, state: State) {
 }
 
 fn origins_json(state: &State) -> String {
+    let snap = state.current.load();
+    let (config, health, metrics) = (&snap.config, &snap.health, &snap.metrics);
     let now = now_ms();
     let mono = monotonic_now_ns();
-    let origins: Vec<_> = state
-        .config
+    let origins: Vec<_> = config
         .origins
         .iter()
         .enumerate()
         .map(|(i, o)| {
-            let h = state.health.snapshot(i, now);
-            let totals = state.metrics.origin(i);
+            let h = health.snapshot(i, now);
+            let totals = metrics.origin(i);
             let kernel = state
                 .kernel
                 .as_ref()
@@ -147,7 +159,8 @@ fn origins_json(state: &State) -> String {
 
 /// Prometheus text exposition (version 0.0.4).
 fn render_metrics(state: &State) -> String {
-    let (metrics, config) = (&state.metrics, &state.config);
+    let snap = state.current.load();
+    let (metrics, config) = (&snap.metrics, &snap.config);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -229,7 +242,7 @@ fn render_metrics(state: &State) -> String {
         "# HELP lb_origin_state Health state per origin (1 for the current state).\n# TYPE lb_origin_state gauge"
     );
     for (i, o) in config.origins.iter().enumerate() {
-        let current = state.health.state(i).as_str();
+        let current = snap.health.state(i).as_str();
         for s in ["healthy", "suspect", "down", "recovering"] {
             let _ = writeln!(
                 out,

@@ -2,25 +2,21 @@
 
 use std::sync::Arc;
 
-use crate::{
-    config::Config,
-    resolver::{OriginAddresses, REFRESH_EVERY},
-};
+use crate::{resolver::REFRESH_EVERY, snapshot::Current};
 
-pub(super) async fn refresh(config: Arc<Config>, addresses: Arc<OriginAddresses>) {
-    let named: Vec<(usize, String, u16)> = config
-        .origins
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| o.host.clone().map(|h| (i, h, o.address.port())))
-        .collect();
-    if named.is_empty() {
-        return;
-    }
+pub(super) async fn refresh(current: Arc<Current>) {
     let mut tick = tokio::time::interval(REFRESH_EVERY);
     tick.tick().await; // the first tick is immediate; start-up just resolved them
     loop {
         tick.tick().await;
+        let snap = current.load();
+        let (config, addresses) = (&snap.config, &snap.addresses);
+        let named: Vec<(usize, String, u16)> = config
+            .origins
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.host.clone().map(|h| (i, h, o.address.port())))
+            .collect();
         for (index, host, port) in &named {
             match tokio::net::lookup_host((host.as_str(), *port)).await {
                 Ok(mut found) => {

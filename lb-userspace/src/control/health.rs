@@ -7,52 +7,48 @@ use std::{sync::Arc, time::Duration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    config::{Config, HealthCheck},
+    config::HealthCheck,
     health::{HealthState, HealthTable, evaluate, now_ms},
     kernel::SignalsView,
     resolver::OriginAddresses,
+    snapshot::Current,
 };
 
 /// How often states are re-evaluated. Request-path reactions (ejection, the kernel's
 /// signal) do not wait for it; it decides recovery and what the admin API shows.
 const TICK: Duration = Duration::from_millis(20);
 
-pub(super) async fn run(
-    table: Arc<HealthTable>,
-    config: Arc<Config>,
-    kernel: Option<Arc<SignalsView>>,
-    addresses: Arc<OriginAddresses>,
-) {
-    for (index, origin) in config.origins.iter().enumerate() {
-        if let Some(check) = origin.health_check.clone() {
-            tokio::spawn(checker(
-                Arc::clone(&table),
-                Arc::clone(&addresses),
-                index,
-                check,
-                origin
-                    .host
-                    .clone()
-                    .unwrap_or_else(|| origin.address.to_string()),
-                origin.origin_path.clone(),
-            ));
-        }
-    }
+pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>) {
+    let mut generation = u64::MAX;
+    let mut checkers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let snap = current.load();
+        if current.generation() != generation {
+            // A reload: the checkers follow the new origins.
+            generation = current.generation();
+            checkers.drain(..).for_each(|c| c.abort());
+            for (index, origin) in snap.config.origins.iter().enumerate() {
+                if let Some(check) = origin.health_check.clone() {
+                    checkers.push(tokio::spawn(checker(
+                        Arc::clone(&snap.health),
+                        Arc::clone(&snap.addresses),
+                        index,
+                        check,
+                        origin.host.clone().unwrap_or_else(|| origin.address.to_string()),
+                        origin.origin_path.clone(),
+                    )));
+                }
+            }
+        }
         let now = now_ms();
-        for (index, origin) in config.origins.iter().enumerate() {
-            if let Some((state, reason)) = evaluate(
-                &table,
-                index,
-                origin.health_check.as_ref(),
-                kernel.as_deref(),
-                now,
-            ) {
-                let level_warn = state == HealthState::Down;
-                if level_warn {
+        for (index, origin) in snap.config.origins.iter().enumerate() {
+            if let Some((state, reason)) =
+                evaluate(&snap.health, index, origin.health_check.as_ref(), kernel.as_deref(), now)
+            {
+                if state == HealthState::Down {
                     tracing::warn!(origin = %origin.id, state = state.as_str(), reason = reason.text(), "origin state changed");
                 } else {
                     tracing::info!(origin = %origin.id, state = state.as_str(), reason = reason.text(), "origin state changed");

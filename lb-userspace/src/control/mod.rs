@@ -9,17 +9,19 @@ mod admin;
 mod dns;
 mod health;
 mod os_signals;
+mod reload;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, mpsc},
+    sync::{Arc, Mutex, mpsc},
     thread::JoinHandle,
 };
 
+pub use reload::ReloadSource;
+
 use crate::{
-    config::Config,
-    kernel::{ProgramLogReader, forward_program_logs},
-    metrics::Metrics,
+    kernel::{KernelSignals, ProgramLogReader, SignalsView, forward_program_logs},
+    snapshot::Current,
 };
 
 /// What the control plane needs to start.
@@ -27,11 +29,15 @@ pub struct ControlSetup {
     pub program_logs: Option<ProgramLogReader>,
     /// Where the admin API listens; `None`: no admin API.
     pub admin: Option<SocketAddr>,
-    pub metrics: Arc<Metrics>,
-    pub config: Arc<Config>,
-    pub addresses: Arc<crate::resolver::OriginAddresses>,
-    pub health: Arc<crate::health::HealthTable>,
-    pub kernel: Option<Arc<crate::kernel::SignalsView>>,
+    /// The snapshot in force; reloads publish new ones here.
+    pub current: Arc<Current>,
+    pub kernel_view: Option<Arc<SignalsView>>,
+    /// The loaded XDP program, for updating its origin index on reload.
+    pub kernel: Arc<Mutex<Option<KernelSignals>>>,
+    /// Where reloads read the config from; `None`: reload is not available.
+    pub reload: Option<ReloadSource>,
+    /// Data plane workers (the snapshot's metrics have one block each).
+    pub workers: usize,
 }
 
 /// What the control plane tells the thread that owns the process.
@@ -51,22 +57,27 @@ impl ControlPlane {
     /// Starts the control plane thread. `events` receives [`ControlEvent`]s.
     pub fn spawn(setup: ControlSetup, events: mpsc::Sender<ControlEvent>) -> std::io::Result<Self> {
         // Bind here so a busy admin port fails start-up instead of being logged later.
-        let admin =
-            match setup.admin {
-                Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("admin API on {addr}: {e}"))
-                })?),
-                None => None,
-            };
+        let admin = match setup.admin {
+            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("admin API on {addr}: {e}"))
+            })?),
+            None => None,
+        };
         let ControlSetup {
             program_logs,
-            metrics,
-            config,
-            addresses,
-            health,
+            current,
+            kernel_view,
             kernel,
+            reload,
+            workers,
             ..
         } = setup;
+        let reloader = Arc::new(reload::Reloader {
+            source: reload,
+            current: Arc::clone(&current),
+            kernel,
+            workers,
+        });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -79,22 +90,16 @@ impl ControlPlane {
                     if let Some(reader) = program_logs {
                         tokio::spawn(forward_program_logs(reader));
                     }
-                    tokio::spawn(os_signals::watch(events));
-                    tokio::spawn(dns::refresh(Arc::clone(&config), Arc::clone(&addresses)));
-                    tokio::spawn(health::run(
-                        Arc::clone(&health),
-                        Arc::clone(&config),
-                        kernel.clone(),
-                        addresses,
-                    ));
+                    tokio::spawn(os_signals::watch(events, Arc::clone(&reloader)));
+                    tokio::spawn(dns::refresh(Arc::clone(&current)));
+                    tokio::spawn(health::run(Arc::clone(&current), kernel_view.clone()));
                     if let Some(listener) = admin {
                         tokio::spawn(admin::serve(
                             listener,
                             admin::State {
-                                metrics,
-                                config,
-                                health,
-                                kernel,
+                                current,
+                                kernel: kernel_view,
+                                reloader,
                             },
                         ));
                     }

@@ -4,12 +4,14 @@ use std::sync::mpsc;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::ControlEvent;
+use super::{ControlEvent, reload::Reloader};
+use std::sync::Arc;
 
-pub(super) async fn watch(events: mpsc::Sender<ControlEvent>) {
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
+pub(super) async fn watch(events: mpsc::Sender<ControlEvent>, reloader: Arc<Reloader>) {
+    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install SIGINT/SIGTERM handlers; stop lb with SIGKILL");
         return;
@@ -18,6 +20,12 @@ pub(super) async fn watch(events: mpsc::Sender<ControlEvent>) {
         let signal = tokio::select! {
             _ = interrupt.recv() => "SIGINT",
             _ = terminate.recv() => "SIGTERM",
+            _ = hangup.recv() => {
+                if let Err(e) = reloader.reload() {
+                    tracing::error!("SIGHUP: reload refused, the running config keeps serving: {e}");
+                }
+                continue;
+            }
         };
         tracing::info!(signal, "shutdown requested");
         if events.send(ControlEvent::Shutdown { signal }).is_err() {

@@ -11,7 +11,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use super::{
     exchange::{ClientConn, Next, reply_error, reply_page},
     upstream::connect,
-    worker::Worker,
+    worker::{View, Worker},
 };
 use crate::{
     config::{Config, CustomErrorResponse, ErrorPage},
@@ -34,6 +34,7 @@ pub(super) fn lookup(config: &Config, status: u16) -> Option<&CustomErrorRespons
 /// Answers with `custom`'s page instead of an error with `status`.
 pub(super) async fn serve(
     worker: &Worker,
+    view: &View,
     conn: &mut ClientConn,
     custom: &CustomErrorResponse,
     status: u16,
@@ -51,7 +52,7 @@ pub(super) async fn serve(
                 .get(page_path)
                 .is_some_and(|p| p.fetched.elapsed() < PAGE_TTL);
             if !fresh {
-                match fetch(worker, page_path).await {
+                match fetch(view, page_path).await {
                     Some((content_type, body)) => {
                         worker.error_pages.borrow_mut().insert(
                             page_path.clone(),
@@ -108,13 +109,13 @@ fn content_type_for(path: &str) -> &'static [u8] {
 
 /// GETs `path` through the behavior that matches it, trying its members in order, and
 /// returns the content type and body of the first 2xx answer.
-async fn fetch(worker: &Worker, path: &str) -> Option<(Vec<u8>, Vec<u8>)> {
-    let config = &worker.config;
+async fn fetch(view: &View, path: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    let config = &view.snap.config;
     let behavior = config.behavior_for(path);
     let (members, _) = config.members(behavior.target);
     for &index in members {
         let origin = &config.origins[index];
-        let Ok(mut stream) = connect(origin, worker.addresses.get(index)).await else {
+        let Ok(mut stream) = connect(origin, view.snap.addresses.get(index)).await else {
             continue;
         };
         let mut request = format!(

@@ -22,7 +22,7 @@ use super::{
     selection::Plan,
     tunnel::tunnel,
     upstream::{RequestProgress, UpstreamError, UpstreamErrorKind, connect},
-    worker::Worker,
+    worker::{View, Worker},
 };
 use crate::{
     config::Target,
@@ -69,12 +69,13 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: TcpStream, peer: So
             return;
         }
         let started = Instant::now();
-        worker
-            .metrics()
+        // The snapshot this exchange runs on, even if a reload happens meanwhile.
+        let view = worker.view();
+        view.metrics()
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (next, status) = exchange(&worker, &mut conn).await;
-        worker.metrics().response(status);
+        let (next, status) = exchange(&worker, &view, &mut conn).await;
+        view.metrics().response(status);
         worker.access_log.record(
             &AccessEntry {
                 client: conn.peer.ip(),
@@ -84,7 +85,7 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: TcpStream, peer: So
                 total_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
                 attempts: &conn.attempts,
             },
-            &worker.config.origins,
+            &view.snap.config.origins,
         );
         match next {
             Next::KeepAlive if !worker.drain.is_draining() => {}
@@ -100,7 +101,8 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: TcpStream, peer: So
 
 /// Reads and validates the next request head into `conn.head`. false: close.
 async fn read_request(worker: &Worker, conn: &mut ClientConn) -> bool {
-    let limits = &worker.config.limits;
+    let view = worker.view();
+    let limits = &view.snap.config.limits;
     // The header timeout runs from the first byte of the request.
     let mut deadline = conn
         .io
@@ -180,8 +182,8 @@ enum BodyMode {
     Stream,
 }
 
-async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
-    let config = &*worker.config;
+async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn) -> (Next, u16) {
+    let config = &*view.snap.config;
     conn.attempts.clear();
     let method = conn.head.method();
     let framing = conn.head.framing();
@@ -202,7 +204,7 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
     let body_mode = match framing {
         BodyFraming::None => BodyMode::None,
         BodyFraming::ContentLength(n) if n as usize <= config.failover.replay_body_limit => {
-            if let Err(e) = buffer_body(worker, conn, n as usize).await {
+            if let Err(e) = buffer_body(view, conn, n as usize).await {
                 let (status, reason) = body_error_reply(&e);
                 reply_error(conn, status, reason, true).await;
                 return (Next::Close, status);
@@ -216,16 +218,16 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
         Target::Origin(_) => None,
     };
     let group = group_index.map(|g| &config.groups[g]);
-    let order = match worker.selector.plan(
+    let order = match view.selector.plan(
         config,
-        &worker.health,
+        &view.snap.health,
         worker.kernel.as_deref(),
         behavior.target,
     ) {
         Plan::Try(order) => order,
         Plan::NoneUsable => {
             if let Some(custom) = error_pages::lookup(config, 503) {
-                return error_pages::serve(worker, conn, custom, 503).await;
+                return error_pages::serve(worker, view, conn, custom, 503).await;
             }
             let reason = format!(
                 "no healthy origin in group {}",
@@ -242,15 +244,15 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
         let is_last = k + 1 == order.len();
         let replayable = body_mode != BodyMode::Stream || !streamed;
         let t0 = Instant::now();
-        let counters = worker.metrics().origin(index);
+        let counters = view.metrics().origin(index);
         counters
             .attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         counters
             .in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        worker.selector.started(index);
-        let result = attempt(worker, conn, index, body_mode, &mut streamed).await;
+        view.selector.started(index);
+        let result = attempt(worker, view, conn, index, body_mode, &mut streamed).await;
         let elapsed = t0.elapsed();
         let ms = elapsed.as_millis().min(u32::MAX as u128) as u32;
         match result {
@@ -263,31 +265,31 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
                 });
                 let failover_status = group.is_some_and(|g| g.failover_statuses.contains(status));
                 counters.observe_latency(elapsed);
-                worker.selector.observe(index, elapsed);
+                view.selector.observe(index, elapsed);
                 if failover_status {
                     counters.error(FailoverReason::Status);
-                    worker.health.record_failure(index, now_ms());
+                    view.snap.health.record_failure(index, now_ms());
                 } else {
-                    worker.health.record_success(index);
+                    view.snap.health.record_success(index);
                 }
                 let may_move = method.fails_over() && replayable && body_mode != BodyMode::Stream;
                 if failover_status && !is_last && may_move {
                     if let Some(g) = group_index {
-                        worker.metrics().failover(g, FailoverReason::Status);
+                        view.metrics().failover(g, FailoverReason::Status);
                     }
                     // The failed response's body is not needed: close rather than drain.
-                    end_attempt(worker, index);
+                    end_attempt(view, index);
                     continue;
                 }
                 if status >= 400
                     && let Some(custom) = error_pages::lookup(config, status)
                 {
                     drop(start);
-                    end_attempt(worker, index);
-                    return error_pages::serve(worker, conn, custom, status).await;
+                    end_attempt(view, index);
+                    return error_pages::serve(worker, view, conn, custom, status).await;
                 }
-                let result = respond(worker, conn, index, start).await;
-                end_attempt(worker, index);
+                let result = respond(worker, view, conn, index, start).await;
+                end_attempt(view, index);
                 return result;
             }
             Err(Failure::Upstream(e)) => {
@@ -297,8 +299,8 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
                     ms,
                 });
                 counters.error(failover_reason(&e));
-                worker.health.record_failure(index, now_ms());
-                end_attempt(worker, index);
+                view.snap.health.record_failure(index, now_ms());
+                end_attempt(view, index);
                 let may_move = e.progress == RequestProgress::NotSent
                     || (method.fails_over()
                         && body_mode != BodyMode::Stream
@@ -306,14 +308,14 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
                 last_error = Some((e, index));
                 if !is_last && may_move {
                     if let Some(g) = group_index {
-                        worker.metrics().failover(g, failover_reason(&e));
+                        view.metrics().failover(g, failover_reason(&e));
                     }
                     continue;
                 }
                 break;
             }
             Err(Failure::Body(e)) => {
-                end_attempt(worker, index);
+                end_attempt(view, index);
                 let (status, reason) = body_error_reply(&e);
                 reply_error(conn, status, reason, true).await;
                 return (Next::Close, status);
@@ -323,7 +325,7 @@ async fn exchange(worker: &Worker, conn: &mut ClientConn) -> (Next, u16) {
     let (e, index) = last_error.expect("the loop only ends without a response after an error");
     let status = e.status();
     if let Some(custom) = error_pages::lookup(config, status) {
-        return error_pages::serve(worker, conn, custom, status).await;
+        return error_pages::serve(worker, view, conn, custom, status).await;
     }
     let close = !conn.head.keep_alive || (body_mode == BodyMode::Stream && streamed);
     let reason = e.reason(&config.origins[index].id);
@@ -339,9 +341,9 @@ impl ClientConn {
 }
 
 /// The attempt on `index` is over (moved on, answered, or failed).
-fn end_attempt(worker: &Worker, index: usize) {
-    worker.selector.finished(index);
-    worker
+fn end_attempt(view: &View, index: usize) {
+    view.selector.finished(index);
+    view
         .metrics()
         .origin(index)
         .in_flight
@@ -369,7 +371,8 @@ fn failover_reason(e: &UpstreamError) -> FailoverReason {
 }
 
 /// Reads a Content-Length body of `n` bytes into `conn.replay`.
-async fn buffer_body(worker: &Worker, conn: &mut ClientConn, n: usize) -> Result<(), BodyError> {
+async fn buffer_body(
+    view: &View, conn: &mut ClientConn, n: usize) -> Result<(), BodyError> {
     conn.replay.clear();
     if conn.head.expect_continue && conn.io.data().len() < n {
         conn.out.clear();
@@ -383,7 +386,7 @@ async fn buffer_body(worker: &Worker, conn: &mut ClientConn, n: usize) -> Result
     }
     while conn.replay.len() < n {
         if !conn.io.has_data() {
-            match monoio::time::timeout(worker.config.limits.body_timeout, conn.io.fill()).await {
+            match monoio::time::timeout(view.snap.config.limits.body_timeout, conn.io.fill()).await {
                 Err(_) => {
                     return Err(BodyError {
                         side: Side::Client,
@@ -417,12 +420,13 @@ async fn buffer_body(worker: &Worker, conn: &mut ClientConn, n: usize) -> Result
 /// unrepeatable was sent on it.
 async fn attempt(
     worker: &Worker,
+    view: &View,
     conn: &mut ClientConn,
     index: usize,
     body_mode: BodyMode,
     streamed: &mut bool,
 ) -> Result<ResponseStart, Failure> {
-    let config = &worker.config;
+    let config = &view.snap.config;
     let origin = &config.origins[index];
     let mut fresh_retry = true;
     loop {
@@ -439,11 +443,11 @@ async fn attempt(
         let stream = match pooled {
             Some(s) => s,
             None => {
-                let s = connect(origin, worker.addresses.get(index))
+                let s = connect(origin, view.snap.addresses.get(index))
                     .await
                     .map_err(Failure::Upstream)?;
                 worker.pool.borrow_mut().opened += 1;
-                worker
+                view
                     .metrics()
                     .upstream_connections_opened
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -589,11 +593,12 @@ async fn read_response_head(
 /// connections. Returns what to do next and the status sent.
 async fn respond(
     worker: &Worker,
+    view: &View,
     conn: &mut ClientConn,
     index: usize,
     start: ResponseStart,
 ) -> (Next, u16) {
-    let config = &worker.config;
+    let config = &view.snap.config;
     let ResponseStart { mut origin, status } = start;
     let method = conn.head.method();
     let client_http10 = conn.head.is_http10();

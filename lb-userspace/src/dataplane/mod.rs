@@ -25,19 +25,14 @@ use std::{
     time::Duration,
 };
 
-use crate::{config::Config, kernel::SignalsView, metrics::Metrics};
+use crate::kernel::SignalsView;
 
-/// What every worker gets at start: the config snapshot, the kernel signal view (if the
-/// XDP program is loaded) and the shared counters.
+/// What every worker gets at start: the snapshot in force (swapped on reload) and the
+/// kernel signal view, if the XDP program is loaded.
 #[derive(Clone)]
 pub struct SharedState {
-    pub config: Arc<Config>,
-    /// Origin health, shared with the control plane.
-    pub health: Arc<crate::health::HealthTable>,
-    /// Current origin addresses (names are re-resolved by the control plane).
-    pub addresses: Arc<crate::resolver::OriginAddresses>,
+    pub current: Arc<crate::snapshot::Current>,
     pub kernel: Option<Arc<SignalsView>>,
-    pub metrics: Arc<Metrics>,
 }
 
 /// Which I/O driver a worker ended up with.
@@ -63,7 +58,7 @@ impl DataPlane {
     /// Binds one listener per worker and starts the workers. Fails (before any worker
     /// runs) if the address cannot be bound or no worker can build its runtime.
     pub fn start(shared: SharedState) -> anyhow::Result<Self> {
-        let config = Arc::clone(&shared.config);
+        let config = Arc::clone(&shared.current.load().config);
         let count = config.worker_count();
         let listeners = listener::bind_reuseport(config.listener.address, count)?;
         let local_addr = listeners[0].local_addr()?;

@@ -16,8 +16,9 @@ use super::{
     exchange::serve_client, selection::Selector, upstream::Pool,
 };
 use crate::{
-    config::{Config, IoDriver},
-    metrics::{Metrics, WorkerMetrics},
+    config::IoDriver,
+    metrics::WorkerMetrics,
+    snapshot::{Current, Snapshot},
 };
 
 /// io_uring submission queue entries per worker.
@@ -25,24 +26,52 @@ const URING_ENTRIES: u32 = 1024;
 
 /// What every task on a worker shares. Only this thread touches it: no locks.
 pub(super) struct Worker {
-    pub config: Arc<Config>,
+    current: Arc<Current>,
+    view: RefCell<Rc<View>>,
+    seen_generation: Cell<u64>,
     pub pool: RefCell<Pool>,
     pub drain: Drain,
-    pub health: Arc<crate::health::HealthTable>,
-    pub kernel: Option<Arc<crate::kernel::SignalsView>>,
-    pub selector: Selector,
     pub access_log: AccessLog,
     pub error_pages: RefCell<std::collections::HashMap<String, CachedPage>>,
-    pub addresses: Arc<crate::resolver::OriginAddresses>,
-    metrics: Arc<Metrics>,
+    pub kernel: Option<Arc<crate::kernel::SignalsView>>,
     index: usize,
     active: Cell<usize>,
 }
 
-impl Worker {
+/// A snapshot as this worker uses it, with the per-worker state indexed by its origins.
+pub(super) struct View {
+    pub snap: Arc<Snapshot>,
+    pub selector: Selector,
+    index: usize,
+}
+
+impl View {
+    fn new(snap: Arc<Snapshot>, index: usize) -> Self {
+        Self {
+            selector: Selector::new(&snap.config, index as u64 + 1),
+            snap,
+            index,
+        }
+    }
+
     /// This worker's own counters.
     pub fn metrics(&self) -> &WorkerMetrics {
-        self.metrics.worker(self.index)
+        self.snap.metrics.worker(self.index)
+    }
+}
+
+impl Worker {
+    /// The snapshot in force. After a reload, the first call switches: pooled connections
+    /// and cached error pages belong to the old origins and are dropped.
+    pub fn view(&self) -> Rc<View> {
+        let generation = self.current.generation();
+        if generation != self.seen_generation.get() {
+            self.seen_generation.set(generation);
+            *self.view.borrow_mut() = Rc::new(View::new(self.current.load(), self.index));
+            self.pool.borrow_mut().clear();
+            self.error_pages.borrow_mut().clear();
+        }
+        Rc::clone(&self.view.borrow())
     }
 
     /// Counts an open client connection until the guard drops.
@@ -69,7 +98,7 @@ pub(super) fn run(
     stop: futures_channel::oneshot::Receiver<()>,
     ready: mpsc::Sender<anyhow::Result<DriverKind>>,
 ) {
-    let config = Arc::clone(&shared.config);
+    let config = shared.current.load().config.clone();
     if let Some(core) = core {
         let mut set = nix::sched::CpuSet::new();
         if set.set(core).is_ok()
@@ -132,7 +161,8 @@ async fn worker_loop(
     shared: SharedState,
     mut stop: futures_channel::oneshot::Receiver<()>,
 ) {
-    let config = Arc::clone(&shared.config);
+    let snap = shared.current.load();
+    let config = Arc::clone(&snap.config);
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -142,16 +172,14 @@ async fn worker_loop(
     };
     let drain_timeout = config.listener.drain_timeout;
     let worker = Rc::new(Worker {
-        health: Arc::clone(&shared.health),
-        kernel: shared.kernel.clone(),
-        selector: Selector::new(&config, index as u64 + 1),
+        seen_generation: Cell::new(shared.current.generation()),
+        view: RefCell::new(Rc::new(View::new(snap, index))),
+        current: Arc::clone(&shared.current),
         access_log: AccessLog::new(config.observability.access_log),
         error_pages: RefCell::new(std::collections::HashMap::new()),
-        addresses: Arc::clone(&shared.addresses),
-        config,
+        kernel: shared.kernel.clone(),
         pool: RefCell::new(Pool::default()),
         drain: Drain::default(),
-        metrics: Arc::clone(&shared.metrics),
         index,
         active: Cell::new(0),
     });
@@ -202,7 +230,8 @@ async fn flush_access_log(worker: Rc<Worker>) {
 async fn sweep_pool(worker: Rc<Worker>) {
     while !worker.drain.is_draining() {
         monoio::time::sleep(Duration::from_secs(1)).await;
-        let config = &worker.config;
+        let view = worker.view();
+        let config = &view.snap.config;
         worker.pool.borrow_mut().sweep(|i| {
             config
                 .origins
