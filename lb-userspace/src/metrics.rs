@@ -224,23 +224,37 @@ pub struct OriginTotals {
 impl Metrics {
     /// Copies the counters of `old` into this (fresh) set after a reload: global ones,
     /// groups by id, origins by id.
-    pub fn carry_over(&self, old: &Metrics, old_config: &crate::config::Config, config: &crate::config::Config) {
+    pub fn carry_over(
+        &self,
+        old: &Metrics,
+        old_config: &crate::config::Config,
+        config: &crate::config::Config,
+    ) {
         let w = &self.workers[0];
         w.requests.store(old.requests(), Ordering::Relaxed);
-        w.upstream_connections_opened.store(old.upstream_connections_opened(), Ordering::Relaxed);
+        w.upstream_connections_opened
+            .store(old.upstream_connections_opened(), Ordering::Relaxed);
         for (i, (_, n)) in old.responses().iter().enumerate() {
             w.responses[i + 1].store(*n, Ordering::Relaxed);
         }
         let reasons = FailoverReason::ALL.len();
         for (g, group) in config.groups.iter().enumerate() {
-            let Some(og) = old_config.groups.iter().position(|x| x.id == group.id) else { continue };
+            let Some(og) = old_config.groups.iter().position(|x| x.id == group.id) else {
+                continue;
+            };
             for r in 0..reasons {
-                let n: u64 = old.workers.iter().map(|x| x.failovers[og * reasons + r].load(Ordering::Relaxed)).sum();
+                let n: u64 = old
+                    .workers
+                    .iter()
+                    .map(|x| x.failovers[og * reasons + r].load(Ordering::Relaxed))
+                    .sum();
                 w.failovers[g * reasons + r].store(n, Ordering::Relaxed);
             }
         }
         for (i, origin) in config.origins.iter().enumerate() {
-            let Some(oi) = old_config.origins.iter().position(|x| x.id == origin.id) else { continue };
+            let Some(oi) = old_config.origins.iter().position(|x| x.id == origin.id) else {
+                continue;
+            };
             let t = old.origin(oi);
             let c = &w.origins[i];
             c.attempts.store(t.attempts, Ordering::Relaxed);
@@ -250,7 +264,8 @@ impl Metrics {
             for (k, b) in t.latency.iter().enumerate() {
                 c.latency[k].store(*b, Ordering::Relaxed);
             }
-            c.latency_sum_us.store((t.latency_sum_secs * 1e6) as u64, Ordering::Relaxed);
+            c.latency_sum_us
+                .store((t.latency_sum_secs * 1e6) as u64, Ordering::Relaxed);
         }
     }
 }

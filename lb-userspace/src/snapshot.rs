@@ -32,7 +32,12 @@ impl Snapshot {
         );
         if let Some(prev) = previous {
             for (i, o) in config.origins.iter().enumerate() {
-                if let Some(j) = prev.config.origins.iter().position(|p| p.id == o.id && p.address == o.address) {
+                if let Some(j) = prev
+                    .config
+                    .origins
+                    .iter()
+                    .position(|p| p.id == o.id && p.address == o.address)
+                {
                     health.carry_over(i, &prev.health, j);
                 }
             }

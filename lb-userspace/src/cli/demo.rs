@@ -162,7 +162,14 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         3,
         "primary back -> first request served by the primary again",
     );
-    let failovers: u64 = running.current.load().metrics.failovers().iter().map(|(_, _, n)| n).sum();
+    let failovers: u64 = running
+        .current
+        .load()
+        .metrics
+        .failovers()
+        .iter()
+        .map(|(_, _, n)| n)
+        .sum();
     println!(
         "failovers counted: {failovers} (by reason: {})",
         reasons(&running)

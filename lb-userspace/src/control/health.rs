@@ -37,7 +37,10 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
                         Arc::clone(&snap.addresses),
                         index,
                         check,
-                        origin.host.clone().unwrap_or_else(|| origin.address.to_string()),
+                        origin
+                            .host
+                            .clone()
+                            .unwrap_or_else(|| origin.address.to_string()),
                         origin.origin_path.clone(),
                     )));
                 }
@@ -45,9 +48,13 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
         }
         let now = now_ms();
         for (index, origin) in snap.config.origins.iter().enumerate() {
-            if let Some((state, reason)) =
-                evaluate(&snap.health, index, origin.health_check.as_ref(), kernel.as_deref(), now)
-            {
+            if let Some((state, reason)) = evaluate(
+                &snap.health,
+                index,
+                origin.health_check.as_ref(),
+                kernel.as_deref(),
+                now,
+            ) {
                 if state == HealthState::Down {
                     tracing::warn!(origin = %origin.id, state = state.as_str(), reason = reason.text(), "origin state changed");
                 } else {

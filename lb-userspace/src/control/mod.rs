@@ -57,12 +57,13 @@ impl ControlPlane {
     /// Starts the control plane thread. `events` receives [`ControlEvent`]s.
     pub fn spawn(setup: ControlSetup, events: mpsc::Sender<ControlEvent>) -> std::io::Result<Self> {
         // Bind here so a busy admin port fails start-up instead of being logged later.
-        let admin = match setup.admin {
-            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("admin API on {addr}: {e}"))
-            })?),
-            None => None,
-        };
+        let admin =
+            match setup.admin {
+                Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("admin API on {addr}: {e}"))
+                })?),
+                None => None,
+            };
         let ControlSetup {
             program_logs,
             current,

@@ -42,12 +42,19 @@ impl Reloader {
         let old = self.current.load();
         let new = loaded.config;
         if new.listener != old.config.listener || new.admin != old.config.admin {
-            tracing::warn!("listener and admin settings take effect at the next restart, not on reload");
+            tracing::warn!(
+                "listener and admin settings take effect at the next restart, not on reload"
+            );
         }
         let kept = new
             .origins
             .iter()
-            .filter(|o| old.config.origins.iter().any(|p| p.id == o.id && p.address == o.address))
+            .filter(|o| {
+                old.config
+                    .origins
+                    .iter()
+                    .any(|p| p.id == o.id && p.address == o.address)
+            })
             .count();
         let snapshot = Snapshot::build(new, self.workers, Some(&old));
         if let Ok(mut kernel) = self.kernel.lock()

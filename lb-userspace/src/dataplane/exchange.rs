@@ -343,8 +343,7 @@ impl ClientConn {
 /// The attempt on `index` is over (moved on, answered, or failed).
 fn end_attempt(view: &View, index: usize) {
     view.selector.finished(index);
-    view
-        .metrics()
+    view.metrics()
         .origin(index)
         .in_flight
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -371,8 +370,7 @@ fn failover_reason(e: &UpstreamError) -> FailoverReason {
 }
 
 /// Reads a Content-Length body of `n` bytes into `conn.replay`.
-async fn buffer_body(
-    view: &View, conn: &mut ClientConn, n: usize) -> Result<(), BodyError> {
+async fn buffer_body(view: &View, conn: &mut ClientConn, n: usize) -> Result<(), BodyError> {
     conn.replay.clear();
     if conn.head.expect_continue && conn.io.data().len() < n {
         conn.out.clear();
@@ -386,7 +384,8 @@ async fn buffer_body(
     }
     while conn.replay.len() < n {
         if !conn.io.has_data() {
-            match monoio::time::timeout(view.snap.config.limits.body_timeout, conn.io.fill()).await {
+            match monoio::time::timeout(view.snap.config.limits.body_timeout, conn.io.fill()).await
+            {
                 Err(_) => {
                     return Err(BodyError {
                         side: Side::Client,
@@ -447,8 +446,7 @@ async fn attempt(
                     .await
                     .map_err(Failure::Upstream)?;
                 worker.pool.borrow_mut().opened += 1;
-                view
-                    .metrics()
+                view.metrics()
                     .upstream_connections_opened
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 s
