@@ -468,3 +468,53 @@ fn metrics_parse_as_prometheus_text_and_lb_health_shows_states() {
     );
     drop(server);
 }
+
+/// The primary lives in a network namespace; its link goes down, so packets to it vanish
+/// (a black hole: no RST, no ICMP). Connects time out, checks time out, and traffic leaves
+/// it within the connection timeout plus a check interval, with no failed GET.
+#[test]
+fn a_black_holed_primary_is_left_within_connect_timeout_plus_a_check_interval() {
+    if !require_root("black hole test (creates a network namespace)") {
+        return;
+    }
+    let ns = lb_tests::netns::VethNamespace::create();
+    let primary_addr = SocketAddr::new(ns.ns_ip.into(), 8080);
+    let primary = ns.run_inside(move || {
+        Origin::start("primary", primary_addr).expect("origin inside the namespace")
+    });
+    let secondary = origin("secondary");
+    let check = "[origins.health_check]\npath = \"/health\"\ninterval = \"200ms\"\nfast_interval = \"100ms\"\ntimeout = \"200ms\"\nunhealthy_threshold = 2";
+    let toml = config(
+        &[
+            (
+                "primary",
+                primary_addr,
+                &format!("response_timeout = \"1s\"\n{check}"),
+            ),
+            ("secondary", secondary.addr(), ""),
+        ],
+        "",
+        "[kernel]\nenabled = false\n",
+    );
+    let lb = LbServer::start_file("lb.toml", &toml, &[], "info");
+    assert_eq!(get(lb.addr, "/warm").header("x-origin"), Some("primary"));
+    let load = Load::start(lb.addr, 300, Duration::from_secs(4), 4, "/bh");
+    std::thread::sleep(Duration::from_millis(1000));
+    let hole_at = load.start.elapsed();
+    lb_tests::netns::ip(&["-n", &ns.ns, "link", "set", &ns.ns_if, "down"]);
+    let samples = load.finish();
+    let errors = samples.iter().filter(|s| s.status != 200).count();
+    let left_after = last_attempt_after(&samples, "primary", hole_at);
+    println!(
+        "black hole: last request sent to the primary {:.0} ms after its link went down (connect timeout 300 ms + check interval 200 ms), {} of {} requests failed",
+        left_after.as_secs_f64() * 1000.0,
+        errors,
+        samples.len()
+    );
+    assert_eq!(errors, 0, "zero errors for GET");
+    assert!(
+        left_after < Duration::from_millis(300 + 200 + 300),
+        "{left_after:?}"
+    );
+    drop(primary);
+}
