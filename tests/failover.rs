@@ -558,3 +558,37 @@ fn a_reset_on_a_pooled_connection_fails_over() {
         "warm-up, the pooled attempt, the fresh retry"
     );
 }
+
+/// Every member down: fail open (the default) still tries them; `fail_open = false`
+/// answers 503 without touching them, or with the custom error page for 503.
+#[test]
+fn fail_open_or_503_when_every_member_is_down() {
+    let (a, b) = (closed_port(), closed_port());
+    let lb = start(&group_config(
+        &[("a", a, ""), ("b", b, "")],
+        "503",
+        "fail_open = false",
+    ));
+    // Three rounds of refused connects eject both.
+    for _ in 0..3 {
+        assert_eq!(get(lb.addr, "/x").status, 502);
+    }
+    let r = get(lb.addr, "/x");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (503, "lb: no healthy origin in group site\n")
+    );
+    assert_eq!(outcomes(&r), "-", "no member was tried");
+
+    let lb = start(&group_config(&[("a", a, ""), ("b", b, "")], "503", ""));
+    for _ in 0..3 {
+        let _ = get(lb.addr, "/x");
+    }
+    let r = get(lb.addr, "/x");
+    assert_eq!(r.status, 502, "fail open: both are tried anyway");
+    assert!(
+        r.text().contains("could not connect to origin b"),
+        "{}",
+        r.text()
+    );
+}
