@@ -365,12 +365,23 @@ async fn respond(
         head.push_str("connection: close\r\n");
     }
     head.push_str("\r\n");
+    let mid_body_close = req.param("fail") == Some("close-mid-body");
+    let slow = (req.param("fail") == Some("slow")).then(|| req.param_u64("slow_ms").unwrap_or(50));
+    // Like real servers, send a small response in one write: head and body together.
+    if !no_body && !chunked && !mid_body_close && slow.is_none() && len <= 16 * 1024 {
+        let mut whole = head.into_bytes();
+        match &body {
+            Body::Text(t) => whole.extend_from_slice(t.as_bytes()),
+            Body::Bytes(b) => whole.extend_from_slice(b),
+            Body::Pattern(n) => whole.extend_from_slice(&PATTERN[..*n as usize]),
+        }
+        stream.write_all(&whole).await?;
+        return Ok(true);
+    }
     stream.write_all(head.as_bytes()).await?;
     if no_body {
         return Ok(true);
     }
-    let mid_body_close = req.param("fail") == Some("close-mid-body");
-    let slow = (req.param("fail") == Some("slow")).then(|| req.param_u64("slow_ms").unwrap_or(50));
     let limit = if mid_body_close { len / 2 } else { len };
     body.write(stream, limit, chunked, slow).await?;
     if mid_body_close {
