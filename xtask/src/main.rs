@@ -1,6 +1,7 @@
 //! `cargo xtask`: lb's developer commands. `setup` installs what building and testing
 //! need on a new machine; `test` runs it first, so a fresh clone needs nothing else.
 
+mod bench;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -32,6 +33,8 @@ enum Task {
     },
     /// Set up, then check formatting, clippy, and run every test.
     Test,
+    /// lb vs nginx vs HAProxy vs direct vs L4, side by side (see bench/README.md).
+    Bench(bench::BenchArgs),
     /// Fuzz the request-head and chunked-body parsers (installs cargo-fuzz if missing).
     Fuzz {
         /// Seconds per target.
@@ -71,6 +74,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             }
             cmd(Command::new(lb).args(&args))
         }
+        Task::Bench(args) => bench::bench(args),
         Task::Fuzz { seconds } => {
             setup::setup()?;
             setup::cargo_fuzz()?;
@@ -117,7 +121,7 @@ pub(crate) fn workspace_root() -> std::path::PathBuf {
         .to_owned()
 }
 
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     cmd(Command::new(cargo).args(args).current_dir(workspace_root()))
 }
