@@ -15,7 +15,6 @@ use std::{path::Path, time::Duration};
 use serde_json::{Map, Value};
 
 use super::{ConfigError, PathPattern, model::*, native};
-use crate::http::HeadLimits;
 
 /// Known keys per object kind; anything else is reported as not implemented.
 const DISTRIBUTION_KEYS: &[&str] = &[
@@ -144,37 +143,19 @@ pub(super) fn parse(
         ));
     }
     warnings.extend(cx.notes);
+    // Everything CloudFront has no field for keeps lb's own defaults (one source of them).
+    let base = native::parse("", file)?;
     let config = Config {
         listener: Listener {
             address: defaults.listen,
-            workers: 0,
-            pin_workers: true,
-            io_driver: super::IoDriver::Auto,
-            drain_timeout: Duration::from_secs(10),
-        },
-        admin: Admin { address: None },
-        limits: Limits {
-            head: HeadLimits::default(),
-            max_request_body: 1 << 30,
-            max_response_head: 64 * 1024,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            body_timeout: Duration::from_secs(60),
+            ..base.listener
         },
         origins,
         groups,
         behaviors,
         default_behavior,
         custom_errors,
-        failover: FailoverSettings {
-            replay_body_limit: 64 * 1024,
-        },
-        observability: Observability {
-            access_log: true,
-            attempts_header: false,
-        },
-        health: HealthSettings::default(),
-        kernel: crate::kernel::KernelSettings::default(),
+        ..base
     };
     Ok((config, warnings))
 }

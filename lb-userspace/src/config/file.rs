@@ -162,13 +162,14 @@ pub(super) struct HealthFile {
 
 impl Default for HealthFile {
     fn default() -> Self {
+        let d = super::model::HealthSettings::default();
         Self {
-            passive_failures: 3,
-            ejection_time: Duration::from_secs(2),
-            max_ejection_time: Duration::from_secs(30),
-            slow_start: Duration::from_secs(3),
-            kernel_rst_run: 2,
-            use_kernel_signals: true,
+            passive_failures: d.passive_failures,
+            ejection_time: d.ejection_time,
+            max_ejection_time: d.max_ejection_time,
+            slow_start: d.slow_start,
+            kernel_rst_run: d.kernel_rst_run,
+            use_kernel_signals: d.use_kernel_signals,
         }
     }
 }
