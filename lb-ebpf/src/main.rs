@@ -28,6 +28,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// SAFETY: the kernel reads this symbol by name from the "license" section; it is a
+// NUL-terminated string and nothing else defines the symbol.
 #[cfg(target_arch = "bpf")]
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

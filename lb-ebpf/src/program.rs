@@ -190,6 +190,7 @@ fn record(ctx: &XdpContext, stats: Option<*mut ProgramStats>, key: &OriginKey, s
         return;
     };
     bump_stat(stats, |s| &mut s.matched);
+    // SAFETY: a BPF helper without arguments or preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let s: *mut OriginSignals = signals;
     // SAFETY: `s` points at a live array element (lookup succeeded). Counters change only
