@@ -282,6 +282,14 @@ struct Procs {
 
 impl Procs {
     fn start(&mut self, work: &Path, root: &Path) -> anyhow::Result<()> {
+        for c in Contender::ALL {
+            if std::net::TcpStream::connect(c.addr()).is_ok() {
+                bail!(
+                    "{} is already in use (a leftover from an earlier run?); stop it first",
+                    c.addr()
+                );
+            }
+        }
         let release = root.join("target/release");
         self.spawn(
             None,
@@ -334,8 +342,8 @@ impl Procs {
         )?;
         let haproxy = |mode: &str, bind: &str, extra: &str| {
             format!(
-                "global\n  nbthread 1\n  maxconn 20000\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n{extra}\
-                 frontend fe\n  bind {bind}\n  default_backend be\nbackend be\n  server o1 {ORIGIN} maxconn 10000\n"
+                "global\n  nbthread 1\n  maxconn 4000\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n{extra}\
+                 frontend fe\n  bind {bind}\n  default_backend be\nbackend be\n  server o1 {ORIGIN} maxconn 2000\n"
             )
         };
         std::fs::write(
@@ -420,8 +428,19 @@ impl Procs {
 }
 
 impl Drop for Procs {
+    /// SIGTERM first, so nginx's master stops its workers (SIGKILL would orphan them, and
+    /// an orphaned worker keeps the port and serves the next run); SIGKILL after 3 s.
     fn drop(&mut self) {
+        for (_, child) in &self.children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
         for (_, child) in &mut self.children {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -532,7 +551,8 @@ fn fixed_rate_latency(
             &CONNS.to_string(),
             "--latency-correction",
             "--no-tui",
-            "--json",
+            "--output-format",
+            "json",
             &url,
         ])
         .output()?;

@@ -10,6 +10,9 @@ use std::{os::fd::AsRawFd, time::Instant};
 use monoio::net::TcpStream;
 use nix::{errno::Errno, sys::socket::MsgFlags};
 
+/// Connections idle less than this are reused without the liveness peek.
+const RECENTLY_USED: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Idle connections kept per origin and worker.
 const MAX_IDLE_PER_ORIGIN: usize = 256;
 
@@ -39,7 +42,9 @@ impl Pool {
                 list.clear();
                 return None;
             }
-            if still_open(&stream) {
+            // A connection idle only briefly cannot have hit the origin's keep-alive
+            // timeout; the peek (a syscall) is for connections that sat in the pool.
+            if now.duration_since(since) < RECENTLY_USED || still_open(&stream) {
                 self.reused += 1;
                 return Some(stream);
             }
