@@ -45,6 +45,10 @@ drain_timeout = "1s"
 access_log = false
 attempts_header = true
 
+[health]
+slow_start = "1s"
+ejection_time = "1s"
+
 [[origins]]
 id = "primary"
 address = "PRIMARY"
@@ -53,6 +57,11 @@ connection_attempts = 1
 response_timeout = "2s"
 [origins.custom_headers]
 X-Served-Via = "lb-demo primary"
+[origins.health_check]
+path = "/health"
+interval = "500ms"
+fast_interval = "100ms"
+timeout = "200ms"
 
 [[origins]]
 id = "secondary"

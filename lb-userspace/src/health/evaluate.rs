@@ -63,11 +63,13 @@ pub fn evaluate(
             None => None,
         },
         S::Down => {
-            if kernel_verdict.is_some() || ejected {
-                None
-            } else if checks.is_some() {
-                // Hysteresis: healthy_threshold passing checks in a row.
+            if checks.is_some() {
+                // Hysteresis: healthy_threshold passing checks in a row. They are direct
+                // evidence, so they end an ejection early; their connects also refresh the
+                // kernel's view (a SYN-ACK ends the RST run).
                 checks_passing.then_some((S::Recovering, Reason::ActiveChecksPassing))
+            } else if kernel_verdict.is_some() || ejected {
+                None
             } else {
                 // No checks: live traffic probes it, ramped by slow start.
                 Some((S::Recovering, Reason::EjectionOver))
@@ -166,6 +168,29 @@ mod tests {
         assert_eq!(
             evaluate(&t, 0, None, None, 1603),
             Some((S::Healthy, Reason::SlowStartDone))
+        );
+    }
+
+    #[test]
+    fn passing_checks_end_an_ejection_early() {
+        let t = table();
+        let c = check();
+        for now in [10, 11, 12] {
+            t.record_failure(0, now);
+        }
+        assert_eq!(
+            evaluate(&t, 0, Some(&c), None, 13),
+            Some((S::Down, Reason::Ejected))
+        );
+        t.record_check(0, true, 200, 20);
+        t.record_check(0, true, 200, 30);
+        assert_eq!(
+            evaluate(&t, 0, Some(&c), None, 30),
+            Some((S::Recovering, Reason::ActiveChecksPassing))
+        );
+        assert!(
+            matches!(t.availability(0, 31, None), Availability::Usable { .. }),
+            "the ejection is cleared"
         );
     }
 
