@@ -21,6 +21,8 @@ use crate::{cmd, workspace_root};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
     /// One body size, 2 rounds of 3 s: under 3 minutes.
     #[arg(long)]
     quick: bool,
@@ -36,6 +38,12 @@ pub struct BenchArgs {
     /// Body sizes, from 0, 1k, 64k, 1m (default all; quick 1k).
     #[arg(long, value_delimiter = ',')]
     sizes: Option<Vec<String>>,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchWhat {
+    /// Kill -9 the primary under load and restart it: a timeline, kernel signals on and off.
+    Failover,
 }
 
 const ORIGIN: &str = "127.0.0.1:19181";
@@ -92,6 +100,9 @@ struct Run {
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchWhat::Failover) = args.what {
+        return crate::bench_failover::bench_failover();
+    }
     let started = Instant::now();
     ensure_tools()?;
     crate::cargo(&[

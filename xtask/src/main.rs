@@ -2,6 +2,7 @@
 //! need on a new machine; `test` runs it first, so a fresh clone needs nothing else.
 
 mod bench;
+mod bench_failover;
 mod setup;
 
 use std::process::{Command, ExitCode};
