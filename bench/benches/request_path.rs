@@ -1,6 +1,7 @@
 //! Request-path micro-benchmarks: request-head parsing, behavior matching over 100 path
 //! patterns, and reading an origin's kernel counters through the mmap view versus a
-//! map-lookup syscall (that one needs root, and is skipped without it).
+//! map-lookup syscall (that one needs root, and is skipped without it), and origin
+//! selection for each group mode.
 
 use std::{hint::black_box, path::Path};
 
@@ -66,4 +67,23 @@ fn health_lookup(c: &mut Criterion) {
 }
 
 criterion_group!(benches, parse, behaviors, health_lookup);
-criterion_main!(benches);
+
+fn selection(c: &mut Criterion) {
+    use lb_userspace::{config::Target, dataplane::selection::Selector, health::HealthTable};
+    for mode in ["failover", "round-robin", "least-outstanding", "peak-ewma"] {
+        let toml = format!(
+            "[[origins]]\nid = \"a\"\naddress = \"127.0.0.1:1\"\n[[origins]]\nid = \"b\"\naddress = \"127.0.0.1:2\"\n\
+             [[origins]]\nid = \"c\"\naddress = \"127.0.0.1:3\"\n[[origin_groups]]\nid = \"g\"\nmembers = [\"a\", \"b\", \"c\"]\n\
+             failover_status_codes = [503]\nmode = \"{mode}\"\n[default_behavior]\ntarget = \"g\"\n"
+        );
+        let config = Config::parse(&toml, Path::new("bench.toml")).unwrap();
+        let health = HealthTable::new(3, config.health.clone());
+        let selector = Selector::new(&config, 1);
+        c.bench_function(&format!("select: {mode}, 3 healthy members"), |b| {
+            b.iter(|| black_box(selector.plan(&config, &health, None, black_box(Target::Group(0)))))
+        });
+    }
+}
+
+criterion_group!(selection_benches, selection);
+criterion_main!(benches, selection_benches);

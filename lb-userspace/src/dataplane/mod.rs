@@ -13,7 +13,7 @@ mod error_response;
 mod exchange;
 mod listener;
 mod request_head;
-mod selection;
+pub mod selection;
 mod tunnel;
 mod upstream;
 mod worker;

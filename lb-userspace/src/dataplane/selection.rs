@@ -22,7 +22,7 @@ const EWMA_ALPHA: f64 = 0.2;
 
 /// A fixed-capacity list of origin indexes.
 #[derive(Clone, Copy)]
-pub(super) struct Order {
+pub struct Order {
     items: [usize; MAX_MEMBERS],
     len: usize,
 }
@@ -52,13 +52,13 @@ impl std::ops::Deref for Order {
 }
 
 /// What to do with a request.
-pub(super) enum Plan {
+pub enum Plan {
     Try(Order),
     /// Every member is down and the group does not fail open.
     NoneUsable,
 }
 
-pub(super) struct Selector {
+pub struct Selector {
     /// Smooth weighted round robin: current weight per group member.
     rr: RefCell<Vec<Vec<i64>>>,
     in_flight: Box<[Cell<u32>]>,
