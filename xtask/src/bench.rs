@@ -105,14 +105,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     ensure_tools()?;
-    crate::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "lb-userspace",
-        "-p",
-        "lb-origin",
-    ])?;
+    build_release()?;
     let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 5 });
     let secs = args.seconds.unwrap_or(if args.quick { 3 } else { 8 });
     let sizes = args.sizes.clone().unwrap_or_else(|| {
@@ -223,6 +216,18 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// Release builds of lb and lb-origin, which every benchmark runs.
+pub(crate) fn build_release() -> anyhow::Result<()> {
+    crate::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "lb-userspace",
+        "-p",
+        "lb-origin",
+    ])
 }
 
 fn humantime_stamp() -> String {

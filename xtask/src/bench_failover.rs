@@ -43,14 +43,7 @@ struct Outcome {
 }
 
 pub fn bench_failover() -> anyhow::Result<()> {
-    crate::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "lb-userspace",
-        "-p",
-        "lb-origin",
-    ])?;
+    crate::bench::build_release()?;
     let mut outcomes = Vec::new();
     for kernel in [true, false] {
         eprintln!(

@@ -106,13 +106,23 @@ pub(super) async fn forward(
     }
 }
 
-/// Reads more into `src`; maps timeouts, EOF and errors to `side`.
-async fn fill(src: &mut BufferedStream, side: Side, idle: Duration) -> Result<usize, BodyError> {
-    match monoio::time::timeout(idle, src.fill()).await {
+/// Runs one socket operation with the body's idle timeout, blaming `side` for a timeout
+/// or an error.
+async fn timed<T>(
+    side: Side,
+    idle: Duration,
+    op: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, BodyError> {
+    match monoio::time::timeout(idle, op).await {
         Err(_) => Err(BodyError::new(side, BodyErrorKind::Timeout)),
         Ok(Err(_)) => Err(BodyError::new(side, BodyErrorKind::Io)),
-        Ok(Ok(n)) => Ok(n),
+        Ok(Ok(v)) => Ok(v),
     }
+}
+
+/// Reads more into `src`; maps timeouts, EOF and errors to `side`.
+async fn fill(src: &mut BufferedStream, side: Side, idle: Duration) -> Result<usize, BodyError> {
+    timed(side, idle, src.fill()).await
 }
 
 async fn copy_length(
@@ -129,11 +139,7 @@ async fn copy_length(
             return Err(BodyError::new(src_side, BodyErrorKind::Closed));
         }
         let take = left.min(src.data().len() as u64) as usize;
-        match monoio::time::timeout(idle, src.forward(dst, take)).await {
-            Err(_) => return Err(BodyError::new(dst_side, BodyErrorKind::Timeout)),
-            Ok(Err(_)) => return Err(BodyError::new(dst_side, BodyErrorKind::Io)),
-            Ok(Ok(())) => {}
-        }
+        timed(dst_side, idle, src.forward(dst, take)).await?;
         left -= take as u64;
     }
     Ok(())
@@ -206,11 +212,7 @@ async fn copy_until_close(
         let n = src.data().len();
         total += n as u64;
         match encoding {
-            Encoding::Raw => match monoio::time::timeout(idle, src.forward(dst, n)).await {
-                Err(_) => return Err(BodyError::new(dst_side, BodyErrorKind::Timeout)),
-                Ok(Err(_)) => return Err(BodyError::new(dst_side, BodyErrorKind::Io)),
-                Ok(Ok(())) => {}
-            },
+            Encoding::Raw => timed(dst_side, idle, src.forward(dst, n)).await?,
             Encoding::Chunked => {
                 scratch.clear();
                 scratch.resize(CHUNK_HEADER_RESERVE, 0);
@@ -230,11 +232,7 @@ async fn write_timed(
     side: Side,
     idle: Duration,
 ) -> Result<(), BodyError> {
-    match monoio::time::timeout(idle, write_from(dst, buf, from)).await {
-        Err(_) => Err(BodyError::new(side, BodyErrorKind::Timeout)),
-        Ok(Err(_)) => Err(BodyError::new(side, BodyErrorKind::Io)),
-        Ok(Ok(())) => Ok(()),
-    }
+    timed(side, idle, write_from(dst, buf, from)).await
 }
 
 async fn write_last_chunk(
@@ -245,9 +243,5 @@ async fn write_last_chunk(
 ) -> Result<(), BodyError> {
     scratch.clear();
     scratch.extend_from_slice(b"0\r\n\r\n");
-    match monoio::time::timeout(idle, write_all(dst, scratch)).await {
-        Err(_) => Err(BodyError::new(side, BodyErrorKind::Timeout)),
-        Ok(Err(_)) => Err(BodyError::new(side, BodyErrorKind::Io)),
-        Ok(Ok(())) => Ok(()),
-    }
+    timed(side, idle, write_all(dst, scratch)).await
 }

@@ -67,9 +67,9 @@ pub(super) async fn serve(
                         let reason = format!(
                             "error {status}; the custom error page {page_path} could not be fetched either"
                         );
-                        reply_error(conn, status, &reason, !conn_keep_alive(conn)).await;
+                        reply_error(conn, status, &reason, !conn.keep_alive()).await;
                         return (
-                            if conn_keep_alive(conn) {
+                            if conn.keep_alive() {
                                 Next::KeepAlive
                             } else {
                                 Next::Close
@@ -88,10 +88,6 @@ pub(super) async fn serve(
             (reply_page(conn, code, &content_type, &body).await, code)
         }
     }
-}
-
-fn conn_keep_alive(conn: &ClientConn) -> bool {
-    conn.keep_alive()
 }
 
 fn content_type_for(path: &str) -> &'static [u8] {

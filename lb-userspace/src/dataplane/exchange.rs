@@ -445,7 +445,6 @@ async fn attempt(
                 let s = connect(origin, view.snap.addresses.get(index))
                     .await
                     .map_err(Failure::Upstream)?;
-                worker.pool.borrow_mut().opened += 1;
                 view.metrics()
                     .upstream_connections_opened
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -25,10 +25,6 @@ struct Idle {
 #[derive(Default)]
 pub(in crate::dataplane) struct Pool {
     idle: Vec<Vec<Idle>>,
-    /// Connections opened by this worker (for the reuse ratio).
-    pub opened: u64,
-    /// Connections taken from the pool.
-    pub reused: u64,
 }
 
 impl Pool {
@@ -45,7 +41,6 @@ impl Pool {
             // A connection idle only briefly cannot have hit the origin's keep-alive
             // timeout; the peek (a syscall) is for connections that sat in the pool.
             if now.duration_since(since) < RECENTLY_USED || still_open(&stream) {
-                self.reused += 1;
                 return Some(stream);
             }
         }
