@@ -20,6 +20,9 @@
 //! head as received), `/ws` (101 Switching Protocols, then echoes raw bytes),
 //! `/_control?status=N|health=N` (server-wide; `status=0` clears), `/_control/stats`.
 //! Every response carries `x-origin: <name>`.
+//!
+//! [`Origin::start_tls`] serves the same over HTTPS (rustls, TLS 1.2/1.3), for tests of
+//! lb's HTTPS origins.
 
 use std::{
     io,
@@ -33,10 +36,28 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::oneshot,
 };
+
+/// A client connection: plain TCP or TLS over it. The TCP socket underneath is what the
+/// `reset` fault acts on.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Conn for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
 
 /// Shared, live-adjustable state of one origin.
 #[derive(Debug, Default)]
@@ -78,6 +99,23 @@ pub struct Origin {
 impl Origin {
     /// Starts an origin named `name` on `addr` (port 0 picks a free port), on its own thread.
     pub fn start(name: &str, addr: SocketAddr) -> io::Result<Self> {
+        Self::start_with(name, addr, None)
+    }
+
+    /// Like [`Origin::start`], but serving HTTPS with `tls` (certificate, ALPN, versions).
+    pub fn start_tls(
+        name: &str,
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self> {
+        Self::start_with(name, addr, Some(tls))
+    }
+
+    fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Self> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
@@ -105,7 +143,7 @@ impl Origin {
                 runtime.block_on(async move {
                     let listener = TcpListener::from_std(std_listener).expect("register listener");
                     tokio::select! {
-                        _ = accept_loop(listener, task_shared) => {}
+                        _ = accept_loop(listener, task_shared, tls) => {}
                         _ = stop_rx => {}
                     }
                 });
@@ -196,7 +234,12 @@ impl Drop for Origin {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -204,7 +247,21 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         shared.connections.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve(stream, Arc::clone(&shared)));
+        let shared = Arc::clone(&shared);
+        match &acceptor {
+            None => {
+                tokio::spawn(serve(stream, shared));
+            }
+            Some(acceptor) => {
+                let accept = acceptor.accept(stream);
+                tokio::spawn(async move {
+                    // A client that rejects the certificate simply goes away.
+                    if let Ok(stream) = accept.await {
+                        serve(stream, shared).await;
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -245,7 +302,7 @@ const PATTERN: &[u8; 64 * 1024] = &{
     p
 };
 
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve<S: Conn>(mut stream: S, shared: Arc<Shared>) {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
         let Some(req) = read_head(&mut stream, &mut buf).await else {
@@ -253,10 +310,11 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
         };
         shared.requests.fetch_add(1, Ordering::Relaxed);
         if req.expect_continue
-            && stream
+            && (stream
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
                 .is_err()
+                || stream.flush().await.is_err())
         {
             return;
         }
@@ -268,16 +326,19 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
                 None => return,
             };
         shared.completed.fetch_add(1, Ordering::Relaxed);
-        match respond(&mut stream, &shared, &req, body, received).await {
-            Ok(true) if !req.close => {}
+        let result = respond(&mut stream, &shared, &req, body, received).await;
+        // TLS buffers records; plain TCP has nothing to flush.
+        let flushed = stream.flush().await.is_ok();
+        match result {
+            Ok(true) if !req.close && flushed => {}
             _ => return,
         }
     }
 }
 
 /// Answers one request. Ok(true): the connection may carry another request.
-async fn respond(
-    stream: &mut TcpStream,
+async fn respond<S: Conn>(
+    stream: &mut S,
     shared: &Shared,
     req: &Request,
     echo: Vec<u8>,
@@ -299,7 +360,7 @@ async fn respond(
     };
     match req.param("fail").or(forced_fault) {
         Some("reset") => {
-            let _ = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
+            let _ = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO));
             return Ok(false);
         }
         Some("close") => return Ok(false),
@@ -315,7 +376,7 @@ async fn respond(
         stream
             .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
             .await?;
-        let (mut r, mut w) = stream.split();
+        let (mut r, mut w) = tokio::io::split(stream);
         let _ = tokio::io::copy(&mut r, &mut w).await;
         return Ok(false);
     }
@@ -429,9 +490,9 @@ impl Body {
         }
     }
 
-    async fn write(
+    async fn write<S: Conn>(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         limit: u64,
         chunked: bool,
         slow_ms: Option<u64>,
@@ -486,7 +547,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Reads one request head into `buf`; returns it parsed and leaves body bytes in `buf`.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Request> {
+async fn read_head<S: Conn>(stream: &mut S, buf: &mut Vec<u8>) -> Option<Request> {
     loop {
         if !buf.is_empty() {
             let mut slots = [httparse::EMPTY_HEADER; 64];
@@ -545,8 +606,8 @@ fn to_request(req: &httparse::Request<'_, '_>, head: &[u8]) -> Request {
 }
 
 /// Reads the request body, keeping it in `keep` if given; returns its length.
-async fn read_body(
-    stream: &mut TcpStream,
+async fn read_body<S: Conn>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     req: &Request,
     mut keep: Option<&mut Vec<u8>>,
@@ -619,4 +680,35 @@ async fn read_body(
         }
         buf.drain(..2);
     }
+}
+
+/// A TLS 1.2/1.3 server config (ALPN http/1.1) from a PEM chain and key, for
+/// [`Origin::start_tls`].
+pub fn tls_config_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate PEM: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("key PEM: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// [`tls_config_from_pem`] from files.
+pub fn tls_config_from_files(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    tls_config_from_pem(&read(cert)?, &read(key)?)
 }

@@ -9,12 +9,25 @@ struct Args {
     listen: std::net::SocketAddr,
     #[arg(long, default_value = "origin")]
     name: String,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 fn main() {
     let args = Args::parse();
-    let origin = lb_origin::Origin::start(&args.name, args.listen)
-        .unwrap_or_else(|e| panic!("lb-origin: cannot listen on {}: {e}", args.listen));
+    let origin = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = lb_origin::tls_config_from_files(cert, key)
+                .unwrap_or_else(|e| panic!("lb-origin: {e}"));
+            lb_origin::Origin::start_tls(&args.name, args.listen, tls)
+        }
+        _ => lb_origin::Origin::start(&args.name, args.listen),
+    }
+    .unwrap_or_else(|e| panic!("lb-origin: cannot listen on {}: {e}", args.listen));
     println!("lb-origin {} listening on {}", args.name, origin.addr());
     origin.wait();
 }

@@ -17,3 +17,4 @@ pub mod kernel;
 pub mod metrics;
 pub mod resolver;
 pub mod snapshot;
+pub mod tls;

@@ -15,10 +15,11 @@ pub enum FailoverReason {
     ResponseTimeout,
     BadResponse,
     WriteError,
+    TlsHandshake,
 }
 
 impl FailoverReason {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Status,
         Self::ConnectRefused,
         Self::ConnectTimeout,
@@ -27,6 +28,7 @@ impl FailoverReason {
         Self::ResponseTimeout,
         Self::BadResponse,
         Self::WriteError,
+        Self::TlsHandshake,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -39,6 +41,7 @@ impl FailoverReason {
             Self::ResponseTimeout => "response_timeout",
             Self::BadResponse => "bad_response",
             Self::WriteError => "write_error",
+            Self::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -57,7 +60,7 @@ pub struct OriginCounters {
     /// Attempts sent to this origin.
     pub attempts: AtomicU64,
     /// Failed attempts by kind (same order as [`FailoverReason::ALL`]).
-    errors: [AtomicU64; 8],
+    errors: [AtomicU64; 9],
     /// Time to response head: cumulative-free buckets, plus +Inf.
     latency: [AtomicU64; 14],
     latency_sum_us: AtomicU64,
@@ -93,6 +96,9 @@ pub struct WorkerMetrics {
     /// failovers[group * reasons + reason]
     failovers: Box<[AtomicU64]>,
     pub upstream_connections_opened: AtomicU64,
+    /// Viewer TLS handshakes completed and failed (incl. timed out) on the HTTPS listener.
+    pub tls_handshakes: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
     origins: Box<[OriginCounters]>,
 }
 
@@ -112,6 +118,8 @@ impl Metrics {
                     responses: Default::default(),
                     failovers: (0..per_worker).map(|_| AtomicU64::new(0)).collect(),
                     upstream_connections_opened: AtomicU64::new(0),
+                    tls_handshakes: AtomicU64::new(0),
+                    tls_handshake_failures: AtomicU64::new(0),
                     origins: (0..origins).map(|_| OriginCounters::default()).collect(),
                 })
                 .collect(),
@@ -186,9 +194,21 @@ impl Metrics {
     }
 
     pub fn upstream_connections_opened(&self) -> u64 {
+        self.sum(|w| &w.upstream_connections_opened)
+    }
+
+    /// Viewer TLS handshakes: (completed, failed).
+    pub fn tls_handshakes(&self) -> (u64, u64) {
+        (
+            self.sum(|w| &w.tls_handshakes),
+            self.sum(|w| &w.tls_handshake_failures),
+        )
+    }
+
+    fn sum(&self, counter: impl Fn(&WorkerMetrics) -> &AtomicU64) -> u64 {
         self.workers
             .iter()
-            .map(|w| w.upstream_connections_opened.load(Ordering::Relaxed))
+            .map(|w| counter(w).load(Ordering::Relaxed))
             .sum()
     }
 }
@@ -216,7 +236,7 @@ impl WorkerMetrics {
 pub struct OriginTotals {
     pub attempts: u64,
     pub in_flight: u64,
-    pub errors: [u64; 8],
+    pub errors: [u64; 9],
     pub latency: [u64; 14],
     pub latency_sum_secs: f64,
 }
@@ -234,6 +254,9 @@ impl Metrics {
         w.requests.store(old.requests(), Ordering::Relaxed);
         w.upstream_connections_opened
             .store(old.upstream_connections_opened(), Ordering::Relaxed);
+        let (ok, failed) = old.tls_handshakes();
+        w.tls_handshakes.store(ok, Ordering::Relaxed);
+        w.tls_handshake_failures.store(failed, Ordering::Relaxed);
         for (i, (_, n)) in old.responses().iter().enumerate() {
             w.responses[i + 1].store(*n, Ordering::Relaxed);
         }

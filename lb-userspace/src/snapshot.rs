@@ -11,19 +11,29 @@ use std::sync::{
 
 use arc_swap::ArcSwap;
 
-use crate::{config::Config, health::HealthTable, metrics::Metrics, resolver::OriginAddresses};
+use crate::{
+    config::Config, health::HealthTable, metrics::Metrics, resolver::OriginAddresses,
+    tls::TlsMaterial,
+};
 
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub health: Arc<HealthTable>,
     pub addresses: Arc<OriginAddresses>,
     pub metrics: Arc<Metrics>,
+    /// Certificates and trust store, read from their files when this snapshot was built.
+    pub tls: Arc<TlsMaterial>,
 }
 
 impl Snapshot {
     /// Builds the snapshot for `config`, carrying over what `previous` knew about origins
     /// that are still there (same id, same address).
-    pub fn build(config: Config, workers: usize, previous: Option<&Snapshot>) -> Self {
+    pub fn build(
+        config: Config,
+        tls: TlsMaterial,
+        workers: usize,
+        previous: Option<&Snapshot>,
+    ) -> Self {
         let health = HealthTable::new(config.origins.len(), config.health.clone());
         let metrics = Metrics::new(
             workers,
@@ -48,6 +58,7 @@ impl Snapshot {
             config: Arc::new(config),
             health: Arc::new(health),
             metrics: Arc::new(metrics),
+            tls: Arc::new(tls),
         }
     }
 }

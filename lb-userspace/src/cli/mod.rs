@@ -79,12 +79,16 @@ pub fn main() -> ExitCode {
 const QUIET_KNOWN_BTF_WARNING: &str = "aya::bpf=error";
 
 fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    match crate::config::Config::load(path, crate::config::Overrides::default()) {
+    match crate::config::Config::load(path, &crate::config::Overrides::default()) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");
             }
             let c = &loaded.config;
+            if let Err(e) = crate::tls::TlsMaterial::load(c) {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
             println!(
                 "{}: ok ({} origins, {} groups, {} behaviors)",
                 path.display(),
@@ -102,7 +106,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn import_cloudfront(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    match crate::config::Config::load(path, crate::config::Overrides::default()) {
+    match crate::config::Config::load(path, &crate::config::Overrides::default()) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");

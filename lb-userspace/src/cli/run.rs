@@ -24,14 +24,30 @@ pub struct RunArgs {
     /// Admin API address (loopback recommended), overriding the file.
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// HTTPS listener address (with --cert and --key, or the file's [tls] certificates).
+    #[arg(long)]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for the HTTPS listener, replacing the file's.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Extra CA certificate (PEM) trusted for HTTPS origins; repeatable.
+    #[arg(long)]
+    pub origin_ca: Vec<PathBuf>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let overrides = Overrides {
         listen: args.listen,
         admin: args.admin,
+        tls_listen: args.tls_listen,
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        origin_ca: args.origin_ca.clone(),
     };
-    let loaded = Config::load(&args.config, overrides)?;
+    let loaded = Config::load(&args.config, &overrides)?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -69,7 +85,8 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
     let kernel_view = kernel.as_ref().map(KernelSignals::view);
     let workers = config.worker_count();
     let admin = config.admin.address;
-    let current = Arc::new(Current::new(Snapshot::build(config, workers, None)));
+    let tls = crate::tls::TlsMaterial::load(&config)?;
+    let current = Arc::new(Current::new(Snapshot::build(config, tls, workers, None)));
     let data_plane = DataPlane::start(SharedState {
         current: Arc::clone(&current),
         kernel: kernel_view.clone(),

@@ -332,6 +332,18 @@ impl<'a> Cx<'a> {
                 format!("bad port {http_port}"),
             ));
         }
+        let https_port = custom
+            .map(|c| self.num_field(c, "HTTPSPort", &cfield))
+            .transpose()?
+            .flatten()
+            .unwrap_or(443);
+        if https_port == 0 || https_port > 65535 {
+            return Err(self.err(
+                "HTTPSPort",
+                &format!("{cfield}.HTTPSPort"),
+                format!("bad port {https_port}"),
+            ));
+        }
         let address = if domain.contains(':') && !domain.starts_with('[') {
             format!("[{domain}]:{http_port}")
         } else {
@@ -397,6 +409,8 @@ impl<'a> Cx<'a> {
             origin_path,
             custom_headers,
             protocol: policy,
+            https_port: https_port as u16,
+            tls_server_name: domain.trim_matches(['[', ']']).to_owned(),
             connect_timeout: Duration::from_secs(connect),
             connection_attempts: attempts as u8,
             response_timeout: Duration::from_secs(read),

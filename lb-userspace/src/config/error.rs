@@ -6,6 +6,9 @@ use std::{ops::Range, path::PathBuf};
 pub enum ConfigError {
     #[error("{}: {message}", file.display())]
     Io { file: PathBuf, message: String },
+    /// Command-line flags that contradict each other or the file.
+    #[error("command line: {message}")]
+    Flags { message: String },
     #[error("{}:{line}:{column}: {}{message}", file.display(), field_prefix(field))]
     Invalid {
         file: PathBuf,

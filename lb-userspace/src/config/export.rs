@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use toml::Spanned;
 
-use super::{file::*, model::*};
+use super::{file::*, model::*, native};
 
 pub(super) fn to_toml(config: &Config) -> String {
     let s = |v: String| Spanned::new(0..0, v);
@@ -33,6 +33,28 @@ pub(super) fn to_toml(config: &Config) -> String {
             pin_workers: config.listener.pin_workers,
             io_driver: config.listener.io_driver,
             drain_timeout: config.listener.drain_timeout,
+        },
+        tls: config.tls.as_ref().map(|t| TlsFile {
+            address: s(t.address.to_string()),
+            certificates: Spanned::new(
+                0..0,
+                t.certificates
+                    .iter()
+                    .map(|c| CertificateFile {
+                        cert: s(c.cert.display().to_string()),
+                        key: s(c.key.display().to_string()),
+                    })
+                    .collect(),
+            ),
+        }),
+        origin_tls: OriginTlsFile {
+            ca_files: config
+                .origin_tls
+                .ca_files
+                .iter()
+                .map(|f| s(f.display().to_string()))
+                .collect(),
+            system_roots: config.origin_tls.system_roots,
         },
         admin: config.admin.address.map(|a| AdminFile {
             address: s(a.to_string()),
@@ -72,6 +94,10 @@ pub(super) fn to_toml(config: &Config) -> String {
                 }),
                 origin_path: o.origin_path.clone(),
                 protocol: o.protocol,
+                https_port: (o.protocol != OriginProtocol::HttpOnly).then_some(o.https_port),
+                tls_server_name: (o.tls_server_name
+                    != native::default_server_name(o.host.as_deref(), o.address))
+                .then(|| s(o.tls_server_name.clone())),
                 custom_headers: o.custom_headers.iter().cloned().collect::<BTreeMap<_, _>>(),
                 connect_timeout: o.connect_timeout,
                 connection_attempts: Spanned::new(0..0, o.connection_attempts),

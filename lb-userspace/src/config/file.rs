@@ -16,6 +16,10 @@ pub(super) struct ConfigFile {
     #[serde(default)]
     pub listener: ListenerFile,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFile>,
+    #[serde(default, skip_serializing_if = "OriginTlsFile::is_default")]
+    pub origin_tls: OriginTlsFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminFile>,
     #[serde(default)]
     pub limits: LimitsFile,
@@ -58,6 +62,48 @@ impl Default for ListenerFile {
             io_driver: IoDriver::Auto,
             drain_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// `[tls]`: the HTTPS listener.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TlsFile {
+    pub address: Spanned<String>,
+    /// The first is the default certificate; the others are chosen by SNI.
+    pub certificates: Spanned<Vec<CertificateFile>>,
+}
+
+/// `[[tls.certificates]]`: PEM files, relative to the config file's directory.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CertificateFile {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+/// `[origin_tls]`: how HTTPS origins are verified.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct OriginTlsFile {
+    /// Extra trusted CA certificates (PEM), relative to the config file's directory.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ca_files: Vec<Spanned<String>>,
+    pub system_roots: bool,
+}
+
+impl Default for OriginTlsFile {
+    fn default() -> Self {
+        Self {
+            ca_files: Vec::new(),
+            system_roots: true,
+        }
+    }
+}
+
+impl OriginTlsFile {
+    fn is_default(&self) -> bool {
+        self.ca_files.is_empty() && self.system_roots
     }
 }
 
@@ -230,6 +276,14 @@ pub(super) struct OriginFile {
     pub origin_path: String,
     #[serde(default = "default_protocol")]
     pub protocol: OriginProtocol,
+    /// The HTTPS port for match-viewer origins (default 443); https-only origins use the
+    /// address's port unless this is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_port: Option<u16>,
+    /// SNI name and the name the origin's certificate must be valid for (default: the
+    /// address's host name, else its IP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom_headers: BTreeMap<String, String>,
     /// CloudFront's defaults: 10 s, 3 attempts, 30 s read timeout, 5 s keep-alive.

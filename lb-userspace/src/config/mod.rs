@@ -12,18 +12,78 @@ mod model;
 mod native;
 mod pattern;
 
-use std::{net::SocketAddr, path::Path};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 pub use error::ConfigError;
 pub use file::IoDriver;
 pub use model::*;
 pub use pattern::PathPattern;
 
-/// Command-line values that override the file, whatever its format.
-#[derive(Clone, Copy, Debug, Default)]
+/// Command-line values that override the file, whatever its format. CloudFront JSON has
+/// no place for certificate files, so the TLS flags are how such configs get HTTPS.
+#[derive(Clone, Debug, Default)]
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// HTTPS listener address (`--tls-listen`); needs `cert` and `key`.
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain and key (`--cert`, `--key`); replace the file's certificates.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Extra trusted CA files for HTTPS origins (`--origin-ca`), added to the file's.
+    pub origin_ca: Vec<PathBuf>,
+}
+
+impl Overrides {
+    fn apply_tls(&self, config: &mut Config) -> Result<(), ConfigError> {
+        let flag_error = |message: &str| ConfigError::Flags {
+            message: message.to_owned(),
+        };
+        let certificate = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(CertificateFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => return Err(flag_error("--cert and --key go together")),
+        };
+        match (self.tls_listen, certificate, config.tls.as_mut()) {
+            (Some(address), Some(c), _) => {
+                config.tls = Some(TlsListener {
+                    address,
+                    certificates: vec![c],
+                })
+            }
+            (Some(address), None, Some(tls)) => tls.address = address,
+            (Some(_), None, None) => {
+                return Err(flag_error(
+                    "--tls-listen needs --cert and --key (the config has no [tls] certificates)",
+                ));
+            }
+            (None, Some(c), Some(tls)) => tls.certificates = vec![c],
+            (None, Some(_), None) => {
+                return Err(flag_error(
+                    "--cert/--key need --tls-listen (or [tls] in the config)",
+                ));
+            }
+            (None, None, _) => {}
+        }
+        if let Some(tls) = &config.tls
+            && tls.address == config.listener.address
+        {
+            return Err(flag_error(
+                "the HTTPS listener address must differ from the HTTP one",
+            ));
+        }
+        config
+            .origin_tls
+            .ca_files
+            .extend(self.origin_ca.iter().cloned());
+        Ok(())
+    }
 }
 
 /// A loaded config and what lb should say about it at start-up.
@@ -37,7 +97,7 @@ pub struct Loaded {
 impl Config {
     /// Reads `path` (TOML, or CloudFront JSON when it ends in `.json` or starts with `{`),
     /// validates it and applies `overrides`.
-    pub fn load(path: &Path, overrides: Overrides) -> Result<Loaded, ConfigError> {
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
             file: path.to_owned(),
             message: e.to_string(),
@@ -57,10 +117,11 @@ impl Config {
             (native::parse(&text, path)?, Vec::new())
         };
         let mut warnings = warnings;
-        warnings.extend(config.unsupported_tls_notes());
         if let Some(listen) = overrides.listen {
             config.listener.address = listen;
         }
+        overrides.apply_tls(&mut config)?;
+        warnings.extend(config.tls_notes());
         if let Some(admin) = overrides.admin {
             config.admin.address = Some(admin);
         }
@@ -72,37 +133,33 @@ impl Config {
         native::parse(text, file)
     }
 
-    /// What this build cannot honour yet: TLS to origins and on the listener. lb runs, and
-    /// says so once per setting at start-up, rather than refusing a valid CloudFront config.
-    pub fn unsupported_tls_notes(&self) -> Vec<String> {
+    /// Settings that are valid but cannot work as written: lb runs, and says so once
+    /// per setting at start-up.
+    pub fn tls_notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
-        for o in &self.origins {
-            if o.protocol != OriginProtocol::HttpOnly {
-                notes.push(format!(
-                    "origin `{}`: protocol {} needs TLS to origins, which this build of lb does not have yet; \
-                     it connects with plain HTTP to {}",
-                    o.id,
-                    if o.protocol == OriginProtocol::HttpsOnly { "https-only" } else { "match-viewer" },
-                    o.address
-                ));
-            }
-        }
-        let behaviors = self
-            .behaviors
-            .iter()
-            .chain(std::iter::once(&self.default_behavior));
-        for b in behaviors {
-            if b.viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
+        if self.tls.is_none() {
+            let behaviors = self
+                .behaviors
+                .iter()
+                .chain(std::iter::once(&self.default_behavior));
+            for b in behaviors {
                 let which = b
                     .path_pattern
                     .as_ref()
                     .map_or("default behavior".to_owned(), |p| {
                         format!("behavior {}", p.as_str())
                     });
-                notes.push(format!(
-                    "{which}: viewer protocol policy needs an HTTPS listener, which this build of lb does not have yet; \
-                     requests are served over plain HTTP as with allow-all"
-                ));
+                match b.viewer_protocol_policy {
+                    ViewerProtocolPolicy::AllowAll => {}
+                    ViewerProtocolPolicy::RedirectToHttps => notes.push(format!(
+                        "{which}: redirect-to-https, but lb has no HTTPS listener \
+                         ([tls] or --tls-listen/--cert/--key): redirects go to https://<host>/ on port 443"
+                    )),
+                    ViewerProtocolPolicy::HttpsOnly => notes.push(format!(
+                        "{which}: https-only, but lb has no HTTPS listener \
+                         ([tls] or --tls-listen/--cert/--key): every request gets 403"
+                    )),
+                }
             }
         }
         notes

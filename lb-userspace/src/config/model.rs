@@ -9,6 +9,10 @@ use crate::{http::HeadLimits, kernel::KernelSettings};
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub listener: Listener,
+    /// The HTTPS listener, if any.
+    pub tls: Option<TlsListener>,
+    /// How lb verifies HTTPS origins.
+    pub origin_tls: OriginTls,
     pub admin: Admin,
     pub limits: Limits,
     pub origins: Vec<Origin>,
@@ -72,6 +76,41 @@ pub struct Listener {
     pub drain_timeout: Duration,
 }
 
+/// An HTTPS listener: its own address, served by the same workers as the plain one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsListener {
+    pub address: SocketAddr,
+    /// The first is the default (no SNI, or no certificate matches the name); the others
+    /// are chosen when the client's SNI name is one they are valid for.
+    pub certificates: Vec<CertificateFiles>,
+}
+
+/// A PEM certificate chain (leaf first) and its PEM private key. Read at start and at
+/// every reload, so renewed certificates take effect without a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The trust store for HTTPS origins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginTls {
+    /// PEM files of extra CA certificates (a private CA, or self-signed origins).
+    pub ca_files: Vec<PathBuf>,
+    /// Trust the system's CA certificates too (`/etc/ssl/certs`).
+    pub system_roots: bool,
+}
+
+impl Default for OriginTls {
+    fn default() -> Self {
+        Self {
+            ca_files: Vec::new(),
+            system_roots: true,
+        }
+    }
+}
+
 /// The admin API (control plane). Loopback by default: it is not meant to be public.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Admin {
@@ -95,14 +134,13 @@ pub struct Limits {
     pub body_timeout: Duration,
 }
 
-/// How lb talks to an origin.
+/// How lb talks to an origin (CloudFront's OriginProtocolPolicy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OriginProtocol {
     HttpOnly,
-    /// Needs TLS to origins, which this build does not have: lb says so at start-up and
-    /// connects with plain HTTP.
     HttpsOnly,
+    /// HTTPS when the viewer came over HTTPS, plain HTTP otherwise.
     MatchViewer,
 }
 
@@ -118,6 +156,11 @@ pub struct Origin {
     /// Fixed headers lb adds to every request to this origin, replacing any the client sent.
     pub custom_headers: Vec<(String, String)>,
     pub protocol: OriginProtocol,
+    /// The port for HTTPS connections; plain HTTP uses `address`'s port.
+    pub https_port: u16,
+    /// The name sent as SNI and checked against the origin's certificate: the configured
+    /// one, else the host name the address came from, else the IP.
+    pub tls_server_name: String,
     pub connect_timeout: Duration,
     /// Connection attempts per request (1-3, as CloudFront).
     pub connection_attempts: u8,
@@ -139,11 +182,48 @@ impl Origin {
             origin_path: String::new(),
             custom_headers: Vec::new(),
             protocol: OriginProtocol::HttpOnly,
+            https_port: 443,
+            tls_server_name: address.ip().to_string(),
             connect_timeout: Duration::from_secs(10),
             connection_attempts: 3,
             response_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(5),
             health_check: None,
+        }
+    }
+}
+
+impl Origin {
+    /// Whether a request that came in over TLS (`viewer_tls`) goes to this origin over TLS.
+    pub fn uses_tls(&self, viewer_tls: bool) -> bool {
+        match self.protocol {
+            OriginProtocol::HttpOnly => false,
+            OriginProtocol::HttpsOnly => true,
+            OriginProtocol::MatchViewer => viewer_tls,
+        }
+    }
+
+    /// The port to connect to, by scheme.
+    pub fn port(&self, tls: bool) -> u16 {
+        if tls {
+            self.https_port
+        } else {
+            self.address.port()
+        }
+    }
+
+    /// Every address lb may connect to for this origin (both ports for match-viewer).
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        let ip = self.address.ip();
+        match self.protocol {
+            OriginProtocol::HttpOnly => vec![self.address],
+            OriginProtocol::HttpsOnly => vec![SocketAddr::new(ip, self.https_port)],
+            OriginProtocol::MatchViewer if self.https_port == self.address.port() => {
+                vec![self.address]
+            }
+            OriginProtocol::MatchViewer => {
+                vec![self.address, SocketAddr::new(ip, self.https_port)]
+            }
         }
     }
 }
@@ -258,8 +338,7 @@ impl MethodSet {
     }
 }
 
-/// CloudFront's ViewerProtocolPolicy. Without TLS on the listener (not built yet), only
-/// `allow-all` can be honoured; the others are accepted with a start-up warning.
+/// CloudFront's ViewerProtocolPolicy: what a behavior does with a plain-HTTP request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ViewerProtocolPolicy {
@@ -327,15 +406,20 @@ impl Config {
         }
     }
 
-    /// Dense kernel slots for the origins, in config order.
+    /// Dense kernel slots for the origins, in config order. An origin reached on two
+    /// ports (match-viewer) registers both, sharing its slot.
     pub fn kernel_registrations(&self) -> Vec<crate::kernel::OriginRegistration> {
         self.origins
             .iter()
             .enumerate()
-            .map(|(slot, o)| crate::kernel::OriginRegistration {
-                slot: slot as u32,
-                label: o.id.clone(),
-                address: o.address,
+            .flat_map(|(slot, o)| {
+                o.endpoints()
+                    .into_iter()
+                    .map(move |address| crate::kernel::OriginRegistration {
+                        slot: slot as u32,
+                        label: o.id.clone(),
+                        address,
+                    })
             })
             .collect()
     }

@@ -45,7 +45,7 @@ fn build(
     loc: &Locator<'_>,
     base_dir: Option<&Path>,
 ) -> Result<Config, ConfigError> {
-    let address = parse_socket_addr(&raw.listener.address).ok_or_else(|| {
+    let listener_address = parse_socket_addr(&raw.listener.address).ok_or_else(|| {
         loc.err(
             raw.listener.address.span(),
             "listener.address",
@@ -148,6 +148,22 @@ fn build(
                 })
             }
         };
+        let https_port = match (spec.https_port, spec.protocol) {
+            (Some(0), _) => {
+                return Err(loc.err(spec.id.span(), field("https_port"), "must not be 0"));
+            }
+            (Some(p), _) => p,
+            (None, OriginProtocol::HttpsOnly) => address.port(),
+            (None, _) => 443,
+        };
+        let tls_server_name = match &spec.tls_server_name {
+            Some(name) => {
+                validate_server_name(name.get_ref())
+                    .map_err(|why| loc.err(name.span(), field("tls_server_name"), why))?;
+                name.get_ref().clone()
+            }
+            None => default_server_name(host.as_deref(), address),
+        };
         origins.push(Origin {
             health_check,
             id: id.to_owned(),
@@ -156,6 +172,8 @@ fn build(
             origin_path: spec.origin_path.clone(),
             custom_headers,
             protocol: spec.protocol,
+            https_port,
+            tls_server_name,
             connect_timeout: spec.connect_timeout,
             connection_attempts: attempts,
             response_timeout: spec.response_timeout,
@@ -374,10 +392,61 @@ fn build(
             page,
         });
     }
+    let tls = match &raw.tls {
+        None => None,
+        Some(t) => {
+            let address = parse_socket_addr(&t.address).ok_or_else(|| {
+                loc.err(
+                    t.address.span(),
+                    "tls.address",
+                    format!("`{}` is not an IP:port address", t.address.get_ref()),
+                )
+            })?;
+            if t.certificates.get_ref().is_empty() {
+                return Err(loc.err(
+                    t.certificates.span(),
+                    "tls.certificates",
+                    "needs at least one certificate (cert and key PEM files)",
+                ));
+            }
+            if address == listener_address {
+                return Err(loc.err(
+                    t.address.span(),
+                    "tls.address",
+                    "must differ from listener.address",
+                ));
+            }
+            let dir = base_dir.unwrap_or(Path::new("."));
+            let certificates = t
+                .certificates
+                .get_ref()
+                .iter()
+                .map(|c| CertificateFiles {
+                    cert: dir.join(c.cert.get_ref()),
+                    key: dir.join(c.key.get_ref()),
+                })
+                .collect();
+            Some(TlsListener {
+                address,
+                certificates,
+            })
+        }
+    };
+    let origin_tls = OriginTls {
+        ca_files: raw
+            .origin_tls
+            .ca_files
+            .iter()
+            .map(|f| base_dir.unwrap_or(Path::new(".")).join(f.get_ref()))
+            .collect(),
+        system_roots: raw.origin_tls.system_roots,
+    };
     let l = &raw.limits;
     Ok(Config {
+        tls,
+        origin_tls,
         listener: Listener {
-            address,
+            address: listener_address,
             workers: raw.listener.workers,
             pin_workers: raw.listener.pin_workers,
             io_driver: raw.listener.io_driver,
@@ -446,6 +515,18 @@ pub(super) fn resolve(address: &str) -> Result<(SocketAddr, Option<String>), Str
 }
 
 /// Header names are tokens; values may not contain CR, LF or NUL (no header injection).
+/// A name rustls accepts as SNI / certificate subject: a DNS name or an IP literal.
+pub(super) fn validate_server_name(name: &str) -> Result<(), String> {
+    rustls::pki_types::ServerName::try_from(name)
+        .map(|_| ())
+        .map_err(|_| format!("`{name}` is not a valid DNS name or IP address"))
+}
+
+/// The SNI name when none is configured: the host name the address came from, else the IP.
+pub(super) fn default_server_name(host: Option<&str>, address: SocketAddr) -> String {
+    host.map_or_else(|| address.ip().to_string(), str::to_owned)
+}
+
 pub(super) fn validate_custom_header(name: &str, value: &str) -> Result<(), String> {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(token) {

@@ -195,6 +195,11 @@ fn render_metrics(state: &State) -> String {
         "lb_upstream_connections_opened_total {}",
         metrics.upstream_connections_opened()
     );
+    let (tls_ok, tls_failed) = metrics.tls_handshakes();
+    let _ = writeln!(
+        out,
+        "# HELP lb_tls_handshakes_total Viewer TLS handshakes on the HTTPS listener.\n# TYPE lb_tls_handshakes_total counter\nlb_tls_handshakes_total{{result=\"ok\"}} {tls_ok}\nlb_tls_handshakes_total{{result=\"failed\"}} {tls_failed}"
+    );
     let _ = writeln!(
         out,
         "# HELP lb_origin_attempts_total Attempts sent to each origin.\n# TYPE lb_origin_attempts_total counter"

@@ -1,10 +1,12 @@
 //! The control plane's half of the health engine: it runs each origin's active HTTP
 //! checks and evaluates every origin's state every `TICK`. Workers see the result through
-//! the shared [`HealthTable`].
+//! the shared [`HealthTable`]. Checks of https-only origins run over TLS, verified like
+//! the data plane's connections, so a bad certificate marks the origin down.
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::{ClientConfig, pki_types::ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{
     config::HealthCheck,
@@ -32,16 +34,26 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
             checkers.drain(..).for_each(|c| c.abort());
             for (index, origin) in snap.config.origins.iter().enumerate() {
                 if let Some(check) = origin.health_check.clone() {
+                    // match-viewer origins are checked over plain HTTP.
+                    let tls = origin.uses_tls(false);
+                    let target = Target {
+                        port: origin.port(tls),
+                        tls: match ServerName::try_from(origin.tls_server_name.clone()) {
+                            Ok(name) if tls => Some((Arc::clone(&snap.tls.origin), name)),
+                            _ => None,
+                        },
+                        host: origin
+                            .host
+                            .clone()
+                            .unwrap_or_else(|| origin.address.to_string()),
+                        path: format!("{}{}", origin.origin_path, check.path),
+                    };
                     checkers.push(tokio::spawn(checker(
                         Arc::clone(&snap.health),
                         Arc::clone(&snap.addresses),
                         index,
                         check,
-                        origin
-                            .host
-                            .clone()
-                            .unwrap_or_else(|| origin.address.to_string()),
-                        origin.origin_path.clone(),
+                        target,
                     )));
                 }
             }
@@ -65,6 +77,15 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
     }
 }
 
+/// Where and how one origin is checked.
+struct Target {
+    port: u16,
+    /// For HTTPS: the client config and the name the certificate must match.
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    host: String,
+    path: String,
+}
+
 /// Checks one origin forever: faster while it is not healthy, with jitter so checks of
 /// many origins do not line up.
 async fn checker(
@@ -72,8 +93,7 @@ async fn checker(
     addresses: Arc<OriginAddresses>,
     index: usize,
     check: HealthCheck,
-    host: String,
-    origin_path: String,
+    target: Target,
 ) {
     let mut rng = (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ now_ms();
     loop {
@@ -87,21 +107,36 @@ async fn checker(
         rng ^= rng << 17;
         let spread = (rng % 2001) as f64 / 1000.0 - 1.0; // -1.0..=1.0
         tokio::time::sleep(base.mul_f64((1.0 + spread * check.jitter).max(0.05))).await;
-        let target = format!("{origin_path}{}", check.path);
-        let status =
-            tokio::time::timeout(check.timeout, probe(addresses.get(index), &host, &target))
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or(0);
+        let address = std::net::SocketAddr::new(addresses.get(index).ip(), target.port);
+        let status = tokio::time::timeout(check.timeout, probe(address, &target))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0);
         table.record_check(index, status == check.expected_status, status, now_ms());
     }
 }
 
-/// One `GET path` on a fresh connection; the status, or `None` if there was no valid
-/// response head.
-async fn probe(addr: std::net::SocketAddr, host: &str, path: &str) -> Option<u16> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+/// One `GET path` on a fresh connection (TLS-verified for HTTPS origins); the status, or
+/// `None` if there was no valid response head.
+async fn probe(addr: std::net::SocketAddr, target: &Target) -> Option<u16> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let _ = tcp.set_nodelay(true);
+    match &target.tls {
+        None => exchange(tcp, &target.host, &target.path).await,
+        Some((config, name)) => {
+            let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+            let stream = connector.connect(name.clone(), tcp).await.ok()?;
+            exchange(stream, &target.host, &target.path).await
+        }
+    }
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+) -> Option<u16> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: lb-health-check\r\nconnection: close\r\n\r\n"
     );

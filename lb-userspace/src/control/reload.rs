@@ -35,7 +35,7 @@ impl Reloader {
         let Some(source) = &self.source else {
             return Err("this lb was not started from a config file; nothing to reload".into());
         };
-        let loaded = Config::load(&source.path, source.overrides).map_err(|e| e.to_string())?;
+        let loaded = Config::load(&source.path, &source.overrides).map_err(|e| e.to_string())?;
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
@@ -46,6 +46,7 @@ impl Reloader {
                 "listener and admin settings take effect at the next restart, not on reload"
             );
         }
+        let tls = crate::tls::TlsMaterial::load(&new).map_err(|e| e.to_string())?;
         let kept = new
             .origins
             .iter()
@@ -56,7 +57,7 @@ impl Reloader {
                     .any(|p| p.id == o.id && p.address == o.address)
             })
             .count();
-        let snapshot = Snapshot::build(new, self.workers, Some(&old));
+        let snapshot = Snapshot::build(new, tls, self.workers, Some(&old));
         if let Ok(mut kernel) = self.kernel.lock()
             && let Some(k) = kernel.as_mut()
             && let Err(e) = k.register_origins(&snapshot.config.kernel_registrations())

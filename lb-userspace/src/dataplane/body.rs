@@ -7,9 +7,10 @@
 
 use std::time::Duration;
 
-use monoio::net::TcpStream;
-
-use super::conn::{BufferedStream, write_all, write_from};
+use super::{
+    conn::{BufferedStream, write_all, write_from},
+    stream::Stream,
+};
 use crate::http::{CHUNK_HEADER_RESERVE, ChunkedDecoder, ChunkedError, encode_chunk_header};
 
 /// Which side of the exchange a body failure came from.
@@ -78,7 +79,7 @@ pub(super) struct BodyPlan {
 /// Copies one body from `src` (starting with its buffered bytes) to `dst`.
 pub(super) async fn forward(
     src: &mut BufferedStream,
-    dst: &mut TcpStream,
+    dst: &mut Stream,
     plan: BodyPlan,
     scratch: &mut Vec<u8>,
 ) -> Result<u64, BodyError> {
@@ -127,7 +128,7 @@ async fn fill(src: &mut BufferedStream, side: Side, idle: Duration) -> Result<us
 
 async fn copy_length(
     src: &mut BufferedStream,
-    dst: &mut TcpStream,
+    dst: &mut Stream,
     n: u64,
     src_side: Side,
     dst_side: Side,
@@ -148,7 +149,7 @@ async fn copy_length(
 #[allow(clippy::too_many_arguments)]
 async fn copy_chunked(
     src: &mut BufferedStream,
-    dst: &mut TcpStream,
+    dst: &mut Stream,
     encoding: Encoding,
     src_side: Side,
     dst_side: Side,
@@ -194,7 +195,7 @@ async fn copy_chunked(
 
 async fn copy_until_close(
     src: &mut BufferedStream,
-    dst: &mut TcpStream,
+    dst: &mut Stream,
     encoding: Encoding,
     src_side: Side,
     dst_side: Side,
@@ -226,7 +227,7 @@ async fn copy_until_close(
 }
 
 async fn write_timed(
-    dst: &mut TcpStream,
+    dst: &mut Stream,
     buf: &mut Vec<u8>,
     from: usize,
     side: Side,
@@ -236,7 +237,7 @@ async fn write_timed(
 }
 
 async fn write_last_chunk(
-    dst: &mut TcpStream,
+    dst: &mut Stream,
     scratch: &mut Vec<u8>,
     side: Side,
     idle: Duration,

@@ -1,4 +1,4 @@
-//! A TCP stream with its own read buffer, using monoio's owned-buffer I/O. Both the client
+//! A stream (plain or TLS) with its own read buffer, using monoio's owned-buffer I/O. Both the client
 //! and the origin side of an exchange are one of these; each is allocated once per
 //! connection and reused for every request on it.
 
@@ -7,26 +7,27 @@ use std::io;
 use monoio::{
     buf::{IoBuf, IoBufMut},
     io::{AsyncReadRent, AsyncWriteRentExt},
-    net::TcpStream,
 };
+
+use super::stream::Stream;
 
 /// Read size used when the buffer is empty or full.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
 
 pub(super) struct BufferedStream {
-    pub stream: TcpStream,
+    pub stream: Stream,
     buf: Vec<u8>,
     /// Unconsumed data is `buf[start..]`.
     start: usize,
 }
 
 impl BufferedStream {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: Stream) -> Self {
         Self::with_buffer(stream, Vec::with_capacity(READ_CHUNK))
     }
 
     /// Wraps `stream` with a recycled (cleared) buffer.
-    pub fn with_buffer(stream: TcpStream, mut buf: Vec<u8>) -> Self {
+    pub fn with_buffer(stream: Stream, mut buf: Vec<u8>) -> Self {
         buf.clear();
         Self {
             stream,
@@ -36,7 +37,7 @@ impl BufferedStream {
     }
 
     /// The stream and the buffer, for recycling. Unconsumed bytes are discarded.
-    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+    pub fn into_parts(self) -> (Stream, Vec<u8>) {
         (self.stream, self.buf)
     }
 
@@ -81,7 +82,7 @@ impl BufferedStream {
 
     /// Writes the first `n` unconsumed bytes to `dst` and consumes them: body bytes go
     /// from one socket to the other straight out of this buffer.
-    pub async fn forward(&mut self, dst: &mut TcpStream, n: usize) -> io::Result<()> {
+    pub async fn forward(&mut self, dst: &mut Stream, n: usize) -> io::Result<()> {
         debug_assert!(n <= self.data().len());
         let buf = std::mem::take(&mut self.buf);
         let start = std::mem::take(&mut self.start);
@@ -95,7 +96,7 @@ impl BufferedStream {
 }
 
 /// Writes all of `out` to `stream`, keeping the buffer for reuse.
-pub(super) async fn write_all(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+pub(super) async fn write_all(stream: &mut Stream, out: &mut Vec<u8>) -> io::Result<()> {
     let buf = std::mem::take(out);
     let (result, buf) = stream.write_all(buf).await;
     *out = buf;
@@ -104,7 +105,7 @@ pub(super) async fn write_all(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::
 
 /// Writes `out[from..]` to `stream`, keeping the buffer.
 pub(super) async fn write_from(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     out: &mut Vec<u8>,
     from: usize,
 ) -> io::Result<()> {

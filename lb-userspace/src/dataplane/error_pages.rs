@@ -111,7 +111,12 @@ async fn fetch(view: &View, path: &str) -> Option<(Vec<u8>, Vec<u8>)> {
     let (members, _) = config.members(behavior.target);
     for &index in members {
         let origin = &config.origins[index];
-        let Ok(mut stream) = connect(origin, view.snap.addresses.get(index)).await else {
+        // Pages are cached for every viewer: match-viewer origins are asked over HTTP.
+        let tls = origin.uses_tls(false);
+        let address = view.snap.addresses.get(index);
+        let address = std::net::SocketAddr::new(address.ip(), origin.port(tls));
+        let tls_config = tls.then_some(&view.snap.tls.origin);
+        let Ok(mut stream) = connect(origin, address, tls_config).await else {
             continue;
         };
         let mut request = format!(

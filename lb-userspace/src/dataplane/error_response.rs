@@ -41,6 +41,28 @@ pub(super) fn write_page(
     out.extend_from_slice(body);
 }
 
+/// Writes a redirect to `location` with a short text body.
+pub(super) fn write_redirect(out: &mut Vec<u8>, status: u16, location: &[u8], close: bool) {
+    out.clear();
+    let body = b"lb: moved to HTTPS\n";
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nlocation: ",
+        canonical_reason(status)
+    );
+    out.extend_from_slice(location);
+    let _ = write!(
+        out,
+        "\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
 pub(super) fn canonical_reason(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",

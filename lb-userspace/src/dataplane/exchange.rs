@@ -11,8 +11,6 @@
 
 use std::{net::SocketAddr, rc::Rc, time::Instant};
 
-use monoio::net::TcpStream;
-
 use super::{
     access_log::{AccessEntry, AttemptRecord, Outcome, write_attempts},
     body::{self, BodyError, BodyErrorKind, BodyPlan, Encoding, Side, Source},
@@ -20,12 +18,13 @@ use super::{
     error_pages,
     request_head::RequestHead,
     selection::Plan,
+    stream::Stream,
     tunnel::tunnel,
     upstream::{RequestProgress, UpstreamError, UpstreamErrorKind, connect},
     worker::{View, Worker},
 };
 use crate::{
-    config::Target,
+    config::{Target, ViewerProtocolPolicy},
     health::now_ms,
     http::{
         BodyFraming, ForwardedFor, HeaderRewrite, MAX_HEADERS, Method, ResponseConnection,
@@ -38,6 +37,8 @@ use crate::{
 pub(super) struct ClientConn {
     pub(super) io: BufferedStream,
     peer: SocketAddr,
+    /// The viewer connected over HTTPS.
+    tls: bool,
     head: RequestHead,
     /// Heads lb writes (upstream request, client response).
     out: Vec<u8>,
@@ -51,10 +52,11 @@ pub(super) struct ClientConn {
     attempts: Vec<AttemptRecord>,
 }
 
-pub(super) async fn serve_client(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one client connection (TCP accepted, TLS handshake done) until it closes.
+pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: SocketAddr) {
     let _active = worker.track_connection();
-    let _ = stream.set_nodelay(true);
     let mut conn = ClientConn {
+        tls: stream.is_tls(),
         io: BufferedStream::new(stream),
         peer,
         head: RequestHead::default(),
@@ -193,6 +195,9 @@ async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn) -> (Next,
         let close = framing != BodyFraming::None;
         reply_error(conn, 403, "method not allowed for this path", close).await;
         return (next_after(conn, close), 403);
+    }
+    if !conn.tls && behavior.viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
+        return viewer_policy_reply(view, conn, behavior.viewer_protocol_policy).await;
     }
     if let BodyFraming::ContentLength(n) = framing
         && n > config.limits.max_request_body
@@ -362,6 +367,7 @@ fn failover_reason(e: &UpstreamError) -> FailoverReason {
         UpstreamErrorKind::ConnectRefused => FailoverReason::ConnectRefused,
         UpstreamErrorKind::ConnectTimeout => FailoverReason::ConnectTimeout,
         UpstreamErrorKind::ConnectFailed(_) => FailoverReason::ConnectError,
+        UpstreamErrorKind::TlsHandshake(_) => FailoverReason::TlsHandshake,
         UpstreamErrorKind::ClosedBeforeResponse => FailoverReason::Reset,
         UpstreamErrorKind::ResponseTimeout => FailoverReason::ResponseTimeout,
         UpstreamErrorKind::MalformedResponse(_) => FailoverReason::BadResponse,
@@ -427,6 +433,7 @@ async fn attempt(
 ) -> Result<ResponseStart, Failure> {
     let config = &view.snap.config;
     let origin = &config.origins[index];
+    let tls = origin.uses_tls(conn.tls);
     let mut fresh_retry = true;
     loop {
         // The retry after a dead pooled connection always uses a fresh one.
@@ -434,7 +441,7 @@ async fn attempt(
             worker
                 .pool
                 .borrow_mut()
-                .checkout(index, origin.keepalive_timeout)
+                .checkout(index, tls, origin.keepalive_timeout)
         } else {
             None
         };
@@ -442,7 +449,9 @@ async fn attempt(
         let stream = match pooled {
             Some(s) => s,
             None => {
-                let s = connect(origin, view.snap.addresses.get(index))
+                let address = view.snap.addresses.get(index);
+                let address = SocketAddr::new(address.ip(), origin.port(tls));
+                let s = connect(origin, address, tls.then_some(&view.snap.tls.origin))
                     .await
                     .map_err(Failure::Upstream)?;
                 view.metrics()
@@ -467,7 +476,7 @@ async fn attempt(
             head.host(),
             head.fields(),
             ForwardedFor(conn.peer.ip()),
-            "http",
+            if conn.tls { "https" } else { "http" },
             length,
             chunked,
             head.upgrade(),
@@ -749,6 +758,60 @@ fn passthrough_length(r: &crate::http::ParsedResponse<'_, '_>) -> Option<u64> {
         .and_then(|h| std::str::from_utf8(h.value).ok())
         .and_then(|v| v.split(',').next())
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// A plain-HTTP request to a behavior that wants HTTPS: CloudFront answers
+/// redirect-to-https with 301 to the same host and path (the HTTPS listener's port when it
+/// is not 443), and https-only with 403. The request body, if any, is not read: the
+/// connection closes after the answer.
+async fn viewer_policy_reply(
+    view: &View,
+    conn: &mut ClientConn,
+    policy: ViewerProtocolPolicy,
+) -> (Next, u16) {
+    let close = conn.head.framing() != BodyFraming::None;
+    if policy == ViewerProtocolPolicy::HttpsOnly {
+        reply_error(conn, 403, "this path is served over HTTPS only", close).await;
+        return (next_after(conn, close), 403);
+    }
+    let https_port = view
+        .snap
+        .config
+        .tls
+        .as_ref()
+        .map_or(443, |t| t.address.port());
+    let host = conn.head.host().map(host_without_port).unwrap_or_default();
+    if host.is_empty() {
+        reply_error(conn, 400, "the HTTPS redirect needs a Host header", true).await;
+        return (Next::Close, 400);
+    }
+    let mut location = Vec::with_capacity(16 + host.len() + conn.head.path().len());
+    location.extend_from_slice(b"https://");
+    location.extend_from_slice(host);
+    if https_port != 443 {
+        location.extend_from_slice(format!(":{https_port}").as_bytes());
+    }
+    location.extend_from_slice(conn.head.path().as_bytes());
+    let keep_alive = conn.head.keep_alive && !close;
+    super::error_response::write_redirect(&mut conn.out, 301, &location, !keep_alive);
+    if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
+        return (Next::Close, 301);
+    }
+    (next_after(conn, close), 301)
+}
+
+/// `host[:port]` or `[v6][:port]` without the port.
+fn host_without_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return match host.iter().position(|&b| b == b']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(colon) => &host[..colon],
+        None => host,
+    }
 }
 
 fn body_error_reply(e: &BodyError) -> (u16, &'static str) {

@@ -14,6 +14,8 @@ mod exchange;
 mod listener;
 mod request_head;
 pub mod selection;
+mod stream;
+mod tls_accept;
 mod tunnel;
 mod upstream;
 mod worker;
@@ -45,6 +47,7 @@ pub enum DriverKind {
 /// The running workers.
 pub struct DataPlane {
     local_addr: SocketAddr,
+    tls_local_addr: Option<SocketAddr>,
     workers: Vec<WorkerHandle>,
     drivers: Vec<DriverKind>,
 }
@@ -62,6 +65,17 @@ impl DataPlane {
         let count = config.worker_count();
         let listeners = listener::bind_reuseport(config.listener.address, count)?;
         let local_addr = listeners[0].local_addr()?;
+        let mut tls_listeners: Vec<Option<std::net::TcpListener>> = match &config.tls {
+            Some(tls) => listener::bind_reuseport(tls.address, count)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => (0..count).map(|_| None).collect(),
+        };
+        let tls_local_addr = match tls_listeners.first() {
+            Some(Some(l)) => Some(l.local_addr()?),
+            _ => None,
+        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut workers = Vec::with_capacity(count);
@@ -70,9 +84,13 @@ impl DataPlane {
             let shared = shared.clone();
             let ready = ready_tx.clone();
             let core = config.listener.pin_workers.then_some(index % cores);
+            let listeners = worker::Listeners {
+                plain: listener,
+                tls: tls_listeners[index].take(),
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("lb-worker-{index}"))
-                .spawn(move || worker::run(index, core, listener, shared, stop_rx, ready))?;
+                .spawn(move || worker::run(index, core, listeners, shared, stop_rx, ready))?;
             workers.push(WorkerHandle {
                 stop: Some(stop_tx),
                 thread: Some(thread),
@@ -86,6 +104,7 @@ impl DataPlane {
                 Ok(Err(e)) => {
                     let mut plane = Self {
                         local_addr,
+                        tls_local_addr,
                         workers,
                         drivers,
                     };
@@ -101,6 +120,7 @@ impl DataPlane {
             .count();
         tracing::info!(
             address = %local_addr,
+            https = %tls_local_addr.map_or("off".to_owned(), |a| a.to_string()),
             workers = count,
             io_uring = uring,
             epoll = count - uring,
@@ -109,6 +129,7 @@ impl DataPlane {
         );
         Ok(Self {
             local_addr,
+            tls_local_addr,
             workers,
             drivers,
         })
@@ -117,6 +138,11 @@ impl DataPlane {
     /// The address the workers listen on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The HTTPS listener's address, if there is one.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
     }
 
     pub fn drivers(&self) -> &[DriverKind] {

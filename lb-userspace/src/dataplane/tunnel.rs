@@ -1,10 +1,11 @@
 //! After `101 Switching Protocols`, the exchange becomes a byte tunnel: each direction is
 //! copied until its sender closes, then the close is passed on (half-close), so both
-//! sides see an orderly end.
+//! sides see an orderly end. Either side may be TLS; each stream is split into read and
+//! write halves (monoio-rustls streams split like TCP ones).
 
-use monoio::io::{AsyncWriteRent, Splitable, copy};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable, copy};
 
-use super::conn::BufferedStream;
+use super::{conn::BufferedStream, stream::Stream};
 
 pub(super) async fn tunnel(mut client: BufferedStream, mut origin: BufferedStream) {
     // Bytes that arrived with the heads belong to the new protocol.
@@ -18,6 +19,26 @@ pub(super) async fn tunnel(mut client: BufferedStream, mut origin: BufferedStrea
     }
     let (client, _) = client.into_parts();
     let (origin, _) = origin.into_parts();
+    match (client, origin) {
+        (Stream::Plain(c), Stream::Plain(o)) => pump(c, o).await,
+        (Stream::Plain(c), Stream::ClientTls(o, _)) => pump(c, *o).await,
+        (Stream::ServerTls(c, _), Stream::Plain(o)) => pump(*c, o).await,
+        (Stream::ServerTls(c, _), Stream::ClientTls(o, _)) => pump(*c, *o).await,
+        // Client connections are never ClientTls and origin ones never ServerTls.
+        _ => debug_assert!(false, "tunnel between streams of the wrong sides"),
+    }
+}
+
+/// Copies both directions concurrently until both have ended.
+async fn pump<C, O>(client: C, origin: O)
+where
+    C: Splitable,
+    O: Splitable,
+    C::OwnedRead: AsyncReadRent,
+    C::OwnedWrite: AsyncWriteRent,
+    O::OwnedRead: AsyncReadRent,
+    O::OwnedWrite: AsyncWriteRent,
+{
     let (mut client_read, mut client_write) = client.into_split();
     let (mut origin_read, mut origin_write) = origin.into_split();
     let upstream = async {

@@ -13,7 +13,8 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use super::{
     DriverKind, SharedState, access_log::AccessLog, drain::Drain, error_pages::CachedPage,
-    exchange::serve_client, selection::Selector, upstream::Pool,
+    exchange::serve_client, selection::Selector, stream::Stream, tls_accept::serve_tls_client,
+    upstream::Pool,
 };
 use crate::{
     config::IoDriver,
@@ -89,11 +90,17 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
+/// This worker's listening sockets.
+pub(super) struct Listeners {
+    pub plain: std::net::TcpListener,
+    pub tls: Option<std::net::TcpListener>,
+}
+
 /// Thread body of worker `index`.
 pub(super) fn run(
     index: usize,
     core: Option<usize>,
-    listener: std::net::TcpListener,
+    listener: Listeners,
     shared: SharedState,
     stop: futures_channel::oneshot::Receiver<()>,
     ready: mpsc::Sender<anyhow::Result<DriverKind>>,
@@ -157,16 +164,24 @@ pub(super) fn run(
 
 async fn worker_loop(
     index: usize,
-    listener: std::net::TcpListener,
+    listeners: Listeners,
     shared: SharedState,
     mut stop: futures_channel::oneshot::Receiver<()>,
 ) {
     let snap = shared.current.load();
     let config = Arc::clone(&snap.config);
-    let listener = match monoio::net::TcpListener::from_std(listener) {
+    let listener = match monoio::net::TcpListener::from_std(listeners.plain) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(worker = index, error = %e, "cannot register the listener");
+            return;
+        }
+    };
+    let tls_listener = match listeners.tls.map(monoio::net::TcpListener::from_std) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            tracing::error!(worker = index, error = %e, "cannot register the HTTPS listener");
             return;
         }
     };
@@ -185,11 +200,15 @@ async fn worker_loop(
     });
     monoio::spawn(sweep_pool(Rc::clone(&worker)));
     monoio::spawn(flush_access_log(Rc::clone(&worker)));
+    if let Some(tls_listener) = tls_listener {
+        monoio::spawn(accept_tls(Rc::clone(&worker), tls_listener));
+    }
     loop {
         monoio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    monoio::spawn(serve_client(Rc::clone(&worker), stream, peer));
+                    let _ = stream.set_nodelay(true);
+                    monoio::spawn(serve_client(Rc::clone(&worker), Stream::Plain(stream), peer));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -216,6 +235,24 @@ async fn worker_loop(
     }
     worker.pool.borrow_mut().clear();
     worker.access_log.flush();
+}
+
+/// Accepts on the HTTPS listener until the worker drains (then the socket closes).
+async fn accept_tls(worker: Rc<Worker>, listener: monoio::net::TcpListener) {
+    loop {
+        monoio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    monoio::spawn(serve_tls_client(Rc::clone(&worker), stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(worker = worker.index, error = %e, "HTTPS accept failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = worker.drain.wait() => break,
+        }
+    }
 }
 
 /// Writes buffered access-log lines every 100 ms.

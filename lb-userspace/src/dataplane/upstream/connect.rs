@@ -1,15 +1,46 @@
 //! Opening a connection to an origin: up to `connection_attempts` tries of
-//! `connect_timeout` each, as CloudFront does.
+//! `connect_timeout` each, as CloudFront does; then, for HTTPS, the TLS handshake, also
+//! bounded by `connect_timeout`. A failed handshake is a connect failure (failover moves
+//! on) but is not retried on the same origin: a certificate problem does not go away.
 
-use std::io;
+use std::{io, os::fd::AsRawFd, sync::Arc};
 
 use monoio::net::TcpStream;
+use rustls::{ClientConfig, pki_types::ServerName};
 
-use super::{RequestProgress, UpstreamError, UpstreamErrorKind};
-use crate::config::Origin;
+use super::{RequestProgress, TlsFailure, UpstreamError, UpstreamErrorKind};
+use crate::{config::Origin, dataplane::stream::Stream};
 
-/// Connects to `origin` at `address` (its current, possibly re-resolved, address).
+/// Connects to `origin` at `address` (its current, possibly re-resolved, address, with
+/// the port for the scheme); with `tls`, completes a handshake verified by that config.
 pub(in crate::dataplane) async fn connect(
+    origin: &Origin,
+    address: std::net::SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<Stream, UpstreamError> {
+    let tcp = connect_tcp(origin, address).await?;
+    let Some(config) = tls else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let failed = |why| {
+        UpstreamError::new(
+            UpstreamErrorKind::TlsHandshake(why),
+            RequestProgress::NotSent,
+        )
+    };
+    // Validated when the config was loaded.
+    let name = ServerName::try_from(origin.tls_server_name.clone())
+        .map_err(|_| failed(TlsFailure::NameMismatch))?;
+    let fd = tcp.as_raw_fd();
+    let connector = monoio_rustls::TlsConnector::from(Arc::clone(config));
+    match monoio::time::timeout(origin.connect_timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(stream)) => Ok(Stream::ClientTls(Box::new(stream), fd)),
+        Ok(Err(e)) => Err(failed(TlsFailure::classify(&e))),
+        Err(_elapsed) => Err(failed(TlsFailure::Timeout)),
+    }
+}
+
+async fn connect_tcp(
     origin: &Origin,
     address: std::net::SocketAddr,
 ) -> Result<TcpStream, UpstreamError> {

@@ -23,6 +23,8 @@ pub(in crate::dataplane) enum UpstreamErrorKind {
     ConnectTimeout,
     /// Connecting failed otherwise (unreachable, ...).
     ConnectFailed(io::ErrorKind),
+    /// TCP connected but the TLS handshake failed: a connect failure for failover.
+    TlsHandshake(TlsFailure),
     /// The origin reset or closed the connection before any response byte.
     ClosedBeforeResponse,
     /// No response head within the origin's response timeout.
@@ -31,6 +33,62 @@ pub(in crate::dataplane) enum UpstreamErrorKind {
     MalformedResponse(&'static str),
     /// Writing the request failed.
     WriteFailed(io::ErrorKind),
+}
+
+/// Why a TLS handshake with an origin failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::dataplane) enum TlsFailure {
+    /// The chain does not lead to a trusted CA (self-signed, private CA not configured).
+    UntrustedCertificate,
+    /// Expired, or not yet valid.
+    CertificateExpired,
+    /// Valid, but not for the origin's TLS server name.
+    NameMismatch,
+    /// Any other certificate problem (revoked, bad encoding, wrong usage, ...).
+    BadCertificate,
+    /// The origin sent an alert or broke the protocol (no common version or cipher, ...).
+    Protocol,
+    /// The connection closed or failed during the handshake.
+    Closed,
+    /// The handshake took longer than the connect timeout.
+    Timeout,
+}
+
+impl TlsFailure {
+    /// Classifies a monoio-rustls handshake error.
+    pub fn classify(e: &monoio_rustls::TlsError) -> Self {
+        let rustls_error = match e {
+            monoio_rustls::TlsError::Rustls(r) => Some(r),
+            // Errors found while reading come wrapped in io::Error.
+            monoio_rustls::TlsError::Io(io) => io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        };
+        use rustls::CertificateError as C;
+        match rustls_error {
+            None => Self::Closed,
+            Some(rustls::Error::InvalidCertificate(c)) => match c {
+                C::UnknownIssuer | C::BadSignature => Self::UntrustedCertificate,
+                C::Expired | C::ExpiredContext { .. } | C::NotValidYet => Self::CertificateExpired,
+                C::NotValidYetContext { .. } => Self::CertificateExpired,
+                C::NotValidForName | C::NotValidForNameContext { .. } => Self::NameMismatch,
+                _ => Self::BadCertificate,
+            },
+            Some(_) => Self::Protocol,
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Self::UntrustedCertificate => "certificate not issued by a trusted CA",
+            Self::CertificateExpired => "certificate expired or not yet valid",
+            Self::NameMismatch => "certificate not valid for the origin's name",
+            Self::BadCertificate => "certificate rejected",
+            Self::Protocol => "TLS protocol error or alert",
+            Self::Closed => "connection closed during the TLS handshake",
+            Self::Timeout => "TLS handshake timed out",
+        }
+    }
 }
 
 /// An upstream failure before any response byte reached the client.
@@ -65,6 +123,7 @@ impl UpstreamError {
             UpstreamErrorKind::ConnectRefused => "refused",
             UpstreamErrorKind::ConnectTimeout => "connect-timeout",
             UpstreamErrorKind::ConnectFailed(_) => "connect-error",
+            UpstreamErrorKind::TlsHandshake(_) => "tls-error",
             UpstreamErrorKind::ClosedBeforeResponse => "reset",
             UpstreamErrorKind::ResponseTimeout => "timeout",
             UpstreamErrorKind::MalformedResponse(_) => "bad-response",
@@ -83,6 +142,12 @@ impl UpstreamError {
             }
             UpstreamErrorKind::ConnectFailed(k) => {
                 format!("could not connect to origin {origin}: {k}")
+            }
+            UpstreamErrorKind::TlsHandshake(why) => {
+                format!(
+                    "could not connect to origin {origin}: TLS handshake failed: {}",
+                    why.text()
+                )
             }
             UpstreamErrorKind::ClosedBeforeResponse => {
                 format!("origin {origin} closed the connection before responding")

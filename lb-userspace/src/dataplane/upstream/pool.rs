@@ -1,4 +1,6 @@
-//! Each worker's idle upstream connections, per origin. Single-threaded: no locks.
+//! Each worker's idle upstream connections, per origin and scheme (a match-viewer origin
+//! has a plain and a TLS list). TLS connections are pooled like plain ones, so a
+//! handshake is paid once per connection, not per request. Single-threaded: no locks.
 //!
 //! Connections are reused most-recently-idle first (warm, least likely to have been closed
 //! by the origin). Before reuse, one non-blocking `recv(MSG_PEEK)` tells whether the
@@ -7,8 +9,9 @@
 
 use std::{os::fd::AsRawFd, time::Instant};
 
-use monoio::net::TcpStream;
 use nix::{errno::Errno, sys::socket::MsgFlags};
+
+use crate::dataplane::stream::Stream;
 
 /// Connections idle less than this are reused without the liveness peek.
 const RECENTLY_USED: std::time::Duration = std::time::Duration::from_millis(250);
@@ -17,7 +20,7 @@ const RECENTLY_USED: std::time::Duration = std::time::Duration::from_millis(250)
 const MAX_IDLE_PER_ORIGIN: usize = 256;
 
 struct Idle {
-    stream: TcpStream,
+    stream: Stream,
     /// When it went idle.
     since: Instant,
 }
@@ -28,9 +31,15 @@ pub(in crate::dataplane) struct Pool {
 }
 
 impl Pool {
-    /// A live idle connection to origin `index` that has been idle less than `keepalive`.
-    pub fn checkout(&mut self, index: usize, keepalive: std::time::Duration) -> Option<TcpStream> {
-        let list = self.idle.get_mut(index)?;
+    /// A live idle connection to origin `index` (TLS or not) that has been idle less than
+    /// `keepalive`.
+    pub fn checkout(
+        &mut self,
+        index: usize,
+        tls: bool,
+        keepalive: std::time::Duration,
+    ) -> Option<Stream> {
+        let list = self.idle.get_mut(slot(index, tls))?;
         let now = Instant::now();
         while let Some(Idle { stream, since }) = list.pop() {
             if now.duration_since(since) >= keepalive {
@@ -48,11 +57,12 @@ impl Pool {
     }
 
     /// Returns a connection whose last response was complete and allowed reuse.
-    pub fn checkin(&mut self, index: usize, stream: TcpStream) {
-        if self.idle.len() <= index {
-            self.idle.resize_with(index + 1, Vec::new);
+    pub fn checkin(&mut self, index: usize, stream: Stream) {
+        let slot = slot(index, stream.is_tls());
+        if self.idle.len() <= slot {
+            self.idle.resize_with(slot + 1, Vec::new);
         }
-        let list = &mut self.idle[index];
+        let list = &mut self.idle[slot];
         if list.len() >= MAX_IDLE_PER_ORIGIN {
             list.remove(0);
         }
@@ -65,8 +75,8 @@ impl Pool {
     /// Closes connections idle longer than their origin's keep-alive timeout.
     pub fn sweep(&mut self, keepalive: impl Fn(usize) -> std::time::Duration) {
         let now = Instant::now();
-        for (index, list) in self.idle.iter_mut().enumerate() {
-            let limit = keepalive(index);
+        for (slot, list) in self.idle.iter_mut().enumerate() {
+            let limit = keepalive(slot / 2);
             list.retain(|idle| now.duration_since(idle.since) < limit);
         }
     }
@@ -77,9 +87,14 @@ impl Pool {
     }
 }
 
+fn slot(index: usize, tls: bool) -> usize {
+    index * 2 + usize::from(tls)
+}
+
 /// True if the peer has neither closed nor reset the connection and sent nothing
 /// unsolicited: exactly "would block" on a non-blocking peek.
-fn still_open(stream: &TcpStream) -> bool {
+/// On a TLS connection a close_notify alert counts as "sent something": dropped too.
+fn still_open(stream: &Stream) -> bool {
     let mut byte = [0u8; 1];
     matches!(
         nix::sys::socket::recv(
