@@ -1,5 +1,5 @@
-//! A deliberately simple HTTP/1.1 client over std TCP, so tests control every byte:
-//! split writes, pipelining, raw heads.
+//! A deliberately simple HTTP/1.1 client over std TCP (or rustls over it), so tests
+//! control every byte: split writes, pipelining, raw heads.
 
 use std::{
     io::{Read, Write},
@@ -27,9 +27,25 @@ impl Response {
     }
 }
 
+/// What the client reads and writes: the TCP stream itself, or rustls over it.
+trait Io: Read + Write + Send {}
+impl<T: Read + Write + Send> Io for T {}
+
 pub struct Client {
+    /// The TCP socket (timeouts, shutdown; raw writes on plain connections).
     pub stream: TcpStream,
+    io: Box<dyn Io>,
     buf: Vec<u8>,
+    tls: Option<TlsInfo>,
+}
+
+/// What the TLS handshake settled.
+#[derive(Clone, Debug)]
+pub struct TlsInfo {
+    pub version: rustls::ProtocolVersion,
+    pub alpn: Option<Vec<u8>>,
+    /// The server's leaf certificate (DER).
+    pub leaf: Vec<u8>,
 }
 
 impl Client {
@@ -40,19 +56,63 @@ impl Client {
             .unwrap();
         stream.set_nodelay(true).unwrap();
         Self {
+            io: Box::new(stream.try_clone().unwrap()),
             stream,
             buf: Vec::new(),
+            tls: None,
         }
     }
 
+    /// Connects over TLS with `config`, sending `server_name` as SNI, and completes the
+    /// handshake (Err: the handshake failed, with rustls's reason).
+    pub fn connect_tls(
+        addr: SocketAddr,
+        server_name: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Self, String> {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).unwrap();
+        let mut conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+        let mut tcp = stream.try_clone().unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+        }
+        let tls = TlsInfo {
+            version: conn.protocol_version().unwrap(),
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            leaf: conn.peer_certificates().unwrap()[0].to_vec(),
+        };
+        Ok(Self {
+            io: Box::new(rustls::StreamOwned::new(conn, tcp)),
+            stream,
+            buf: Vec::new(),
+            tls: Some(tls),
+        })
+    }
+
+    /// The handshake's outcome (None: plain TCP).
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to lb");
+        self.io.write_all(bytes).expect("write to lb");
+        self.io.flush().expect("flush to lb");
     }
 
     /// Sends `bytes` in pieces of `piece` bytes with `pause` between them.
     pub fn send_split(&mut self, bytes: &[u8], piece: usize, pause: Duration) {
         for part in bytes.chunks(piece) {
-            if self.stream.write_all(part).is_err() {
+            if self
+                .io
+                .write_all(part)
+                .and_then(|_| self.io.flush())
+                .is_err()
+            {
                 return; // lb may close early once it has seen enough to refuse
             }
             std::thread::sleep(pause);
@@ -61,7 +121,7 @@ impl Client {
 
     fn fill(&mut self) -> usize {
         let mut chunk = [0u8; 64 * 1024];
-        match self.stream.read(&mut chunk) {
+        match self.io.read(&mut chunk) {
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
                 n
@@ -150,6 +210,18 @@ impl Client {
         }
     }
 
+    /// Reads exactly `n` bytes (after any already buffered), e.g. from a tunnel.
+    pub fn read_exact_bytes(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(
+                self.fill() > 0,
+                "lb closed after {} of {n} bytes",
+                self.buf.len()
+            );
+        }
+        self.buf.drain(..n).collect()
+    }
+
     /// Sends `raw` and reads the response.
     pub fn request(&mut self, raw: &str) -> Response {
         self.send(raw.as_bytes());
@@ -162,8 +234,8 @@ impl Client {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0))
-            || matches!(self.stream.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        matches!(self.io.read(&mut b), Ok(0))
+            || matches!(self.io.read(&mut b), Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof))
     }
 }
 

@@ -224,6 +224,8 @@ impl Default for LbConfig {
 pub struct LbServer {
     pub process: LbProcess,
     pub addr: std::net::SocketAddr,
+    /// The HTTPS listener, if the config has one.
+    pub tls_addr: Option<std::net::SocketAddr>,
     pub dir: TestDir,
 }
 
@@ -239,7 +241,17 @@ impl LbServer {
     /// Starts lb on a config file written verbatim (`name` decides TOML or JSON), with
     /// extra command-line arguments.
     pub fn start_file(name: &str, contents: &str, extra_args: &[&str], filter: &str) -> Self {
-        let dir = TestDir::new();
+        Self::start_in(TestDir::new(), name, contents, extra_args, filter)
+    }
+
+    /// Like [`LbServer::start_file`], in `dir` (which may already hold certificates).
+    pub fn start_in(
+        dir: TestDir,
+        name: &str,
+        contents: &str,
+        extra_args: &[&str],
+        filter: &str,
+    ) -> Self {
         let cfg = dir.write(name, contents);
         let mut args = vec!["run", "--config", cfg.to_str().unwrap()];
         args.extend_from_slice(extra_args);
@@ -254,7 +266,19 @@ impl LbServer {
                 .and_then(|rest| rest.split_whitespace().next())
                 .and_then(|a| a.parse().ok())
         });
-        Self { process, addr, dir }
+        let tls_addr = process
+            .stderr()
+            .lines()
+            .find(|l| l.contains("lb running"))
+            .and_then(|l| l.split("https=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok());
+        Self {
+            process,
+            addr,
+            tls_addr,
+            dir,
+        }
     }
 
     pub fn pid(&self) -> u32 {

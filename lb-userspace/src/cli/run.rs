@@ -110,6 +110,7 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
     let snap = current.load();
     tracing::info!(
         listen = %data_plane.local_addr(),
+        https = %data_plane.tls_local_addr().map_or("off".to_owned(), |a| a.to_string()),
         origins = snap.config.origins.len(),
         groups = snap.config.groups.len(),
         kernel_signals = kernel.lock().map(|k| k.is_some()).unwrap_or(false),

@@ -73,6 +73,7 @@ impl Overrides {
         }
         if let Some(tls) = &config.tls
             && tls.address == config.listener.address
+            && tls.address.port() != 0
         {
             return Err(flag_error(
                 "the HTTPS listener address must differ from the HTTP one",

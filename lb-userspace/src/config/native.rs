@@ -409,7 +409,7 @@ fn build(
                     "needs at least one certificate (cert and key PEM files)",
                 ));
             }
-            if address == listener_address {
+            if address == listener_address && address.port() != 0 {
                 return Err(loc.err(
                     t.address.span(),
                     "tls.address",

@@ -197,7 +197,7 @@ async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn) -> (Next,
         return (next_after(conn, close), 403);
     }
     if !conn.tls && behavior.viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
-        return viewer_policy_reply(view, conn, behavior.viewer_protocol_policy).await;
+        return viewer_policy_reply(worker, conn, behavior.viewer_protocol_policy).await;
     }
     if let BodyFraming::ContentLength(n) = framing
         && n > config.limits.max_request_body
@@ -765,7 +765,7 @@ fn passthrough_length(r: &crate::http::ParsedResponse<'_, '_>) -> Option<u64> {
 /// is not 443), and https-only with 403. The request body, if any, is not read: the
 /// connection closes after the answer.
 async fn viewer_policy_reply(
-    view: &View,
+    worker: &Worker,
     conn: &mut ClientConn,
     policy: ViewerProtocolPolicy,
 ) -> (Next, u16) {
@@ -774,12 +774,7 @@ async fn viewer_policy_reply(
         reply_error(conn, 403, "this path is served over HTTPS only", close).await;
         return (next_after(conn, close), 403);
     }
-    let https_port = view
-        .snap
-        .config
-        .tls
-        .as_ref()
-        .map_or(443, |t| t.address.port());
+    let https_port = worker.https_port;
     let host = conn.head.host().map(host_without_port).unwrap_or_default();
     if host.is_empty() {
         reply_error(conn, 400, "the HTTPS redirect needs a Host header", true).await;

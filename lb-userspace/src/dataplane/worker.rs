@@ -35,6 +35,8 @@ pub(super) struct Worker {
     pub access_log: AccessLog,
     pub error_pages: RefCell<std::collections::HashMap<String, CachedPage>>,
     pub kernel: Option<Arc<crate::kernel::SignalsView>>,
+    /// The HTTPS listener's port (for redirect-to-https); 443 without one.
+    pub https_port: u16,
     index: usize,
     active: Cell<usize>,
 }
@@ -193,6 +195,10 @@ async fn worker_loop(
         access_log: AccessLog::new(config.observability.access_log),
         error_pages: RefCell::new(std::collections::HashMap::new()),
         kernel: shared.kernel.clone(),
+        https_port: tls_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(443, |a| a.port()),
         pool: RefCell::new(Pool::default()),
         drain: Drain::default(),
         index,

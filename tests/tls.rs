@@ -1,0 +1,447 @@
+//! TLS on both sides with certificates generated per test (rcgen): the HTTPS listener
+//! (SNI, versions, ALPN, reload), viewer protocol policies, HTTPS origins (verification,
+//! pooling, failover on a bad certificate), and every viewer/origin combination.
+
+use std::{net::SocketAddr, time::Duration};
+
+use lb_origin::Origin;
+use lb_tests::{
+    http::{Client, Response},
+    process::{LbServer, TestDir, wait_for},
+    tls::{IssuedCert, TestCa, Validity, client_config_for},
+};
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// GET `path` over a new TLS connection to lb, SNI `name`.
+fn tls_get(lb: &LbServer, ca: &TestCa, name: &str, path: &str) -> Response {
+    let mut c = Client::connect_tls(
+        lb.tls_addr.expect("lb has an HTTPS listener"),
+        name,
+        ca.client_config(),
+    )
+    .unwrap_or_else(|e| panic!("TLS handshake with lb as {name}: {e}"));
+    c.request(&format!("GET {path} HTTP/1.1\r\nHost: {name}\r\n\r\n"))
+}
+
+/// lb with an HTTPS listener serving `certs` (the first is the default) and `rest` of the
+/// config, all files in one directory.
+fn start_lb(certs: &[(&str, &IssuedCert)], extra_files: &[(&str, &str)], rest: &str) -> LbServer {
+    let dir = TestDir::new();
+    let mut tls = String::from("[tls]\naddress = \"127.0.0.1:0\"\n");
+    for (name, cert) in certs {
+        cert.write(&dir, name);
+        tls.push_str(&format!(
+            "[[tls.certificates]]\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n"
+        ));
+    }
+    for (name, contents) in extra_files {
+        dir.write(name, contents);
+    }
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n\n{tls}\n{rest}\n[kernel]\nenabled = false\n"
+    );
+    LbServer::start_in(dir, "lb.toml", &toml, &[], "info")
+}
+
+#[test]
+fn https_viewer_to_http_origin_with_keep_alive_tls12_and_tls13() {
+    let ca = TestCa::new("lb test CA");
+    let cert = ca.issue(&["lb.test", "127.0.0.1"], Validity::Current);
+    let origin = Origin::start("plain", loopback()).unwrap();
+    let lb = start_lb(
+        &[("lb", &cert)],
+        &[],
+        &format!(
+            "[[origins]]\nid = \"plain\"\naddress = \"{}\"\n",
+            origin.addr()
+        ),
+    );
+    let mut c = Client::connect_tls(lb.tls_addr.unwrap(), "lb.test", ca.client_config()).unwrap();
+    let info = c.tls().unwrap().clone();
+    assert_eq!(info.version, rustls::ProtocolVersion::TLSv1_3);
+    assert_eq!(info.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(info.leaf, cert.der());
+    for i in 0..3 {
+        let r = c.request(&format!(
+            "GET /headers?n={i} HTTP/1.1\r\nHost: lb.test\r\n\r\n"
+        ));
+        assert_eq!(r.status, 200);
+        let seen = r.text().to_ascii_lowercase();
+        assert!(
+            seen.contains("x-forwarded-proto: https"),
+            "origin saw:\n{seen}"
+        );
+    }
+    // A 64 KiB body each way over the same TLS connection.
+    let body = vec![b'x'; 65_536];
+    let mut raw = format!(
+        "POST /echo HTTP/1.1\r\nHost: lb.test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    c.send(&raw);
+    let r = c.read_response(false);
+    assert_eq!((r.status, r.body.len()), (200, body.len()));
+    // TLS 1.2 alone works too, and by IP (no SNI) the default certificate answers.
+    let tls12 = client_config_for(&ca.pem(), &[&rustls::version::TLS12]);
+    let mut c = Client::connect_tls(lb.tls_addr.unwrap(), "127.0.0.1", tls12).unwrap();
+    assert_eq!(c.tls().unwrap().version, rustls::ProtocolVersion::TLSv1_2);
+    let r = c.request("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    assert_eq!(r.status, 200);
+    // The plain listener still serves plain HTTP.
+    assert_eq!(lb_tests::http::get(lb.addr, "/").status, 200);
+}
+
+#[test]
+fn sni_chooses_between_certificates() {
+    let ca = TestCa::new("lb test CA");
+    let a = ca.issue(&["a.test"], Validity::Current);
+    let b = ca.issue(&["b.test", "*.b.test"], Validity::Current);
+    let origin = Origin::start("o", loopback()).unwrap();
+    let lb = start_lb(
+        &[("a", &a), ("b", &b)],
+        &[],
+        &format!("[[origins]]\nid = \"o\"\naddress = \"{}\"\n", origin.addr()),
+    );
+    let addr = lb.tls_addr.unwrap();
+    let leaf = |name: &str| {
+        Client::connect_tls(addr, name, ca.client_config())
+            .unwrap_or_else(|e| panic!("handshake as {name}: {e}"))
+            .tls()
+            .unwrap()
+            .leaf
+            .clone()
+    };
+    assert_eq!(leaf("a.test"), a.der());
+    assert_eq!(leaf("b.test"), b.der());
+    assert_eq!(leaf("www.b.test"), b.der(), "wildcard SAN");
+    // An unknown name gets the default (first) certificate, which the client rejects.
+    let err = Client::connect_tls(addr, "c.test", ca.client_config())
+        .err()
+        .expect("c.test must not verify");
+    assert!(err.contains("not valid for name"), "{err}");
+    assert_eq!(tls_get(&lb, &ca, "b.test", "/").status, 200);
+}
+
+#[test]
+fn viewer_protocol_policies_redirect_and_refuse_plain_http() {
+    let ca = TestCa::new("lb test CA");
+    let cert = ca.issue(&["shop.test"], Validity::Current);
+    let origin = Origin::start("o", loopback()).unwrap();
+    let lb = start_lb(
+        &[("shop", &cert)],
+        &[],
+        &format!(
+            r#"[[origins]]
+id = "o"
+address = "{}"
+
+[[behaviors]]
+path_pattern = "/secure/*"
+target = "o"
+viewer_protocol_policy = "https-only"
+
+[[behaviors]]
+path_pattern = "/open/*"
+target = "o"
+viewer_protocol_policy = "allow-all"
+
+[default_behavior]
+target = "o"
+viewer_protocol_policy = "redirect-to-https"
+"#,
+            origin.addr()
+        ),
+    );
+    let https_port = lb.tls_addr.unwrap().port();
+    let mut c = Client::connect(lb.addr);
+    let r = c.request("GET /cart?id=7 HTTP/1.1\r\nHost: shop.test:8080\r\n\r\n");
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://shop.test:{https_port}/cart?id=7").as_str())
+    );
+    // The connection stays usable: https-only answers 403, allow-all proxies.
+    let r = c.request("GET /secure/account HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("HTTPS only"), "{}", r.text());
+    let r = c.request("GET /open/page HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+    assert_eq!((r.status, r.header("x-origin")), (200, Some("o")));
+    // None of the refused requests reached the origin.
+    assert_eq!(origin.requests(), 1);
+    // Over HTTPS every behavior proxies.
+    for path in ["/cart", "/secure/account", "/open/page"] {
+        assert_eq!(tls_get(&lb, &ca, "shop.test", path).status, 200, "{path}");
+    }
+}
+
+/// lb with an HTTPS origin `id` (https-only, SNI `name`) trusting `ca_file`.
+fn https_origin_config(origins: &[(&str, &Origin, &str)], ca_file: &str) -> String {
+    let mut toml = format!("[origin_tls]\nca_files = [\"{ca_file}\"]\nsystem_roots = false\n\n");
+    for (id, origin, name) in origins {
+        toml.push_str(&format!(
+            "[[origins]]\nid = \"{id}\"\naddress = \"{}\"\nprotocol = \"https-only\"\ntls_server_name = \"{name}\"\nconnect_timeout = \"1s\"\nconnection_attempts = 1\n\n",
+            origin.addr()
+        ));
+    }
+    toml
+}
+
+#[test]
+fn http_viewer_to_https_origin_reuses_tls_connections() {
+    let ca = TestCa::new("origin CA");
+    let origin_cert = ca.issue(&["origin-a.test"], Validity::Current);
+    let origin = Origin::start_tls("secure", loopback(), origin_cert.origin_config()).unwrap();
+    let dir = TestDir::new();
+    dir.write("origin-ca.pem", &ca.pem());
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n\n{}\n[kernel]\nenabled = false\n",
+        https_origin_config(&[("secure", &origin, "origin-a.test")], "origin-ca.pem")
+    );
+    let lb = LbServer::start_in(dir, "lb.toml", &toml, &[], "info");
+    let mut c = Client::connect(lb.addr);
+    for i in 0..20 {
+        let r = c.request(&format!(
+            "GET /headers?i={i} HTTP/1.1\r\nHost: shop\r\n\r\n"
+        ));
+        assert_eq!((r.status, r.header("x-origin")), (200, Some("secure")));
+        assert!(
+            r.text()
+                .to_ascii_lowercase()
+                .contains("x-forwarded-proto: http\r\n")
+        );
+    }
+    // One TLS connection, one handshake, for all twenty requests.
+    assert_eq!(origin.connections(), 1);
+    // Chunked upload streamed through to the TLS origin.
+    let mut raw =
+        b"POST /count HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..40 {
+        raw.extend_from_slice(b"2000\r\n");
+        raw.extend_from_slice(&[b'z'; 0x2000]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    c.send(&raw);
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), format!("received {} bytes\n", 40 * 0x2000));
+}
+
+#[test]
+fn https_viewer_to_https_origin_and_match_viewer() {
+    let ca = TestCa::new("shared CA");
+    let lb_cert = ca.issue(&["lb.test"], Validity::Current);
+    let origin_cert = ca.issue(&["origin.test"], Validity::Current);
+    let https = Origin::start_tls("https-side", loopback(), origin_cert.origin_config()).unwrap();
+    let http = Origin::start("http-side", loopback()).unwrap();
+    // match-viewer: plain viewers reach the HTTP port, TLS viewers the HTTPS port.
+    let lb = start_lb(
+        &[("lb", &lb_cert)],
+        &[("ca.pem", &ca.pem())],
+        &format!(
+            "[origin_tls]\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n[[origins]]\nid = \"both\"\naddress = \"{}\"\nhttps_port = {}\nprotocol = \"match-viewer\"\ntls_server_name = \"origin.test\"\n",
+            http.addr(),
+            https.addr().port()
+        ),
+    );
+    let r = tls_get(&lb, &ca, "lb.test", "/x");
+    assert_eq!((r.status, r.header("x-origin")), (200, Some("https-side")));
+    let r = lb_tests::http::get(lb.addr, "/x");
+    assert_eq!((r.status, r.header("x-origin")), (200, Some("http-side")));
+    // A WebSocket-style upgrade tunnels through TLS on both sides.
+    let mut c = Client::connect_tls(lb.tls_addr.unwrap(), "lb.test", ca.client_config()).unwrap();
+    let r = c.request(
+        "GET /ws HTTP/1.1\r\nHost: lb.test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(r.status, 101);
+    let frame = vec![7u8; 70_000];
+    c.send(&frame);
+    let echoed = c.read_exact_bytes(frame.len());
+    assert_eq!(echoed, frame);
+}
+
+#[test]
+fn untrusted_or_expired_origin_certificates_fail_over() {
+    let trusted = TestCa::new("trusted CA");
+    let stranger = TestCa::new("unknown CA");
+    let untrusted = Origin::start_tls(
+        "untrusted",
+        loopback(),
+        stranger
+            .issue(&["origin.test"], Validity::Current)
+            .origin_config(),
+    )
+    .unwrap();
+    let expired = Origin::start_tls(
+        "expired",
+        loopback(),
+        trusted
+            .issue(&["origin.test"], Validity::Expired)
+            .origin_config(),
+    )
+    .unwrap();
+    let good = Origin::start_tls(
+        "good",
+        loopback(),
+        trusted
+            .issue(&["origin.test"], Validity::Current)
+            .origin_config(),
+    )
+    .unwrap();
+    let dir = TestDir::new();
+    dir.write("ca.pem", &trusted.pem());
+    let toml = format!(
+        r#"[listener]
+address = "127.0.0.1:0"
+workers = 1
+
+[observability]
+attempts_header = true
+
+{}
+[[origin_groups]]
+id = "g"
+members = ["untrusted", "expired", "good"]
+failover_status_codes = [502, 503]
+always_try_primary = true
+
+[[behaviors]]
+path_pattern = "/alone/*"
+target = "expired"
+
+[default_behavior]
+target = "g"
+
+[kernel]
+enabled = false
+"#,
+        https_origin_config(
+            &[
+                ("untrusted", &untrusted, "origin.test"),
+                ("expired", &expired, "origin.test"),
+                ("good", &good, "origin.test"),
+            ],
+            "ca.pem"
+        )
+    );
+    let lb = LbServer::start_in(dir, "lb.toml", &toml, &[], "info");
+    let r = lb_tests::http::get(lb.addr, "/page");
+    assert_eq!((r.status, r.header("x-origin")), (200, Some("good")));
+    let attempts = r.header("x-lb-attempts").unwrap();
+    assert!(
+        attempts.starts_with("untrusted:tls-error:") && attempts.contains(",expired:tls-error:"),
+        "{attempts}"
+    );
+    // Alone, the expired origin is a 502 that says why; nothing was sent to either bad one.
+    let r = lb_tests::http::get(lb.addr, "/alone/x");
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("certificate expired"), "{}", r.text());
+    assert_eq!((untrusted.requests(), expired.requests()), (0, 0));
+    // A name the certificate does not cover is refused the same way.
+    let mismatch = Origin::start_tls(
+        "mismatch",
+        loopback(),
+        trusted
+            .issue(&["other.test"], Validity::Current)
+            .origin_config(),
+    )
+    .unwrap();
+    let dir = TestDir::new();
+    dir.write("ca.pem", &trusted.pem());
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n{}\n[kernel]\nenabled = false\n",
+        https_origin_config(&[("mismatch", &mismatch, "origin.test")], "ca.pem")
+    );
+    let lb = LbServer::start_in(dir, "lb.toml", &toml, &[], "info");
+    let r = lb_tests::http::get(lb.addr, "/");
+    assert_eq!(r.status, 502);
+    assert!(
+        r.text().contains("not valid for the origin's name"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn certificates_reload_with_the_config_and_bad_files_are_refused() {
+    let ca = TestCa::new("lb test CA");
+    let first = ca.issue(&["lb.test"], Validity::Current);
+    let second = ca.issue(&["lb.test"], Validity::Current);
+    let origin = Origin::start("o", loopback()).unwrap();
+    let lb = start_lb(
+        &[("lb", &first)],
+        &[],
+        &format!("[[origins]]\nid = \"o\"\naddress = \"{}\"\n", origin.addr()),
+    );
+    let addr = lb.tls_addr.unwrap();
+    let leaf = || {
+        Client::connect_tls(addr, "lb.test", ca.client_config())
+            .unwrap()
+            .tls()
+            .unwrap()
+            .leaf
+            .clone()
+    };
+    assert_eq!(leaf(), first.der());
+    // A connection opened before the reload keeps working after it.
+    let mut before = Client::connect_tls(addr, "lb.test", ca.client_config()).unwrap();
+    second.write(&lb.dir, "lb");
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(lb.pid() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    hup();
+    wait_for("the renewed certificate", Duration::from_secs(10), || {
+        (leaf() == second.der()).then_some(())
+    });
+    let r = before.request("GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+    assert_eq!(r.status, 200);
+    // A broken key file is refused at reload, naming the file; the last good one stays.
+    lb.dir.write("lb.key", "not a key\n");
+    hup();
+    wait_for("the refused reload", Duration::from_secs(10), || {
+        lb.stderr().contains("lb.key").then_some(())
+    });
+    let log = lb.stderr();
+    let line = log.lines().rev().find(|l| l.contains("lb.key")).unwrap();
+    assert!(line.contains("private key"), "{line}");
+    assert_eq!(leaf(), second.der());
+}
+
+#[test]
+fn lb_check_names_the_bad_certificate_file() {
+    let ca = TestCa::new("lb test CA");
+    let a = ca.issue(&["a.test"], Validity::Current);
+    let b = ca.issue(&["b.test"], Validity::Current);
+    let dir = TestDir::new();
+    a.write(&dir, "a");
+    dir.write("b.pem", &b.cert_pem);
+    dir.write("b.key", &a.key_pem); // the wrong key
+    let cfg = dir.write(
+        "lb.toml",
+        "[tls]\naddress = \"127.0.0.1:8443\"\n[[tls.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n[[tls.certificates]]\ncert = \"b.pem\"\nkey = \"b.key\"\n\n[[origins]]\nid = \"o\"\naddress = \"127.0.0.1:9\"\n",
+    );
+    let out = lb_tests::process::lb(&["check", "--config", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("b.key") && err.contains("does not match"),
+        "{err}"
+    );
+    let missing = dir.write(
+        "missing.toml",
+        "[tls]\naddress = \"127.0.0.1:8443\"\n[[tls.certificates]]\ncert = \"nope.pem\"\nkey = \"a.key\"\n[[origins]]\nid = \"o\"\naddress = \"127.0.0.1:9\"\n",
+    );
+    let out = lb_tests::process::lb(&["check", "--config", missing.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("nope.pem"), "{err}");
+}
