@@ -5,19 +5,21 @@
 
 use lb_origin::Origin;
 use lb_tests::{
-    http::get,
+    http::{Client, Response, get},
     process::{LbServer, TestDir, lb},
+    tls::{TestCa, Validity},
 };
 
 const SEED_002: &str = include_str!("fixtures/seed-002-distribution.json");
 
-/// The seed's JSON with only DomainName and HTTPPort changed.
+/// The seed's JSON with only DomainName and HTTPSPort changed (its origins are
+/// https-only: HTTPPort is never used).
 fn seed_json(primary: u16, secondary: u16) -> String {
     let text = SEED_002
         .replace("primary-alb-123.us-east-1.elb.amazonaws.com", "127.0.0.1")
         .replace("secondary-alb-456.eu-west-1.elb.amazonaws.com", "127.0.0.1");
     let mut n = 0;
-    text.split("\"HTTPPort\": 80")
+    text.split("\"HTTPSPort\": 443")
         .enumerate()
         .map(|(i, part)| {
             if i == 0 {
@@ -25,7 +27,7 @@ fn seed_json(primary: u16, secondary: u16) -> String {
             } else {
                 n += 1;
                 format!(
-                    "\"HTTPPort\": {}{part}",
+                    "\"HTTPSPort\": {}{part}",
                     if n == 1 { primary } else { secondary }
                 )
             }
@@ -33,33 +35,114 @@ fn seed_json(primary: u16, secondary: u16) -> String {
         .collect()
 }
 
-fn check_failover_semantics(lb: &LbServer, primary: &Origin, secondary: &Origin) {
-    assert_eq!(get(lb.addr, "/").header("x-origin"), Some("primary"));
-    for code in [500, 502, 503, 504] {
-        primary.set_forced_status(Some(code));
-        let r = get(lb.addr, &format!("/c{code}"));
-        assert_eq!(
-            (r.status, r.header("x-origin")),
-            (200, Some("secondary")),
-            "{code} fails over"
+/// Two HTTPS origins with certificates for 127.0.0.1 from a private CA, and a directory
+/// holding that CA (for `--origin-ca`) and lb's own certificate (for `--cert/--key`).
+struct Setup {
+    ca: TestCa,
+    primary: Origin,
+    secondary: Origin,
+    dir: TestDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let ca = TestCa::new("seed-002 test CA");
+        let origin_cert = ca.issue(&["127.0.0.1"], Validity::Current);
+        let loopback = "127.0.0.1:0".parse().unwrap();
+        let primary = Origin::start_tls("primary", loopback, origin_cert.origin_config()).unwrap();
+        let secondary =
+            Origin::start_tls("secondary", loopback, origin_cert.origin_config()).unwrap();
+        let dir = TestDir::new();
+        dir.write("origin-ca.pem", &ca.pem());
+        ca.issue(&["d111111abcdef8.cloudfront.test"], Validity::Current)
+            .write(&dir, "viewer");
+        Self {
+            ca,
+            primary,
+            secondary,
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path.join(name).to_str().unwrap().to_owned()
+    }
+
+    /// lb on `name` (JSON or TOML) with the HTTPS listener and origin CA from flags.
+    fn start_lb(&self, name: &str, contents: &str) -> LbServer {
+        let (ca, cert, key) = (
+            self.path("origin-ca.pem"),
+            self.path("viewer.pem"),
+            self.path("viewer.key"),
         );
+        LbServer::start_file(
+            name,
+            contents,
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+                "--origin-ca",
+                &ca,
+            ],
+            "info",
+        )
     }
-    // Not in FailoverCriteria: returned as is (a fresh lb would not have ejected the
-    // primary; with always-on health the ejection may skip it, so check the status only).
-    for code in [404, 403, 401] {
-        primary.set_forced_status(Some(code));
-        secondary.set_forced_status(Some(code));
-        assert_eq!(get(lb.addr, "/n").status, code, "{code} does not fail over");
+
+    /// GET over HTTPS, as the seed's redirect-to-https viewers end up doing.
+    fn get(&self, lb: &LbServer, path: &str) -> Response {
+        let mut c = Client::connect_tls(
+            lb.tls_addr.unwrap(),
+            "d111111abcdef8.cloudfront.test",
+            self.ca.client_config(),
+        )
+        .unwrap();
+        c.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: d111111abcdef8.cloudfront.test\r\n\r\n"
+        ))
     }
-    primary.set_forced_status(None);
-    secondary.set_forced_status(None);
+
+    fn check_failover_semantics(&self, lb: &LbServer) {
+        let (primary, secondary) = (&self.primary, &self.secondary);
+        assert_eq!(self.get(lb, "/").header("x-origin"), Some("primary"));
+        // Plain HTTP is redirected (ViewerProtocolPolicy redirect-to-https).
+        let r = get(lb.addr, "/x?y=1");
+        assert_eq!(r.status, 301);
+        let location = r.header("location").unwrap();
+        assert!(
+            location.starts_with("https://test:") && location.ends_with("/x?y=1"),
+            "{location}"
+        );
+        for code in [500, 502, 503, 504] {
+            primary.set_forced_status(Some(code));
+            let r = self.get(lb, &format!("/c{code}"));
+            assert_eq!(
+                (r.status, r.header("x-origin")),
+                (200, Some("secondary")),
+                "{code} fails over"
+            );
+        }
+        // Not in FailoverCriteria: returned as is (a fresh lb would not have ejected the
+        // primary; with always-on health the ejection may skip it, so check the status only).
+        for code in [404, 403, 401] {
+            primary.set_forced_status(Some(code));
+            secondary.set_forced_status(Some(code));
+            assert_eq!(self.get(lb, "/n").status, code, "{code} does not fail over");
+        }
+        primary.set_forced_status(None);
+        secondary.set_forced_status(None);
+    }
 }
 
 #[test]
-fn seed_002_json_runs_and_fails_over_on_its_status_codes() {
-    let p = Origin::start("primary", "127.0.0.1:0".parse().unwrap()).unwrap();
-    let s = Origin::start("secondary", "127.0.0.1:0".parse().unwrap()).unwrap();
-    let json = seed_json(p.addr().port(), s.addr().port());
+fn seed_002_json_runs_with_https_origins_and_fails_over_on_its_status_codes() {
+    let setup = Setup::new();
+    let json = seed_json(setup.primary.addr().port(), setup.secondary.addr().port());
     for (name, contents) in [
         ("dist.json", json.clone()),
         (
@@ -67,8 +150,8 @@ fn seed_002_json_runs_and_fails_over_on_its_status_codes() {
             format!("{{\"ETag\": \"E2QWRUHAPOMQZL\", \"DistributionConfig\": {json}}}"),
         ),
     ] {
-        let lb = LbServer::start_file(name, &contents, &["--listen", "127.0.0.1:0"], "info");
-        check_failover_semantics(&lb, &p, &s);
+        let lb = setup.start_lb(name, &contents);
+        setup.check_failover_semantics(&lb);
         let log = lb.stderr();
         let unimplemented: Vec<_> = log
             .lines()
@@ -86,19 +169,46 @@ fn seed_002_json_runs_and_fails_over_on_its_status_codes() {
                 unimplemented[0]
             );
         }
-        assert!(
-            log.contains("protocol https-only needs TLS to origins"),
-            "{log}"
-        );
+        assert!(!log.contains("HTTPS listener"), "no TLS warnings:\n{log}");
     }
+    // Every request reached the origins over TLS: the plain-HTTP port is never used.
+    assert!(setup.primary.requests() > 0 && setup.secondary.requests() > 0);
+}
+
+#[test]
+fn seed_002_without_the_origin_ca_fails_verification_with_a_502() {
+    let setup = Setup::new();
+    let json = seed_json(setup.primary.addr().port(), setup.secondary.addr().port());
+    let (cert, key) = (setup.path("viewer.pem"), setup.path("viewer.key"));
+    let lb = LbServer::start_file(
+        "dist.json",
+        &json,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ],
+        "info",
+    );
+    let r = setup.get(&lb, "/");
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("trusted CA"), "{}", r.text());
+    assert_eq!(setup.primary.requests() + setup.secondary.requests(), 0);
 }
 
 #[test]
 fn import_round_trips_to_toml_that_checks_and_behaves_the_same() {
-    let p = Origin::start("primary", "127.0.0.1:0".parse().unwrap()).unwrap();
-    let s = Origin::start("secondary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let setup = Setup::new();
     let dir = TestDir::new();
-    let json = dir.write("dist.json", &seed_json(p.addr().port(), s.addr().port()));
+    let json = dir.write(
+        "dist.json",
+        &seed_json(setup.primary.addr().port(), setup.secondary.addr().port()),
+    );
     let out = lb(&["import", "cloudfront", json.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -120,6 +230,8 @@ fn import_round_trips_to_toml_that_checks_and_behaves_the_same() {
     assert!(
         String::from_utf8_lossy(&check.stdout).contains("ok (2 origins, 1 groups, 0 behaviors)")
     );
-    let lb = LbServer::start_file("imported.toml", &toml, &["--listen", "127.0.0.1:0"], "info");
-    check_failover_semantics(&lb, &p, &s);
+    assert!(toml.contains("protocol = \"https-only\""), "{toml}");
+    // The same flags give the imported TOML its HTTPS listener and origin CA.
+    let lb = setup.start_lb("imported.toml", &toml);
+    setup.check_failover_semantics(&lb);
 }
