@@ -133,16 +133,98 @@ fn status_and_method_sets() {
     assert!(MethodSet::from_names(["BREW"]).is_err());
 }
 
-#[test]
-fn tls_settings_are_reported_not_silently_downgraded() {
-    let text = FULL.replace(
+/// FULL with an HTTPS listener, an origin CA and TLS origins of each kind.
+fn with_tls(extra_origin_lines: &str) -> String {
+    FULL.replace(
         "origin_path = \"/v1\"",
-        "origin_path = \"/v1\"\nprotocol = \"https-only\"",
-    );
-    let notes = parse(&text).unsupported_tls_notes();
-    assert_eq!(notes.len(), 1);
+        &format!("origin_path = \"/v1\"\n{extra_origin_lines}"),
+    )
+    .replace(
+        "[admin]",
+        "[tls]\naddress = \"127.0.0.1:9443\"\n[[tls.certificates]]\ncert = \"certs/a.pem\"\nkey = \"certs/a.key\"\n\n[origin_tls]\nca_files = [\"ca.pem\"]\nsystem_roots = false\n\n[admin]",
+    )
+}
+
+#[test]
+fn tls_listener_and_origin_protocols_build_the_model() {
+    let c = Config::parse(
+        &with_tls("protocol = \"https-only\""),
+        Path::new("/etc/lb/lb.toml"),
+    )
+    .unwrap();
+    let tls = c.tls.as_ref().unwrap();
+    assert_eq!(tls.address, "127.0.0.1:9443".parse().unwrap());
+    // Paths are relative to the config file's directory.
+    assert_eq!(tls.certificates[0].cert, Path::new("/etc/lb/certs/a.pem"));
+    assert_eq!(c.origin_tls.ca_files, [Path::new("/etc/lb/ca.pem")]);
+    assert!(!c.origin_tls.system_roots);
+    let primary = &c.origins[0];
+    // https-only uses the address's port; the SNI name defaults to the IP.
+    assert_eq!(primary.https_port, 8081);
+    assert_eq!(primary.tls_server_name, "127.0.0.1");
+    assert!(primary.uses_tls(false) && primary.uses_tls(true));
+    assert_eq!(primary.endpoints(), ["127.0.0.1:8081".parse().unwrap()]);
+    assert!(c.tls_notes().is_empty());
+
+    let c = parse(&with_tls(
+        "protocol = \"match-viewer\"\nhttps_port = 8443\ntls_server_name = \"origin.example\"",
+    ));
+    let primary = &c.origins[0];
+    assert!(!primary.uses_tls(false) && primary.uses_tls(true));
+    assert_eq!((primary.port(false), primary.port(true)), (8081, 8443));
+    assert_eq!(primary.tls_server_name, "origin.example");
+    // Both ports go into the kernel index under the origin's one slot.
+    let slots: Vec<_> = c
+        .kernel_registrations()
+        .into_iter()
+        .filter(|r| r.slot == 0)
+        .map(|r| r.address.port())
+        .collect();
+    assert_eq!(slots, [8081, 8443]);
+}
+
+#[test]
+fn tls_config_round_trips_through_export() {
+    let c = parse(&with_tls(
+        "protocol = \"match-viewer\"\nhttps_port = 8443\ntls_server_name = \"origin.example\"",
+    ));
+    assert_eq!(parse(&c.to_toml()), c);
+}
+
+#[test]
+fn bad_tls_settings_name_their_field() {
+    let err = Config::parse(
+        &with_tls("tls_server_name = \"not a name!\""),
+        Path::new("lb.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("origins[0].tls_server_name"), "{err}");
+    let err = Config::parse(
+        &with_tls("").replace(
+            "[[tls.certificates]]\ncert = \"certs/a.pem\"\nkey = \"certs/a.key\"\n",
+            "certificates = []\n",
+        ),
+        Path::new("lb.toml"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
-        notes[0].starts_with("origin `primary`: protocol https-only needs TLS"),
+        err.contains("tls.certificates: needs at least one"),
+        "{err}"
+    );
+}
+
+#[test]
+fn viewer_policies_without_an_https_listener_are_reported() {
+    let text = FULL.replace(
+        "[default_behavior]",
+        "[default_behavior]\nviewer_protocol_policy = \"https-only\"",
+    );
+    let notes = parse(&text).tls_notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("default behavior: https-only, but lb has no HTTPS listener"),
         "{notes:?}"
     );
 }
