@@ -13,6 +13,7 @@ const BPF_LINKER_VERSION: &str = "0.10.0";
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),        // veth pairs and network namespaces in kernel tests
     ("util-linux", "setpriv"), // the unprivileged start-up test
+    ("testssl.sh", "testssl"), // the TLS listener scan (protocols and cipher strength)
 ];
 
 pub fn setup() -> anyhow::Result<()> {
