@@ -445,3 +445,60 @@ fn lb_check_names_the_bad_certificate_file() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("nope.pem"), "{err}");
 }
+
+#[test]
+fn active_checks_of_https_origins_verify_their_certificates() {
+    let trusted = TestCa::new("trusted CA");
+    let stranger = TestCa::new("unknown CA");
+    let good = Origin::start_tls(
+        "good",
+        loopback(),
+        trusted
+            .issue(&["origin.test"], Validity::Current)
+            .origin_config(),
+    )
+    .unwrap();
+    let bad = Origin::start_tls(
+        "bad",
+        loopback(),
+        stranger
+            .issue(&["origin.test"], Validity::Current)
+            .origin_config(),
+    )
+    .unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let check = "[origins.health_check]\ninterval = \"100ms\"\nfast_interval = \"50ms\"\ntimeout = \"500ms\"\nunhealthy_threshold = 2\n\n";
+    let dir = TestDir::new();
+    dir.write("ca.pem", &trusted.pem());
+    let mut origins = String::new();
+    for (id, o) in [("good", &good), ("bad", &bad)] {
+        origins.push_str(&format!(
+            "[[origins]]\nid = \"{id}\"\naddress = \"{}\"\nprotocol = \"https-only\"\ntls_server_name = \"origin.test\"\n{check}",
+            o.addr()
+        ));
+    }
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n[admin]\naddress = \"{admin}\"\n[origin_tls]\nca_files = [\"ca.pem\"]\n\n{origins}[[origin_groups]]\nid = \"g\"\nmembers = [\"bad\", \"good\"]\nfailover_status_codes = [503]\n\n[default_behavior]\ntarget = \"g\"\n[kernel]\nenabled = false\n"
+    );
+    let lb = LbServer::start_in(dir, "lb.toml", &toml, &[], "info");
+    let states = wait_for(
+        "the untrusted origin to be down",
+        Duration::from_secs(5),
+        || {
+            let doc: serde_json::Value =
+                serde_json::from_str(&lb_tests::http::get(admin, "/origins").text()).ok()?;
+            let state = |i: usize| doc["origins"][i]["state"].as_str().unwrap_or("").to_owned();
+            (state(1) == "down").then(|| (state(0), state(1)))
+        },
+    );
+    assert_eq!(states, ("healthy".to_owned(), "down".to_owned()));
+    // The checks reached the trusted origin over TLS, the untrusted one never got a request.
+    assert!(good.requests() > 0);
+    assert_eq!(bad.requests(), 0);
+    // Traffic goes straight to the healthy member.
+    let r = lb_tests::http::get(lb.addr, "/");
+    assert_eq!((r.status, r.header("x-origin")), (200, Some("good")));
+}
