@@ -86,6 +86,10 @@ fn https_viewer_to_http_origin_with_keep_alive_tls12_and_tls13() {
     c.send(&raw);
     let r = c.read_response(false);
     assert_eq!((r.status, r.body.len()), (200, body.len()));
+    // Connection: close ends with close_notify, not a bare FIN.
+    let r = c.request("GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(c.clean_eof(), "close_notify before the FIN");
     // TLS 1.2 alone works too, and by IP (no SNI) the default certificate answers.
     let tls12 = client_config_for(&ca.pem(), &[&rustls::version::TLS12]);
     let mut c = Client::connect_tls(lb.tls_addr.unwrap(), "127.0.0.1", tls12).unwrap();

@@ -210,6 +210,13 @@ impl Client {
         }
     }
 
+    /// True if the next read is an orderly end: EOF on TCP, close_notify then EOF on TLS
+    /// (rustls reports a FIN without close_notify as an error).
+    pub fn clean_eof(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        self.buf.is_empty() && matches!(self.io.read(&mut b), Ok(0))
+    }
+
     /// Reads exactly `n` bytes (after any already buffered), e.g. from a tunnel.
     pub fn read_exact_bytes(&mut self, n: usize) -> Vec<u8> {
         while self.buf.len() < n {

@@ -11,6 +11,8 @@
 
 use std::{net::SocketAddr, rc::Rc, time::Instant};
 
+use monoio::io::AsyncWriteRent;
+
 use super::{
     access_log::{AccessEntry, AttemptRecord, Outcome, write_attempts},
     body::{self, BodyError, BodyErrorKind, BodyPlan, Encoding, Side, Source},
@@ -68,7 +70,7 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: Socke
     };
     loop {
         if !read_request(&worker, &mut conn).await {
-            return;
+            break;
         }
         let started = Instant::now();
         // The snapshot this exchange runs on, even if a reload happens meanwhile.
@@ -91,7 +93,7 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: Socke
         );
         match next {
             Next::KeepAlive if !worker.drain.is_draining() => {}
-            Next::KeepAlive | Next::Close => return,
+            Next::KeepAlive | Next::Close => break,
             Next::Upgrade(origin) => {
                 let ClientConn { io, .. } = conn;
                 tunnel(io, origin).await;
@@ -99,7 +101,15 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: Socke
             }
         }
     }
+    if conn.tls {
+        // close_notify before the FIN, so a TLS client can tell an orderly end (and the
+        // end of an HTTP/1.0 body) from a truncation. Bounded: the peer may be gone.
+        let _ = monoio::time::timeout(CLOSE_NOTIFY_TIMEOUT, conn.io.stream.shutdown()).await;
+    }
 }
+
+/// How long lb spends sending a TLS close_notify before simply closing.
+const CLOSE_NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Reads and validates the next request head into `conn.head`. false: close.
 async fn read_request(worker: &Worker, conn: &mut ClientConn) -> bool {
