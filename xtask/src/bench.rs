@@ -44,6 +44,8 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// Kill -9 the primary under load and restart it: a timeline, kernel signals on and off.
     Failover,
+    /// HTTPS listeners: full handshakes/s and keep-alive throughput, lb vs nginx vs HAProxy.
+    Tls(crate::bench_tls::TlsBenchArgs),
 }
 
 const ORIGIN: &str = "127.0.0.1:19181";
@@ -100,8 +102,10 @@ struct Run {
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchWhat::Failover) = args.what {
-        return crate::bench_failover::bench_failover();
+    match args.what {
+        Some(BenchWhat::Failover) => return crate::bench_failover::bench_failover(),
+        Some(BenchWhat::Tls(tls)) => return crate::bench_tls::bench_tls(tls),
+        None => {}
     }
     let started = Instant::now();
     ensure_tools()?;
@@ -230,7 +234,7 @@ pub(crate) fn build_release() -> anyhow::Result<()> {
     ])
 }
 
-fn humantime_stamp() -> String {
+pub(crate) fn humantime_stamp() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
@@ -247,7 +251,7 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn ensure_tools() -> anyhow::Result<()> {
+pub(crate) fn ensure_tools() -> anyhow::Result<()> {
     let missing: Vec<&str> = [
         ("nginx", "nginx"),
         ("haproxy", "haproxy"),
@@ -425,21 +429,7 @@ impl Procs {
         else {
             return Vec::new();
         };
-        // taskset execs the program, so the child pid is the program's.
-        let mut pids = vec![root];
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for e in dir.flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                    continue;
-                };
-                if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    && stat_field(&stat, 4) == Some(root as u64)
-                {
-                    pids.push(pid);
-                }
-            }
-        }
-        pids
+        process_and_children(root)
     }
 }
 
@@ -463,6 +453,25 @@ impl Drop for Procs {
     }
 }
 
+/// `root` and its direct children (nginx's workers). taskset execs the program, so a
+/// spawned child's pid is the program's.
+pub(crate) fn process_and_children(root: u32) -> Vec<u32> {
+    let mut pids = vec![root];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                && stat_field(&stat, 4) == Some(root as u64)
+            {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
 /// Field `n` (1-based, as in proc(5)) of /proc/PID/stat, after the command name.
 fn stat_field(stat: &str, n: usize) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -470,7 +479,7 @@ fn stat_field(stat: &str, n: usize) -> Option<u64> {
 }
 
 /// CPU time of `pids` in microseconds (utime + stime).
-fn cpu_us(pids: &[u32]) -> u64 {
+pub(crate) fn cpu_us(pids: &[u32]) -> u64 {
     let hz = 100; // USER_HZ on Linux
     pids.iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
@@ -578,7 +587,7 @@ fn fixed_rate_latency(
     Ok((ms("p50").context("p50")?, ms("p99").context("p99")?))
 }
 
-fn median(v: &[f64]) -> (f64, f64, f64) {
+pub(crate) fn median(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     if s.is_empty() {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_failover;
+mod bench_tls;
 mod setup;
 
 use std::process::{Command, ExitCode};

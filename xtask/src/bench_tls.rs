@@ -1,0 +1,448 @@
+//! `cargo xtask bench tls`: lb's HTTPS listener against nginx's and HAProxy's, each
+//! proxying to the same plain-HTTP origin, measured in one run with interleaved rounds.
+//!
+//! Two loads, both wrk (OpenSSL; it never resumes sessions, so every connection is a full
+//! handshake) with 50 connections on core 1, the proxy alone on core 0:
+//! - handshakes: `Connection: close` on every request, so each request is a new TCP
+//!   connection and a full TLS handshake (ECDHE, ECDSA P-256 certificate);
+//! - keep-alive: 1 KiB responses on 50 long-lived TLS connections.
+//!
+//! All three use the same certificate; the protocol and cipher each negotiates with an
+//! OpenSSL client are printed in the results.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    bench::{cpu_us, median, process_and_children},
+    workspace_root,
+};
+
+#[derive(clap::Args)]
+pub struct TlsBenchArgs {
+    /// 2 rounds of 3 s (under 2 minutes with a warm build).
+    #[arg(long)]
+    quick: bool,
+    /// Rounds (default 5, quick 2).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds per measurement (default 8, quick 3).
+    #[arg(long)]
+    seconds: Option<u64>,
+}
+
+const ORIGIN: &str = "127.0.0.1:19381";
+const CONNS: u32 = 50;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Proxy {
+    Lb,
+    Nginx,
+    Haproxy,
+}
+
+impl Proxy {
+    const ALL: [Self; 3] = [Self::Lb, Self::Nginx, Self::Haproxy];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Lb => "lb",
+            Self::Nginx => "nginx",
+            Self::Haproxy => "haproxy",
+        }
+    }
+
+    fn addr(self) -> &'static str {
+        match self {
+            Self::Lb => "127.0.0.1:19380",
+            Self::Nginx => "127.0.0.1:19382",
+            Self::Haproxy => "127.0.0.1:19383",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Load {
+    Handshakes,
+    KeepAlive,
+}
+
+impl Load {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Handshakes => "new TLS connection per request",
+            Self::KeepAlive => "keep-alive, 1 KiB",
+        }
+    }
+}
+
+struct Sample {
+    rps: f64,
+    cpu_us: f64,
+}
+
+pub fn bench_tls(args: TlsBenchArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    crate::bench::ensure_tools()?;
+    if Command::new("openssl").arg("version").output().is_err() {
+        bail!(
+            "openssl (the CLI) is needed to make the benchmark's certificate: apt install openssl"
+        );
+    }
+    crate::bench::build_release()?;
+    let rounds = args.rounds.unwrap_or(if args.quick { 2 } else { 5 });
+    let secs = args.seconds.unwrap_or(if args.quick { 3 } else { 8 });
+    let work = std::env::temp_dir().join(format!("lb-bench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let mut procs = Procs::default();
+    procs.start(&work, &workspace_root())?;
+    let negotiated: BTreeMap<Proxy, String> =
+        Proxy::ALL.iter().map(|p| (*p, negotiated(*p))).collect();
+    let mut samples: BTreeMap<(Proxy, Load), Vec<Sample>> = BTreeMap::new();
+    let total = rounds * Proxy::ALL.len() * 2;
+    let mut done = 0;
+    for round in 0..rounds {
+        let mut order = Proxy::ALL.to_vec();
+        order.rotate_left(round % Proxy::ALL.len());
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for p in order {
+            for load in [Load::Handshakes, Load::KeepAlive] {
+                done += 1;
+                eprintln!(
+                    "[{done}/{total}] round {} {:<8} {} ...",
+                    round + 1,
+                    p.name(),
+                    load.label()
+                );
+                let s = measure(&procs, p, load, secs)?;
+                eprintln!(
+                    "          {:>10.0} req/s, {:.1} us CPU/req",
+                    s.rps, s.cpu_us
+                );
+                samples.entry((p, load)).or_default().push(s);
+            }
+        }
+    }
+    drop(procs);
+    let md = report(&samples, &negotiated, rounds, secs, args.quick);
+    print!("{md}");
+    let results = workspace_root().join("bench/results");
+    std::fs::create_dir_all(&results)?;
+    std::fs::write(results.join("tls.md"), &md)?;
+    eprintln!(
+        "wrote bench/results/tls.md in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn report(
+    samples: &BTreeMap<(Proxy, Load), Vec<Sample>>,
+    negotiated: &BTreeMap<Proxy, String>,
+    rounds: usize,
+    secs: u64,
+    quick: bool,
+) -> String {
+    let stat = |p: Proxy, load: Load| {
+        let v = &samples[&(p, load)];
+        let rps = median(&v.iter().map(|s| s.rps).collect::<Vec<_>>());
+        let cpu = median(&v.iter().map(|s| s.cpu_us).collect::<Vec<_>>()).0;
+        (rps, cpu)
+    };
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# TLS benchmark\n\n`cargo xtask bench tls{}` on {}, {} (median of {rounds} interleaved rounds of {secs} s; min-max in brackets).\n\
+         Each proxy has 1 worker on core 0 and terminates TLS for the same plain-HTTP origin (lb-origin, core 1); wrk -t1 -c{CONNS} on core 1.\n\
+         Same ECDSA P-256 certificate for all; wrk never resumes sessions, so \"new TLS connection per request\" is full handshakes/s.\n",
+        if quick { " --quick" } else { "" },
+        crate::bench::humantime_stamp(),
+        machine()
+    );
+    for load in [Load::Handshakes, Load::KeepAlive] {
+        let (nginx, _) = stat(Proxy::Nginx, load);
+        let _ = writeln!(
+            md,
+            "\n## {}\n\n| proxy | requests/s | vs nginx | proxy CPU us/request | negotiated |\n| --- | --- | --- | --- | --- |",
+            load.label()
+        );
+        for p in Proxy::ALL {
+            let ((m, lo, hi), cpu) = stat(p, load);
+            let _ = writeln!(
+                md,
+                "| {} | {m:.0} [{lo:.0}-{hi:.0}] | {:.2}x | {cpu:.1} | {} |",
+                p.name(),
+                m / nginx.0,
+                negotiated[&p]
+            );
+        }
+    }
+    md
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, Linux {}", kernel.trim())
+}
+
+/// "TLSv1.3 TLS_AES_256_GCM_SHA384 X25519" as an OpenSSL client negotiates it.
+fn negotiated(p: Proxy) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-brief",
+            "-connect",
+            p.addr(),
+            "-servername",
+            "bench.test",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    let Ok(out) = out else {
+        return "?".into();
+    };
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().split(',').next().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "{} {} {}",
+        field("Protocol version:"),
+        field("Ciphersuite:"),
+        field("Server Temp Key:")
+    )
+}
+
+fn measure(procs: &Procs, p: Proxy, load: Load, secs: u64) -> anyhow::Result<Sample> {
+    let (size, close) = match load {
+        Load::Handshakes => (0, true),
+        Load::KeepAlive => (1024, false),
+    };
+    let url = format!("https://{}/bench?size={size}", p.addr());
+    let pids = process_and_children(procs.pid(p));
+    let cpu0 = cpu_us(&pids);
+    let mut wrk = Command::new("taskset");
+    wrk.args(["-c", "1", "wrk", "-t1"])
+        .arg(format!("-c{CONNS}"))
+        .arg(format!("-d{secs}s"));
+    if close {
+        wrk.args(["-H", "Connection: close"]);
+    }
+    let out = wrk.arg(&url).output().context("running wrk")?;
+    let cpu1 = cpu_us(&pids);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps: f64 = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("wrk output: {text}"))?;
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(rps * secs as f64);
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        eprintln!(
+            "          warning: {}",
+            text.lines()
+                .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    Ok(Sample {
+        rps,
+        cpu_us: if requests > 0.0 {
+            (cpu1 - cpu0) as f64 / requests
+        } else {
+            0.0
+        },
+    })
+}
+
+#[derive(Default)]
+struct Procs {
+    children: Vec<(Option<Proxy>, Child)>,
+}
+
+impl Procs {
+    fn pid(&self, p: Proxy) -> u32 {
+        self.children
+            .iter()
+            .find(|(x, _)| *x == Some(p))
+            .map_or(0, |(_, c)| c.id())
+    }
+
+    fn start(&mut self, work: &Path, root: &Path) -> anyhow::Result<()> {
+        for addr in Proxy::ALL.map(Proxy::addr).into_iter().chain([ORIGIN]) {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                bail!("{addr} is already in use (a leftover from an earlier run?); stop it first");
+            }
+        }
+        let (cert, key) = (work.join("cert.pem"), work.join("key.pem"));
+        crate::cmd(Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "7",
+            "-subj",
+            "/CN=bench.test",
+            "-addext",
+            "subjectAltName=DNS:bench.test,IP:127.0.0.1",
+            "-keyout",
+            key.to_str().unwrap_or_default(),
+            "-out",
+            cert.to_str().unwrap_or_default(),
+        ]))
+        .context("making the benchmark certificate")?;
+        let combined = work.join("combined.pem");
+        std::fs::write(
+            &combined,
+            [std::fs::read(&cert)?, std::fs::read(&key)?].concat(),
+        )?;
+        let release = root.join("target/release");
+        self.spawn(
+            None,
+            "1",
+            release.join("lb-origin"),
+            &["--listen", ORIGIN, "--name", "bench"],
+        )?;
+        let lb_cfg = work.join("lb.toml");
+        std::fs::write(
+            &lb_cfg,
+            format!(
+                "[listener]\naddress = \"127.0.0.1:19389\"\nworkers = 1\npin_workers = false\n\
+                 [tls]\naddress = \"{}\"\n[[tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n\
+                 [observability]\naccess_log = false\n\
+                 [[origins]]\nid = \"bench\"\naddress = \"{ORIGIN}\"\nkeepalive_timeout = \"60s\"\n[kernel]\nenabled = false\n",
+                Proxy::Lb.addr(),
+                cert.display(),
+                key.display()
+            ),
+        )?;
+        self.spawn(
+            Some(Proxy::Lb),
+            "0",
+            release.join("lb"),
+            &[
+                "run",
+                "--config",
+                lb_cfg.to_str().unwrap_or_default(),
+                "--log",
+                "warn",
+            ],
+        )?;
+        let nginx_cfg = work.join("nginx.conf");
+        std::fs::write(
+            &nginx_cfg,
+            format!(
+                "worker_processes 1;\ndaemon off;\npid {w}/nginx.pid;\nerror_log {w}/nginx-error.log warn;\n\
+                 events {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  upstream origin {{ server {ORIGIN}; keepalive 64; }}\n\
+                 server {{\n    listen {} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n\
+                 location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}\n}}\n",
+                Proxy::Nginx.addr(),
+                cert.display(),
+                key.display(),
+                w = work.display()
+            ),
+        )?;
+        self.spawn(
+            Some(Proxy::Nginx),
+            "0",
+            PathBuf::from("nginx"),
+            &[
+                "-c",
+                nginx_cfg.to_str().unwrap_or_default(),
+                "-e",
+                "/dev/null",
+            ],
+        )?;
+        let haproxy_cfg = work.join("haproxy.cfg");
+        std::fs::write(
+            &haproxy_cfg,
+            format!(
+                "global\n  nbthread 1\n  maxconn 4000\n  ssl-default-bind-options ssl-min-ver TLSv1.2\n\
+                 defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always\n\
+                 frontend fe\n  bind {} ssl crt {} alpn http/1.1\n  default_backend be\nbackend be\n  server o1 {ORIGIN} maxconn 2000\n",
+                Proxy::Haproxy.addr(),
+                combined.display()
+            ),
+        )?;
+        self.spawn(
+            Some(Proxy::Haproxy),
+            "0",
+            PathBuf::from("haproxy"),
+            &["-db", "-f", haproxy_cfg.to_str().unwrap_or_default()],
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for addr in Proxy::ALL.map(Proxy::addr).into_iter().chain([ORIGIN]) {
+            while std::net::TcpStream::connect(addr).is_err() {
+                if Instant::now() > deadline {
+                    bail!("nothing listening on {addr} after 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(
+        &mut self,
+        p: Option<Proxy>,
+        core: &str,
+        program: PathBuf,
+        args: &[&str],
+    ) -> anyhow::Result<()> {
+        let child = Command::new("taskset")
+            .arg("-c")
+            .arg(core)
+            .arg(&program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        self.children.push((p, child));
+        Ok(())
+    }
+}
+
+impl Drop for Procs {
+    /// SIGTERM first (nginx's master stops its workers), SIGKILL after 3 s.
+    fn drop(&mut self) {
+        for (_, child) in &self.children {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for (_, child) in &mut self.children {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
