@@ -41,9 +41,14 @@ impl Reloader {
         }
         let old = self.current.load();
         let new = loaded.config;
-        if new.listener != old.config.listener || new.admin != old.config.admin {
+        let tls_address = |c: &Config| c.tls.as_ref().map(|t| t.address);
+        if new.listener != old.config.listener
+            || new.admin != old.config.admin
+            || tls_address(&new) != tls_address(&old.config)
+        {
             tracing::warn!(
-                "listener and admin settings take effect at the next restart, not on reload"
+                "listener, HTTPS listener address and admin settings take effect at the next \
+                 restart, not on reload (certificates do reload)"
             );
         }
         let tls = crate::tls::TlsMaterial::load(&new).map_err(|e| e.to_string())?;
