@@ -506,3 +506,52 @@ fn active_checks_of_https_origins_verify_their_certificates() {
     let r = lb_tests::http::get(lb.addr, "/");
     assert_eq!((r.status, r.header("x-origin")), (200, Some("good")));
 }
+
+#[test]
+fn a_stalled_https_reader_costs_its_connection_not_the_worker() {
+    let ca = TestCa::new("lb test CA");
+    let cert = ca.issue(&["lb.test"], Validity::Current);
+    let origin = Origin::start("o", loopback()).unwrap();
+    let lb = start_lb(
+        &[("lb", &cert)],
+        &[],
+        &format!(
+            "[limits]\nbody_timeout = \"1s\"\n\n[[origins]]\nid = \"o\"\naddress = \"{}\"\n",
+            origin.addr()
+        ),
+    );
+    // 256 MiB that the client never reads: lb's write to it times out mid-body.
+    let mut stalled =
+        Client::connect_tls(lb.tls_addr.unwrap(), "lb.test", ca.client_config()).unwrap();
+    stalled.send(b"GET /big?size=268435456 HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(2500));
+    // The one worker is still there, over TLS and plain HTTP.
+    assert_eq!(tls_get(&lb, &ca, "lb.test", "/after").status, 200);
+    assert_eq!(lb_tests::http::get(lb.addr, "/after").status, 200);
+    let log = lb.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+    drop(stalled);
+}
+
+#[test]
+fn head_requests_get_lb_answers_without_a_body() {
+    let origin = Origin::start("o", loopback()).unwrap();
+    let lb = LbServer::start_file(
+        "lb.toml",
+        &format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n[[origins]]\nid = \"o\"\naddress = \"{}\"\n[default_behavior]\ntarget = \"o\"\nviewer_protocol_policy = \"redirect-to-https\"\n[kernel]\nenabled = false\n",
+            origin.addr()
+        ),
+        &[],
+        "info",
+    );
+    let mut c = Client::connect(lb.addr);
+    let r = c.request("HEAD /page HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://shop.test/page"));
+    assert!(r.body.is_empty());
+    // The next response on the connection is read cleanly: no stray body bytes.
+    let r = c.request("GET /other HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://shop.test/other"));
+}

@@ -41,6 +41,8 @@ pub(super) struct ClientConn {
     peer: SocketAddr,
     /// The viewer connected over HTTPS.
     tls: bool,
+    /// The current request is a HEAD: lb's own answers carry no body.
+    head_request: bool,
     head: RequestHead,
     /// Heads lb writes (upstream request, client response).
     out: Vec<u8>,
@@ -59,6 +61,7 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: Socke
     let _active = worker.track_connection();
     let mut conn = ClientConn {
         tls: stream.is_tls(),
+        head_request: false,
         io: BufferedStream::new(stream),
         peer,
         head: RequestHead::default(),
@@ -94,6 +97,7 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: Socke
         match next {
             Next::KeepAlive if !worker.drain.is_draining() => {}
             Next::KeepAlive | Next::Close => break,
+            Next::Abort => return,
             Next::Upgrade(origin) => {
                 let ClientConn { io, .. } = conn;
                 tunnel(io, origin).await;
@@ -113,6 +117,7 @@ const CLOSE_NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_mill
 
 /// Reads and validates the next request head into `conn.head`. false: close.
 async fn read_request(worker: &Worker, conn: &mut ClientConn) -> bool {
+    conn.head_request = false;
     let view = worker.view();
     let limits = &view.snap.config.limits;
     // The header timeout runs from the first byte of the request.
@@ -128,6 +133,7 @@ async fn read_request(worker: &Worker, conn: &mut ClientConn) -> bool {
                     let head_len = parsed.head_len;
                     conn.head.capture(&parsed, conn.io.data());
                     conn.io.consume(head_len);
+                    conn.head_request = conn.head.method() == Method::Head;
                     return true;
                 }
                 Ok(None) => {}
@@ -167,7 +173,11 @@ async fn read_request(worker: &Worker, conn: &mut ClientConn) -> bool {
 /// What the client connection does after an exchange.
 pub(super) enum Next {
     KeepAlive,
+    /// An orderly close (with close_notify on TLS).
     Close,
+    /// The response was cut short (its head is out): close without close_notify, so a TLS
+    /// client sees a truncation rather than a clean end.
+    Abort,
     Upgrade(BufferedStream),
 }
 
@@ -721,7 +731,7 @@ async fn respond(
         source = None;
     }
     if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
-        return (Next::Close, status);
+        return (Next::Abort, status);
     }
     if let Some(source) = source {
         let plan = BodyPlan {
@@ -736,10 +746,12 @@ async fn respond(
             // The head is out: the only honest signal left is closing the connection,
             // which the client sees as a truncated body.
             tracing::debug!(origin = %config.origins[index].id, side = ?e.side, kind = ?e.kind, "response body aborted");
-            return (Next::Close, status);
+            return (Next::Abort, status);
         }
     }
-    if reusable && !origin.has_data() {
+    // A connection opened under an older config (a reload happened meanwhile) is not
+    // pooled: its address, SNI name or trust settings may have changed.
+    if reusable && !origin.has_data() && view.is_current(worker) {
         let (stream, buf) = origin.into_parts();
         worker.pool.borrow_mut().checkin(index, stream);
         conn.upstream_buf = buf;
@@ -796,9 +808,15 @@ async fn viewer_policy_reply(
     if https_port != 443 {
         location.extend_from_slice(format!(":{https_port}").as_bytes());
     }
-    location.extend_from_slice(conn.head.path().as_bytes());
+    // `OPTIONS *` has no path to keep: redirect to the root.
+    let path = match conn.head.path() {
+        "*" => "/",
+        p => p,
+    };
+    location.extend_from_slice(path.as_bytes());
     let keep_alive = conn.head.keep_alive && !close;
     super::error_response::write_redirect(&mut conn.out, 301, &location, !keep_alive);
+    without_body_for_head(conn);
     if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
         return (Next::Close, 301);
     }
@@ -832,7 +850,18 @@ fn body_error_reply(e: &BodyError) -> (u16, &'static str) {
 
 pub(super) async fn reply_error(conn: &mut ClientConn, status: u16, reason: &str, close: bool) {
     super::error_response::write(&mut conn.out, status, reason, close);
+    without_body_for_head(conn);
     let _ = write_all(&mut conn.io.stream, &mut conn.out).await;
+}
+
+/// A response to HEAD keeps its headers (Content-Length included) and drops the body, so
+/// the next response on the connection is not misread.
+fn without_body_for_head(conn: &mut ClientConn) {
+    if conn.head_request
+        && let Some(end) = conn.out.windows(4).position(|w| w == b"\r\n\r\n")
+    {
+        conn.out.truncate(end + 4);
+    }
 }
 
 /// Sends a complete response lb built itself (custom error pages).
@@ -844,6 +873,7 @@ pub(super) async fn reply_page(
 ) -> Next {
     let keep_alive = conn.head.keep_alive;
     super::error_response::write_page(&mut conn.out, status, content_type, body, !keep_alive);
+    without_body_for_head(conn);
     if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() || !keep_alive {
         Next::Close
     } else {

@@ -15,6 +15,7 @@ mod listener;
 mod request_head;
 pub mod selection;
 mod stream;
+mod task_guard;
 mod tls_accept;
 mod tunnel;
 mod upstream;

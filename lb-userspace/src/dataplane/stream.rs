@@ -1,6 +1,12 @@
 //! A connection as the data plane sees it: plain TCP, or TLS over TCP (monoio-rustls), on
 //! either side. One enum rather than generics keeps one copy of the exchange code; the
 //! match per I/O call costs nothing next to the syscall or io_uring submission behind it.
+//!
+//! A TLS stream whose read or write was cut short (its future dropped by a timeout) is
+//! broken for good: monoio-rustls lends its record buffer to the in-flight operation and
+//! never gets it back, and the next operation would panic. lb closes such connections
+//! anyway; [`Tls`] remembers the cut and turns any later use into an error, so a close
+//! path (close_notify) cannot touch the broken half.
 
 use std::{
     io,
@@ -17,10 +23,42 @@ use monoio_rustls::{ClientTlsStream, ServerTlsStream};
 
 pub(super) enum Stream {
     Plain(TcpStream),
-    /// A viewer's HTTPS connection (lb is the server). Boxed: rustls state is large.
-    ServerTls(Box<ServerTlsStream<TcpStream>>, RawFd),
+    /// A viewer's HTTPS connection (lb is the server).
+    ServerTls(Tls<ServerTlsStream<TcpStream>>),
     /// A connection to an HTTPS origin (lb is the client).
-    ClientTls(Box<ClientTlsStream<TcpStream>>, RawFd),
+    ClientTls(Tls<ClientTlsStream<TcpStream>>),
+}
+
+/// A monoio-rustls stream (boxed: rustls state is large) and whether an operation on it
+/// was cut short.
+pub(super) struct Tls<S> {
+    pub stream: Box<S>,
+    fd: RawFd,
+    read_cut: bool,
+    write_cut: bool,
+}
+
+impl<S> Tls<S> {
+    pub fn new(stream: S, fd: RawFd) -> Self {
+        Self {
+            stream: Box::new(stream),
+            fd,
+            read_cut: false,
+            write_cut: false,
+        }
+    }
+
+    /// Whether every operation so far ran to completion (the stream is usable).
+    pub fn intact(&self) -> bool {
+        !self.read_cut && !self.write_cut
+    }
+}
+
+fn broken() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "TLS stream unusable after an interrupted operation",
+    )
 }
 
 impl Stream {
@@ -34,8 +72,74 @@ impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             Self::Plain(s) => s.as_raw_fd(),
-            Self::ServerTls(_, fd) | Self::ClientTls(_, fd) => *fd,
+            Self::ServerTls(t) => t.fd,
+            Self::ClientTls(t) => t.fd,
         }
+    }
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent> Tls<S> {
+    // A failed read makes rustls send an alert, which writes: a cut write blocks reads too.
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        if !self.intact() {
+            return (Err(broken()), buf);
+        }
+        self.read_cut = true; // stays set if this future is dropped mid-read
+        let result = self.stream.read(buf).await;
+        self.read_cut = false;
+        result
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        if !self.intact() {
+            return (Err(broken()), buf);
+        }
+        self.read_cut = true;
+        let result = self.stream.readv(buf).await;
+        self.read_cut = false;
+        result
+    }
+
+    // Writes use only the write buffer: a cut read still allows an answer (408) and
+    // close_notify.
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        if self.write_cut {
+            return (Err(broken()), buf);
+        }
+        self.write_cut = true;
+        let result = self.stream.write(buf).await;
+        self.write_cut = false;
+        result
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        if self.write_cut {
+            return (Err(broken()), buf);
+        }
+        self.write_cut = true;
+        let result = self.stream.writev(buf).await;
+        self.write_cut = false;
+        result
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.write_cut {
+            return Err(broken());
+        }
+        self.write_cut = true;
+        let result = self.stream.flush().await;
+        self.write_cut = false;
+        result
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        if self.write_cut {
+            return Err(broken());
+        }
+        self.write_cut = true;
+        let result = self.stream.shutdown().await;
+        self.write_cut = false;
+        result
     }
 }
 
@@ -43,16 +147,16 @@ impl AsyncReadRent for Stream {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Self::Plain(s) => s.read(buf).await,
-            Self::ServerTls(s, _) => s.read(buf).await,
-            Self::ClientTls(s, _) => s.read(buf).await,
+            Self::ServerTls(t) => t.read(buf).await,
+            Self::ClientTls(t) => t.read(buf).await,
         }
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Self::Plain(s) => s.readv(buf).await,
-            Self::ServerTls(s, _) => s.readv(buf).await,
-            Self::ClientTls(s, _) => s.readv(buf).await,
+            Self::ServerTls(t) => t.readv(buf).await,
+            Self::ClientTls(t) => t.readv(buf).await,
         }
     }
 }
@@ -61,32 +165,32 @@ impl AsyncWriteRent for Stream {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Self::Plain(s) => s.write(buf).await,
-            Self::ServerTls(s, _) => s.write(buf).await,
-            Self::ClientTls(s, _) => s.write(buf).await,
+            Self::ServerTls(t) => t.write(buf).await,
+            Self::ClientTls(t) => t.write(buf).await,
         }
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Self::Plain(s) => s.writev(buf).await,
-            Self::ServerTls(s, _) => s.writev(buf).await,
-            Self::ClientTls(s, _) => s.writev(buf).await,
+            Self::ServerTls(t) => t.writev(buf).await,
+            Self::ClientTls(t) => t.writev(buf).await,
         }
     }
 
     async fn flush(&mut self) -> io::Result<()> {
         match self {
             Self::Plain(s) => s.flush().await,
-            Self::ServerTls(s, _) => s.flush().await,
-            Self::ClientTls(s, _) => s.flush().await,
+            Self::ServerTls(t) => t.flush().await,
+            Self::ClientTls(t) => t.flush().await,
         }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
         match self {
             Self::Plain(s) => s.shutdown().await,
-            Self::ServerTls(s, _) => s.shutdown().await,
-            Self::ClientTls(s, _) => s.shutdown().await,
+            Self::ServerTls(t) => t.shutdown().await,
+            Self::ClientTls(t) => t.shutdown().await,
         }
     }
 }

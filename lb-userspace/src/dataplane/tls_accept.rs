@@ -7,7 +7,11 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, sync::atomic::Ordering};
 
 use monoio::net::TcpStream;
 
-use super::{exchange::serve_client, stream::Stream, worker::Worker};
+use super::{
+    exchange::serve_client,
+    stream::{Stream, Tls},
+    worker::Worker,
+};
 
 pub(super) async fn serve_tls_client(worker: Rc<Worker>, tcp: TcpStream, peer: SocketAddr) {
     let view = worker.view();
@@ -24,7 +28,7 @@ pub(super) async fn serve_tls_client(worker: Rc<Worker>, tcp: TcpStream, peer: S
         Ok(Ok(stream)) => {
             metrics.tls_handshakes.fetch_add(1, Ordering::Relaxed);
             drop(view);
-            serve_client(worker, Stream::ServerTls(Box::new(stream), fd), peer).await;
+            serve_client(worker, Stream::ServerTls(Tls::new(stream, fd)), peer).await;
         }
         Ok(Err(e)) => {
             metrics

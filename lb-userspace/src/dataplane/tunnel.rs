@@ -21,9 +21,13 @@ pub(super) async fn tunnel(mut client: BufferedStream, mut origin: BufferedStrea
     let (origin, _) = origin.into_parts();
     match (client, origin) {
         (Stream::Plain(c), Stream::Plain(o)) => pump(c, o).await,
-        (Stream::Plain(c), Stream::ClientTls(o, _)) => pump(c, *o).await,
-        (Stream::ServerTls(c, _), Stream::Plain(o)) => pump(*c, o).await,
-        (Stream::ServerTls(c, _), Stream::ClientTls(o, _)) => pump(*c, *o).await,
+        (Stream::Plain(c), Stream::ClientTls(o)) if o.intact() => pump(c, *o.stream).await,
+        (Stream::ServerTls(c), Stream::Plain(o)) if c.intact() => pump(*c.stream, o).await,
+        (Stream::ServerTls(c), Stream::ClientTls(o)) if c.intact() && o.intact() => {
+            pump(*c.stream, *o.stream).await
+        }
+        // A TLS stream cut short cannot carry a tunnel.
+        (Stream::ServerTls(_), _) | (_, Stream::ClientTls(_)) => {}
         // Client connections are never ClientTls and origin ones never ServerTls.
         _ => debug_assert!(false, "tunnel between streams of the wrong sides"),
     }

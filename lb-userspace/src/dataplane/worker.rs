@@ -13,8 +13,8 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use super::{
     DriverKind, SharedState, access_log::AccessLog, drain::Drain, error_pages::CachedPage,
-    exchange::serve_client, selection::Selector, stream::Stream, tls_accept::serve_tls_client,
-    upstream::Pool,
+    exchange::serve_client, selection::Selector, stream::Stream, task_guard::Guarded,
+    tls_accept::serve_tls_client, upstream::Pool,
 };
 use crate::{
     config::IoDriver,
@@ -46,15 +46,23 @@ pub(super) struct View {
     pub snap: Arc<Snapshot>,
     pub selector: Selector,
     index: usize,
+    /// The snapshot generation this view was made for.
+    generation: u64,
 }
 
 impl View {
-    fn new(snap: Arc<Snapshot>, index: usize) -> Self {
+    fn new(snap: Arc<Snapshot>, index: usize, generation: u64) -> Self {
         Self {
             selector: Selector::new(&snap.config, index as u64 + 1),
             snap,
             index,
+            generation,
         }
+    }
+
+    /// Whether this is still the worker's view (no reload since it was taken).
+    pub fn is_current(&self, worker: &Worker) -> bool {
+        self.generation == worker.seen_generation.get()
     }
 
     /// This worker's own counters.
@@ -70,7 +78,8 @@ impl Worker {
         let generation = self.current.generation();
         if generation != self.seen_generation.get() {
             self.seen_generation.set(generation);
-            *self.view.borrow_mut() = Rc::new(View::new(self.current.load(), self.index));
+            *self.view.borrow_mut() =
+                Rc::new(View::new(self.current.load(), self.index, generation));
             self.pool.borrow_mut().clear();
             self.error_pages.borrow_mut().clear();
         }
@@ -170,6 +179,8 @@ async fn worker_loop(
     shared: SharedState,
     mut stop: futures_channel::oneshot::Receiver<()>,
 ) {
+    // Generation first: a reload in between only makes the first view() switch again.
+    let generation = shared.current.generation();
     let snap = shared.current.load();
     let config = Arc::clone(&snap.config);
     let listener = match monoio::net::TcpListener::from_std(listeners.plain) {
@@ -189,8 +200,8 @@ async fn worker_loop(
     };
     let drain_timeout = config.listener.drain_timeout;
     let worker = Rc::new(Worker {
-        seen_generation: Cell::new(shared.current.generation()),
-        view: RefCell::new(Rc::new(View::new(snap, index))),
+        seen_generation: Cell::new(generation),
+        view: RefCell::new(Rc::new(View::new(snap, index, generation))),
         current: Arc::clone(&shared.current),
         access_log: AccessLog::new(config.observability.access_log),
         error_pages: RefCell::new(std::collections::HashMap::new()),
@@ -214,7 +225,10 @@ async fn worker_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    monoio::spawn(serve_client(Rc::clone(&worker), Stream::Plain(stream), peer));
+                    monoio::spawn(Guarded::new(
+                        "client connection",
+                        serve_client(Rc::clone(&worker), Stream::Plain(stream), peer),
+                    ));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -249,7 +263,10 @@ async fn accept_tls(worker: Rc<Worker>, listener: monoio::net::TcpListener) {
         monoio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    monoio::spawn(serve_tls_client(Rc::clone(&worker), stream, peer));
+                    monoio::spawn(Guarded::new(
+                        "HTTPS client connection",
+                        serve_tls_client(Rc::clone(&worker), stream, peer),
+                    ));
                 }
                 Err(e) => {
                     tracing::warn!(worker = worker.index, error = %e, "HTTPS accept failed");

@@ -9,7 +9,10 @@ use monoio::net::TcpStream;
 use rustls::{ClientConfig, pki_types::ServerName};
 
 use super::{RequestProgress, TlsFailure, UpstreamError, UpstreamErrorKind};
-use crate::{config::Origin, dataplane::stream::Stream};
+use crate::{
+    config::Origin,
+    dataplane::stream::{Stream, Tls},
+};
 
 /// Connects to `origin` at `address` (its current, possibly re-resolved, address, with
 /// the port for the scheme); with `tls`, completes a handshake verified by that config.
@@ -34,7 +37,7 @@ pub(in crate::dataplane) async fn connect(
     let fd = tcp.as_raw_fd();
     let connector = monoio_rustls::TlsConnector::from(Arc::clone(config));
     match monoio::time::timeout(origin.connect_timeout, connector.connect(name, tcp)).await {
-        Ok(Ok(stream)) => Ok(Stream::ClientTls(Box::new(stream), fd)),
+        Ok(Ok(stream)) => Ok(Stream::ClientTls(Tls::new(stream, fd))),
         Ok(Err(e)) => Err(failed(TlsFailure::classify(&e))),
         Err(_elapsed) => Err(failed(TlsFailure::Timeout)),
     }
