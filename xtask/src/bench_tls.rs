@@ -1,14 +1,16 @@
 //! `cargo xtask bench tls`: lb's HTTPS listener against nginx's and HAProxy's, each
 //! proxying to the same plain-HTTP origin, measured in one run with interleaved rounds.
 //!
-//! Two loads, both wrk (OpenSSL; it never resumes sessions, so every connection is a full
-//! handshake) with 50 connections on core 1, the proxy alone on core 0:
-//! - handshakes: `Connection: close` on every request, so each request is a new TCP
-//!   connection and a full TLS handshake (ECDHE, ECDSA P-256 certificate);
-//! - keep-alive: 1 KiB responses on 50 long-lived TLS connections.
+//! Three loads, the load generators on core 1 and the proxy alone on core 0:
+//! - full handshakes: 4 parallel `openssl s_time -new` (a new session every time, TLS 1.3,
+//!   one HTTP/1.0 GET per connection);
+//! - resumed handshakes: wrk -c50 with `Connection: close`, so each request is a new TCP
+//!   connection; wrk speaks TLS 1.2 and resumes its session on every reconnect (checked
+//!   against nginx's `$ssl_session_reused`), so these are abbreviated handshakes;
+//! - keep-alive: wrk -c50, 1 KiB responses on long-lived TLS 1.2 connections.
 //!
-//! All three use the same certificate; the protocol and cipher each negotiates with an
-//! OpenSSL client are printed in the results.
+//! All three use the same ECDSA P-256 certificate; the protocol, cipher and key exchange an
+//! OpenSSL client negotiates with each (TLS 1.3, and TLS 1.2 as wrk uses) are printed.
 
 use std::{
     collections::BTreeMap,
@@ -70,18 +72,38 @@ impl Proxy {
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Load {
-    Handshakes,
+    FullHandshakes,
+    ResumedHandshakes,
     KeepAlive,
 }
 
 impl Load {
+    const ALL: [Self; 3] = [
+        Self::FullHandshakes,
+        Self::ResumedHandshakes,
+        Self::KeepAlive,
+    ];
+
     fn label(self) -> &'static str {
         match self {
-            Self::Handshakes => "new TLS connection per request",
-            Self::KeepAlive => "keep-alive, 1 KiB",
+            Self::FullHandshakes => {
+                "full TLS 1.3 handshakes/s (openssl s_time -new x4, one GET per connection)"
+            }
+            Self::ResumedHandshakes => {
+                "resumed TLS 1.2 handshakes/s (wrk -c50, Connection: close, one GET per connection)"
+            }
+            Self::KeepAlive => "keep-alive requests/s over TLS 1.2 (wrk -c50, 1 KiB)",
         }
     }
+
+    /// Whether this load's client speaks TLS 1.2 (wrk) rather than 1.3 (s_time).
+    fn tls12(self) -> bool {
+        self != Self::FullHandshakes
+    }
 }
+
+/// Parallel s_time clients for the full-handshake load.
+const S_TIME_CLIENTS: usize = 4;
 
 struct Sample {
     rps: f64,
@@ -103,10 +125,12 @@ pub fn bench_tls(args: TlsBenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     let mut procs = Procs::default();
     procs.start(&work, &workspace_root())?;
-    let negotiated: BTreeMap<Proxy, String> =
-        Proxy::ALL.iter().map(|p| (*p, negotiated(*p))).collect();
+    let negotiated: BTreeMap<(Proxy, bool), String> = Proxy::ALL
+        .iter()
+        .flat_map(|p| [false, true].map(|tls12| ((*p, tls12), negotiated(*p, tls12))))
+        .collect();
     let mut samples: BTreeMap<(Proxy, Load), Vec<Sample>> = BTreeMap::new();
-    let total = rounds * Proxy::ALL.len() * 2;
+    let total = rounds * Proxy::ALL.len() * Load::ALL.len();
     let mut done = 0;
     for round in 0..rounds {
         let mut order = Proxy::ALL.to_vec();
@@ -115,7 +139,7 @@ pub fn bench_tls(args: TlsBenchArgs) -> anyhow::Result<()> {
             order.reverse();
         }
         for p in order {
-            for load in [Load::Handshakes, Load::KeepAlive] {
+            for load in Load::ALL {
                 done += 1;
                 eprintln!(
                     "[{done}/{total}] round {} {:<8} {} ...",
@@ -148,7 +172,7 @@ pub fn bench_tls(args: TlsBenchArgs) -> anyhow::Result<()> {
 
 fn report(
     samples: &BTreeMap<(Proxy, Load), Vec<Sample>>,
-    negotiated: &BTreeMap<Proxy, String>,
+    negotiated: &BTreeMap<(Proxy, bool), String>,
     rounds: usize,
     secs: u64,
     quick: bool,
@@ -163,13 +187,13 @@ fn report(
     let _ = writeln!(
         md,
         "# TLS benchmark\n\n`cargo xtask bench tls{}` on {}, {} (median of {rounds} interleaved rounds of {secs} s; min-max in brackets).\n\
-         Each proxy has 1 worker on core 0 and terminates TLS for the same plain-HTTP origin (lb-origin, core 1); wrk -t1 -c{CONNS} on core 1.\n\
-         Same ECDSA P-256 certificate for all; wrk never resumes sessions, so \"new TLS connection per request\" is full handshakes/s.\n",
+         Each proxy has 1 worker on core 0 and terminates TLS for the same plain-HTTP origin (lb-origin, core 1); the load generators run on core 1.\n\
+         Same ECDSA P-256 certificate for all; session resumption on (each proxy's default). `negotiated`: what an OpenSSL client gets for the load's TLS version.\n",
         if quick { " --quick" } else { "" },
         crate::bench::humantime_stamp(),
         machine()
     );
-    for load in [Load::Handshakes, Load::KeepAlive] {
+    for load in Load::ALL {
         let (nginx, _) = stat(Proxy::Nginx, load);
         let _ = writeln!(
             md,
@@ -183,7 +207,7 @@ fn report(
                 "| {} | {m:.0} [{lo:.0}-{hi:.0}] | {:.2}x | {cpu:.1} | {} |",
                 p.name(),
                 m / nginx.0,
-                negotiated[&p]
+                negotiated[&(p, load.tls12())]
             );
         }
     }
@@ -196,19 +220,22 @@ fn machine() -> String {
     format!("{cores} cores, Linux {}", kernel.trim())
 }
 
-/// "TLSv1.3 TLS_AES_256_GCM_SHA384 X25519" as an OpenSSL client negotiates it.
-fn negotiated(p: Proxy) -> String {
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-brief",
-            "-connect",
-            p.addr(),
-            "-servername",
-            "bench.test",
-        ])
-        .stdin(Stdio::null())
-        .output();
+/// "TLSv1.3 TLS_AES_256_GCM_SHA384 X25519" as an OpenSSL client negotiates it (at most
+/// TLS 1.2 with `tls12`).
+fn negotiated(p: Proxy, tls12: bool) -> String {
+    let mut client = Command::new("openssl");
+    client.args([
+        "s_client",
+        "-brief",
+        "-connect",
+        p.addr(),
+        "-servername",
+        "bench.test",
+    ]);
+    if tls12 {
+        client.arg("-tls1_2");
+    }
+    let out = client.stdin(Stdio::null()).output();
     let Ok(out) = out else {
         return "?".into();
     };
@@ -228,9 +255,12 @@ fn negotiated(p: Proxy) -> String {
 }
 
 fn measure(procs: &Procs, p: Proxy, load: Load, secs: u64) -> anyhow::Result<Sample> {
+    if load == Load::FullHandshakes {
+        return measure_full_handshakes(procs, p, secs);
+    }
     let (size, close) = match load {
-        Load::Handshakes => (0, true),
         Load::KeepAlive => (1024, false),
+        _ => (0, true),
     };
     let url = format!("https://{}/bench?size={size}", p.addr());
     let pids = process_and_children(procs.pid(p));
@@ -270,6 +300,47 @@ fn measure(procs: &Procs, p: Proxy, load: Load, secs: u64) -> anyhow::Result<Sam
         rps,
         cpu_us: if requests > 0.0 {
             (cpu1 - cpu0) as f64 / requests
+        } else {
+            0.0
+        },
+    })
+}
+
+/// `S_TIME_CLIENTS` openssl s_time processes, each opening a new session per connection
+/// and sending one GET on it, for `secs`.
+fn measure_full_handshakes(procs: &Procs, p: Proxy, secs: u64) -> anyhow::Result<Sample> {
+    let pids = process_and_children(procs.pid(p));
+    let cpu0 = cpu_us(&pids);
+    let started = Instant::now();
+    let clients: Vec<Child> = (0..S_TIME_CLIENTS)
+        .map(|_| {
+            Command::new("taskset")
+                .args(["-c", "1", "openssl", "s_time", "-connect", p.addr(), "-new"])
+                .args(["-www", "/bench?size=0", "-time", &secs.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()
+        .context("running openssl s_time")?;
+    let mut connections = 0.0;
+    for client in clients {
+        let out = client.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "1074 connections in 3 real seconds, 114 bytes read per connection"
+        connections += text
+            .lines()
+            .find(|l| l.contains("connections in") && l.contains("real seconds"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("s_time output: {text}"))?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu1 = cpu_us(&pids);
+    Ok(Sample {
+        rps: connections / elapsed,
+        cpu_us: if connections > 0.0 {
+            (cpu1 - cpu0) as f64 / connections
         } else {
             0.0
         },
