@@ -344,6 +344,10 @@ impl<'a> Cx<'a> {
                 format!("bad port {https_port}"),
             ));
         }
+        let tls_server_name = domain.trim_matches(['[', ']']).to_owned();
+        native::validate_server_name(&tls_server_name).map_err(|why| {
+            self.err_at_value("DomainName", domain, &format!("{field}.DomainName"), why)
+        })?;
         let address = if domain.contains(':') && !domain.starts_with('[') {
             format!("[{domain}]:{http_port}")
         } else {
@@ -410,7 +414,7 @@ impl<'a> Cx<'a> {
             custom_headers,
             protocol: policy,
             https_port: https_port as u16,
-            tls_server_name: domain.trim_matches(['[', ']']).to_owned(),
+            tls_server_name,
             connect_timeout: Duration::from_secs(connect),
             connection_attempts: attempts as u8,
             response_timeout: Duration::from_secs(read),

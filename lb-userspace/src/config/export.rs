@@ -94,7 +94,8 @@ pub(super) fn to_toml(config: &Config) -> String {
                 }),
                 origin_path: o.origin_path.clone(),
                 protocol: o.protocol,
-                https_port: (o.protocol != OriginProtocol::HttpOnly).then_some(o.https_port),
+                https_port: (o.protocol != OriginProtocol::HttpOnly)
+                    .then(|| Spanned::new(0..0, o.https_port)),
                 tls_server_name: (o.tls_server_name
                     != native::default_server_name(o.host.as_deref(), o.address))
                 .then(|| s(o.tls_server_name.clone())),

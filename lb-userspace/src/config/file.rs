@@ -279,7 +279,7 @@ pub(super) struct OriginFile {
     /// The HTTPS port for match-viewer origins (default 443); https-only origins use the
     /// address's port unless this is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub https_port: Option<u16>,
+    pub https_port: Option<Spanned<u16>>,
     /// SNI name and the name the origin's certificate must be valid for (default: the
     /// address's host name, else its IP).
     #[serde(default, skip_serializing_if = "Option::is_none")]

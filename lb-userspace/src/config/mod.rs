@@ -72,8 +72,7 @@ impl Overrides {
             (None, None, _) => {}
         }
         if let Some(tls) = &config.tls
-            && tls.address == config.listener.address
-            && tls.address.port() != 0
+            && listeners_collide(tls.address, config.listener.address)
         {
             return Err(flag_error(
                 "the HTTPS listener address must differ from the HTTP one",
@@ -170,6 +169,15 @@ impl Config {
     pub fn to_toml(&self) -> String {
         export::to_toml(self)
     }
+}
+
+/// Whether two listen addresses would take the same port: equal, or the same port with
+/// a wildcard on either side (SO_REUSEPORT would let both bind and split the traffic).
+/// Port 0 never collides: each gets its own.
+pub(crate) fn listeners_collide(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Used where the caller built the config in code (the demo); reads like a file name in errors.

@@ -148,11 +148,11 @@ fn build(
                 })
             }
         };
-        let https_port = match (spec.https_port, spec.protocol) {
-            (Some(0), _) => {
-                return Err(loc.err(spec.id.span(), field("https_port"), "must not be 0"));
+        let https_port = match (&spec.https_port, spec.protocol) {
+            (Some(p), _) if *p.get_ref() == 0 => {
+                return Err(loc.err(p.span(), field("https_port"), "must not be 0"));
             }
-            (Some(p), _) => p,
+            (Some(p), _) => *p.get_ref(),
             (None, OriginProtocol::HttpsOnly) => address.port(),
             (None, _) => 443,
         };
@@ -409,7 +409,7 @@ fn build(
                     "needs at least one certificate (cert and key PEM files)",
                 ));
             }
-            if address == listener_address && address.port() != 0 {
+            if super::listeners_collide(address, listener_address) {
                 return Err(loc.err(
                     t.address.span(),
                     "tls.address",

@@ -228,3 +228,32 @@ fn viewer_policies_without_an_https_listener_are_reported() {
         "{notes:?}"
     );
 }
+
+#[test]
+fn https_listener_must_not_share_the_plain_port() {
+    // 0.0.0.0:9000 and 127.0.0.1:9000 would both bind with SO_REUSEPORT and split traffic.
+    let text = with_tls("").replace("127.0.0.1:9443", "0.0.0.0:9000");
+    let err = Config::parse(&text, Path::new("lb.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tls.address: must differ"), "{err}");
+    // Port 0 on both is fine: each gets its own port.
+    assert!(!super::listeners_collide(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap()
+    ));
+    let err = Config::parse(
+        &with_tls("protocol = \"match-viewer\"\nhttps_port = 0"),
+        Path::new("lb.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("origins[0].https_port: must not be 0"), "{err}");
+    // The error points at the https_port line itself.
+    let line = with_tls("protocol = \"match-viewer\"\nhttps_port = 0")
+        .lines()
+        .position(|l| l.starts_with("https_port"))
+        .unwrap()
+        + 1;
+    assert!(err.contains(&format!("lb.toml:{line}:")), "{err}");
+}

@@ -36,12 +36,20 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
                 if let Some(check) = origin.health_check.clone() {
                     // match-viewer origins are checked over plain HTTP.
                     let tls = origin.uses_tls(false);
+                    let tls = match ServerName::try_from(origin.tls_server_name.clone()) {
+                        Ok(name) if tls => Some((Arc::clone(&snap.tls.origin), name)),
+                        Ok(_) => None,
+                        Err(_) if !tls => None,
+                        Err(_) => {
+                            // Config loading validates names; never check an HTTPS origin
+                            // over plain HTTP instead.
+                            tracing::error!(origin = %origin.id, name = %origin.tls_server_name, "invalid TLS server name: no active checks");
+                            continue;
+                        }
+                    };
                     let target = Target {
-                        port: origin.port(tls),
-                        tls: match ServerName::try_from(origin.tls_server_name.clone()) {
-                            Ok(name) if tls => Some((Arc::clone(&snap.tls.origin), name)),
-                            _ => None,
-                        },
+                        port: origin.port(tls.is_some()),
+                        tls,
                         host: origin
                             .host
                             .clone()

@@ -51,7 +51,7 @@ impl Reloader {
                  restart, not on reload (certificates do reload)"
             );
         }
-        let tls = crate::tls::TlsMaterial::load(&new).map_err(|e| e.to_string())?;
+        let tls = crate::tls::TlsMaterial::reload(&new, &old.tls).map_err(|e| e.to_string())?;
         let kept = new
             .origins
             .iter()

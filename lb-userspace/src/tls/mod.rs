@@ -39,8 +39,25 @@ pub struct TlsMaterial {
 impl TlsMaterial {
     /// Reads the certificate, key and CA files `config` names.
     pub fn load(config: &Config) -> Result<Self, TlsError> {
+        Self::load_keeping_tickets(config, None)
+    }
+
+    /// Like [`TlsMaterial::load`], for a reload: session tickets issued before it (by
+    /// `previous`) stay valid, so renewing a certificate does not force every returning
+    /// client into a full handshake.
+    pub fn reload(config: &Config, previous: &TlsMaterial) -> Result<Self, TlsError> {
+        Self::load_keeping_tickets(config, previous.server.as_ref())
+    }
+
+    fn load_keeping_tickets(
+        config: &Config,
+        previous: Option<&Arc<ServerConfig>>,
+    ) -> Result<Self, TlsError> {
         let server = match &config.tls {
-            Some(listener) => Some(Arc::new(server_config(&listener.certificates)?)),
+            Some(listener) => Some(Arc::new(server_config(
+                &listener.certificates,
+                previous.map(|p| Arc::clone(&p.ticketer)),
+            )?)),
             None => None,
         };
         Ok(Self {
@@ -58,8 +75,12 @@ const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// The listener's config: certificates by SNI (the first is the default), session
-/// resumption by tickets and by session id, ALPN http/1.1.
-pub fn server_config(certificates: &[CertificateFiles]) -> Result<ServerConfig, TlsError> {
+/// resumption by tickets (keys rotate every 6 hours; `ticketer` carries them over a
+/// reload) and by session id, ALPN http/1.1.
+pub fn server_config(
+    certificates: &[CertificateFiles],
+    ticketer: Option<Arc<dyn rustls::server::ProducesTickets>>,
+) -> Result<ServerConfig, TlsError> {
     let provider = provider();
     let mut keys = Vec::with_capacity(certificates.len());
     for files in certificates {
@@ -75,7 +96,10 @@ pub fn server_config(certificates: &[CertificateFiles]) -> Result<ServerConfig, 
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![HTTP11.to_vec()];
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Rustls)?;
+    config.ticketer = match ticketer {
+        Some(t) => t,
+        None => rustls::crypto::ring::Ticketer::new().map_err(TlsError::Rustls)?,
+    };
     Ok(config)
 }
 
