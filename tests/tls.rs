@@ -555,3 +555,47 @@ fn head_requests_get_lb_answers_without_a_body() {
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("https://shop.test/other"));
 }
+
+#[test]
+fn connections_opened_before_a_reload_are_not_reused_after_it() {
+    let trusted = TestCa::new("trusted CA");
+    let other = TestCa::new("other CA");
+    let origin = Origin::start_tls(
+        "secure",
+        loopback(),
+        trusted
+            .issue(&["origin.test"], Validity::Current)
+            .origin_config(),
+    )
+    .unwrap();
+    let dir = TestDir::new();
+    dir.write("trusted.pem", &trusted.pem());
+    dir.write("other.pem", &other.pem());
+    let config = |ca: &str| {
+        format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n\n{}\n[kernel]\nenabled = false\n",
+            https_origin_config(&[("secure", &origin, "origin.test")], ca)
+        )
+    };
+    let lb = LbServer::start_in(dir, "lb.toml", &config("trusted.pem"), &[], "info");
+    // A slow request holds its origin connection across the reload.
+    let slow_addr = lb.addr;
+    let slow = std::thread::spawn(move || lb_tests::http::get(slow_addr, "/slow?delay_ms=1000"));
+    std::thread::sleep(Duration::from_millis(300));
+    // The new config trusts only a CA that did not issue the origin's certificate.
+    lb.dir.write("lb.toml", &config("other.pem"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lb.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("the reload", Duration::from_secs(5), || {
+        lb.stderr().contains("reloaded").then_some(())
+    });
+    // The exchange that started before the reload finishes on its connection...
+    assert_eq!(slow.join().unwrap().status, 200);
+    // ...which is then closed, not pooled: the next request verifies under the new trust.
+    let r = lb_tests::http::get(lb.addr, "/after");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("trusted CA"), "{}", r.text());
+}

@@ -248,7 +248,10 @@ fn https_listener_must_not_share_the_plain_port() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("origins[0].https_port: must not be 0"), "{err}");
+    assert!(
+        err.contains("origins[0].https_port: must not be 0"),
+        "{err}"
+    );
     // The error points at the https_port line itself.
     let line = with_tls("protocol = \"match-viewer\"\nhttps_port = 0")
         .lines()
