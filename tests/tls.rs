@@ -448,6 +448,38 @@ fn lb_check_names_the_bad_certificate_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("nope.pem"), "{err}");
+    // The TLS flags `lb run` takes are checked the same way, and a good pair passes.
+    let plain = dir.write(
+        "plain.toml",
+        "[[origins]]\nid = \"o\"\naddress = \"127.0.0.1:9\"\n",
+    );
+    let flags = |cert: &str, key: &str| {
+        let (cert, key) = (dir.path.join(cert), dir.path.join(key));
+        lb_tests::process::lb(&[
+            "check",
+            "--config",
+            plain.to_str().unwrap(),
+            "--tls-listen",
+            "127.0.0.1:8443",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+    };
+    let out = flags("b.pem", "b.key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("b.key") && err.contains("does not match"),
+        "{err}"
+    );
+    let out = flags("a.pem", "a.key");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -598,4 +630,44 @@ fn connections_opened_before_a_reload_are_not_reused_after_it() {
     let r = lb_tests::http::get(lb.addr, "/after");
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("trusted CA"), "{}", r.text());
+}
+
+#[test]
+fn an_expired_listener_certificate_is_reported_and_its_expiry_exported() {
+    let ca = TestCa::new("lb test CA");
+    let expired = ca.issue(&["lb.test"], Validity::Expired);
+    let origin = Origin::start("o", loopback()).unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let lb = start_lb(
+        &[("old", &expired)],
+        &[],
+        &format!(
+            "[admin]\naddress = \"{admin}\"\n[[origins]]\nid = \"o\"\naddress = \"{}\"\n",
+            origin.addr()
+        ),
+    );
+    let log = lb.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("old.pem") && l.contains("has EXPIRED")),
+        "{log}"
+    );
+    // lb serves it anyway; a verifying client refuses it, as it should.
+    let err = Client::connect_tls(lb.tls_addr.unwrap(), "lb.test", ca.client_config())
+        .err()
+        .expect("an expired certificate must not verify");
+    assert!(err.contains("expired"), "{err}");
+    // 2021-01-01T00:00:00Z, the test certificate's notAfter.
+    let metrics = lb_tests::http::get(admin, "/metrics").text();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("lb_tls_certificate_expiry_timestamp_seconds{"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(
+        line.contains("old.pem") && line.ends_with(" 1609459200"),
+        "{line}"
+    );
 }

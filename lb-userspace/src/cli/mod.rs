@@ -36,6 +36,9 @@ pub enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// The TLS flags `lb run` would get (certificate files are loaded and checked).
+        #[command(flatten)]
+        tls: run::TlsFlags,
     },
     /// Convert another product's configuration to lb's TOML.
     #[command(subcommand)]
@@ -60,7 +63,7 @@ pub fn main() -> ExitCode {
         Command::Maps(args) => maps::maps(args),
         Command::Demo(args) => demo::demo(args),
         Command::Health(args) => health::health(args),
-        Command::Check { config } => check(&config),
+        Command::Check { config, tls } => check(&config, &tls.overrides(None, None)),
         Command::Import(ImportCommand::Cloudfront { file }) => import_cloudfront(&file),
     };
     match result {
@@ -78,8 +81,8 @@ pub fn main() -> ExitCode {
 /// unless the user's filter says otherwise.
 const QUIET_KNOWN_BTF_WARNING: &str = "aya::bpf=error";
 
-fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    match crate::config::Config::load(path, &crate::config::Overrides::default()) {
+fn check(path: &std::path::Path, overrides: &crate::config::Overrides) -> anyhow::Result<ExitCode> {
+    match crate::config::Config::load(path, overrides) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");

@@ -24,6 +24,13 @@ pub struct RunArgs {
     /// Admin API address (loopback recommended), overriding the file.
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tls: TlsFlags,
+}
+
+/// TLS settings from the command line: what a CloudFront JSON config has no place for.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsFlags {
     /// HTTPS listener address (with --cert and --key, or the file's [tls] certificates).
     #[arg(long)]
     pub tls_listen: Option<SocketAddr>,
@@ -38,15 +45,22 @@ pub struct RunArgs {
     pub origin_ca: Vec<PathBuf>,
 }
 
+impl TlsFlags {
+    /// The overrides these flags make, with `listen` and `admin`.
+    pub fn overrides(&self, listen: Option<SocketAddr>, admin: Option<SocketAddr>) -> Overrides {
+        Overrides {
+            listen,
+            admin,
+            tls_listen: self.tls_listen,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            origin_ca: self.origin_ca.clone(),
+        }
+    }
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let overrides = Overrides {
-        listen: args.listen,
-        admin: args.admin,
-        tls_listen: args.tls_listen,
-        cert: args.cert.clone(),
-        key: args.key.clone(),
-        origin_ca: args.origin_ca.clone(),
-    };
+    let overrides = args.tls.overrides(args.listen, args.admin);
     let loaded = Config::load(&args.config, &overrides)?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");

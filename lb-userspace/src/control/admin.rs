@@ -195,6 +195,24 @@ fn render_metrics(state: &State) -> String {
         "lb_upstream_connections_opened_total {}",
         metrics.upstream_connections_opened()
     );
+    if !snap.tls.certificates.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP lb_tls_certificate_expiry_timestamp_seconds When each listener certificate expires (Unix time).\n# TYPE lb_tls_certificate_expiry_timestamp_seconds gauge"
+        );
+        for (path, validity) in &snap.tls.certificates {
+            if let Some(seconds) = validity
+                .and_then(|v| v.not_after.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+            {
+                let _ = writeln!(
+                    out,
+                    "lb_tls_certificate_expiry_timestamp_seconds{{cert=\"{}\"}} {seconds}",
+                    escape(&path.display().to_string())
+                );
+            }
+        }
+    }
     let (tls_ok, tls_failed) = metrics.tls_handshakes();
     let _ = writeln!(
         out,

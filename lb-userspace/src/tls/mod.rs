@@ -10,6 +10,7 @@
 
 mod error;
 mod sni;
+mod validity;
 
 use std::{path::Path, sync::Arc};
 
@@ -22,6 +23,7 @@ use rustls::{
 
 pub use error::TlsError;
 pub use sni::SniResolver;
+pub use validity::{Validity, validity};
 
 use crate::config::{CertificateFiles, Config, OriginTls};
 
@@ -34,7 +36,12 @@ pub struct TlsMaterial {
     pub server: Option<Arc<ServerConfig>>,
     /// For connections to HTTPS origins (and their health checks).
     pub origin: Arc<ClientConfig>,
+    /// Each listener certificate file and its leaf's validity (for warnings and metrics).
+    pub certificates: Vec<(std::path::PathBuf, Option<Validity>)>,
 }
+
+/// Certificates expiring sooner than this get a warning at every load.
+const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(14 * 86_400);
 
 impl TlsMaterial {
     /// Reads the certificate, key and CA files `config` names.
@@ -60,10 +67,40 @@ impl TlsMaterial {
             )?)),
             None => None,
         };
-        Ok(Self {
+        let certificates = config
+            .tls
+            .iter()
+            .flat_map(|t| &t.certificates)
+            .map(|files| (files.cert.clone(), leaf_validity(&files.cert)))
+            .collect();
+        let material = Self {
             server,
             origin: Arc::new(origin_config(&config.origin_tls)?),
-        })
+            certificates,
+        };
+        material.warn_about_validity(std::time::SystemTime::now());
+        Ok(material)
+    }
+
+    /// One warning per listener certificate that is expired, not yet valid, or expiring
+    /// within two weeks: lb still serves it (refusing to start helps nobody), but says so.
+    fn warn_about_validity(&self, now: std::time::SystemTime) {
+        for (path, validity) in &self.certificates {
+            let Some(v) = validity else { continue };
+            let path = path.display();
+            if v.not_after <= now {
+                tracing::warn!("{path}: the certificate has EXPIRED; clients will reject it");
+            } else if v.not_before > now {
+                tracing::warn!("{path}: the certificate is not valid yet; clients will reject it");
+            } else if let Ok(left) = v.not_after.duration_since(now)
+                && left < EXPIRY_WARNING
+            {
+                tracing::warn!(
+                    "{path}: the certificate expires in {} hours",
+                    left.as_secs() / 3600
+                );
+            }
+        }
     }
 }
 
@@ -173,6 +210,12 @@ fn certified_key(
         ),
     })?;
     Ok(certified)
+}
+
+/// The validity of the first certificate in `path` (its leaf).
+fn leaf_validity(path: &Path) -> Option<Validity> {
+    let leaf = read_certificates(path).ok()?.into_iter().next()?;
+    validity(&leaf)
 }
 
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
