@@ -62,9 +62,9 @@ fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
 
 /// A UTCTime (`YYMMDDHHMMSSZ`, years 1950-2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
 fn time(input: &[u8]) -> Option<(SystemTime, &[u8])> {
-    let (utc, (text, rest)) = match input.first()? {
-        &UTC_TIME => (true, element(input, UTC_TIME)?),
-        &GENERALIZED_TIME => (false, element(input, GENERALIZED_TIME)?),
+    let (utc, (text, rest)) = match *input.first()? {
+        UTC_TIME => (true, element(input, UTC_TIME)?),
+        GENERALIZED_TIME => (false, element(input, GENERALIZED_TIME)?),
         _ => return None,
     };
     let digits = |range: std::ops::Range<usize>| -> Option<u64> {
