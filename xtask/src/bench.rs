@@ -11,7 +11,7 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -297,7 +297,7 @@ pub(crate) fn ensure_tools() -> anyhow::Result<()> {
 /// The origin and the four proxies, each pinned.
 #[derive(Default)]
 struct Procs {
-    children: Vec<(Option<Contender>, Child)>,
+    set: crate::pinned::Pinned<Contender>,
 }
 
 impl Procs {
@@ -311,10 +311,10 @@ impl Procs {
             }
         }
         let release = root.join("target/release");
-        self.spawn(
+        self.set.spawn(
             None,
             "1",
-            release.join("lb-origin"),
+            &release.join("lb-origin"),
             &["--listen", ORIGIN, "--name", "bench"],
         )?;
         std::fs::write(
@@ -326,10 +326,10 @@ impl Procs {
             ),
         )?;
         let lb_cfg = work.join("lb.toml");
-        self.spawn(
+        self.set.spawn(
             Some(Contender::Lb),
             "0",
-            release.join("lb"),
+            &release.join("lb"),
             &[
                 "run",
                 "--config",
@@ -349,10 +349,10 @@ impl Procs {
             ),
         )?;
         let nginx_cfg = work.join("nginx.conf");
-        self.spawn(
+        self.set.spawn(
             Some(Contender::Nginx),
             "0",
-            PathBuf::from("nginx"),
+            Path::new("nginx"),
             &[
                 "-c",
                 nginx_cfg.to_str().unwrap_or_default(),
@@ -379,10 +379,10 @@ impl Procs {
             (Contender::L4, "l4.cfg"),
         ] {
             let path = work.join(file);
-            self.spawn(
+            self.set.spawn(
                 Some(c),
                 "0",
-                PathBuf::from("haproxy"),
+                Path::new("haproxy"),
                 &["-db", "-f", path.to_str().unwrap_or_default()],
             )?;
         }
@@ -397,59 +397,6 @@ impl Procs {
             }
         }
         Ok(())
-    }
-
-    fn spawn(
-        &mut self,
-        c: Option<Contender>,
-        core: &str,
-        program: PathBuf,
-        args: &[&str],
-    ) -> anyhow::Result<()> {
-        let child = Command::new("taskset")
-            .arg("-c")
-            .arg(core)
-            .arg(&program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
-        self.children.push((c, child));
-        Ok(())
-    }
-
-    /// Every pid of contender `c`: its process and (nginx) its workers.
-    fn pids(&self, c: Contender) -> Vec<u32> {
-        let Some(root) = self
-            .children
-            .iter()
-            .find(|(x, _)| *x == Some(c))
-            .map(|(_, ch)| ch.id())
-        else {
-            return Vec::new();
-        };
-        process_and_children(root)
-    }
-}
-
-impl Drop for Procs {
-    /// SIGTERM first, so nginx's master stops its workers (SIGKILL would orphan them, and
-    /// an orphaned worker keeps the port and serves the next run); SIGKILL after 3 s.
-    fn drop(&mut self) {
-        for (_, child) in &self.children {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        for (_, child) in &mut self.children {
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -506,23 +453,31 @@ fn origin_connections() -> anyhow::Result<u64> {
 
 fn measure(procs: &Procs, c: Contender, size: &str, secs: u64) -> anyhow::Result<Run> {
     let url = format!("http://{}/bench?size={}", c.addr(), size_bytes(size)?);
-    let pids = procs.pids(c);
+    let pids = procs.set.pids(c);
     let cpu0 = cpu_us(&pids);
     let conns0 = origin_connections()?;
-    let out = Command::new("taskset")
-        .args([
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            &format!("-c{CONNS}"),
-            &format!("-d{secs}s"),
-            &url,
-        ])
-        .output()
-        .context("running wrk")?;
+    let (rps, requests) = run_wrk(&[&url], secs)?;
     let conns1 = origin_connections()?;
     let cpu1 = cpu_us(&pids);
+    let proxy = !matches!(c, Contender::Direct);
+    Ok(Run {
+        rps,
+        cpu_us_per_req: (proxy && requests > 0.0).then(|| (cpu1 - cpu0) as f64 / requests),
+        upstream_per_1k: (proxy && c != Contender::L4 && requests > 0.0)
+            .then(|| (conns1 - conns0) as f64 * 1000.0 / requests),
+    })
+}
+
+/// Runs wrk -t1 -c50 for `secs` on core 1 with `args` (options, then the URL); returns
+/// requests/s and the request count, and says on stderr if wrk saw errors.
+pub(crate) fn run_wrk(args: &[&str], secs: u64) -> anyhow::Result<(f64, f64)> {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "wrk", "-t1"])
+        .arg(format!("-c{CONNS}"))
+        .arg(format!("-d{secs}s"))
+        .args(args)
+        .output()
+        .context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let rps: f64 = text
         .lines()
@@ -545,13 +500,7 @@ fn measure(procs: &Procs, c: Contender, size: &str, secs: u64) -> anyhow::Result
                 .join("; ")
         );
     }
-    let proxy = !matches!(c, Contender::Direct);
-    Ok(Run {
-        rps,
-        cpu_us_per_req: (proxy && requests > 0.0).then(|| (cpu1 - cpu0) as f64 / requests),
-        upstream_per_1k: (proxy && c != Contender::L4 && requests > 0.0)
-            .then(|| (conns1 - conns0) as f64 * 1000.0 / requests),
-    })
+    Ok((rps, requests))
 }
 
 /// (p50, p99) in milliseconds at `rate` requests/s.

@@ -15,7 +15,7 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -23,7 +23,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    bench::{cpu_us, median, process_and_children},
+    bench::{cpu_us, median, run_wrk},
     workspace_root,
 };
 
@@ -41,7 +41,6 @@ pub struct TlsBenchArgs {
 }
 
 const ORIGIN: &str = "127.0.0.1:19381";
-const CONNS: u32 = 50;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Proxy {
@@ -263,39 +262,14 @@ fn measure(procs: &Procs, p: Proxy, load: Load, secs: u64) -> anyhow::Result<Sam
         _ => (0, true),
     };
     let url = format!("https://{}/bench?size={size}", p.addr());
-    let pids = process_and_children(procs.pid(p));
+    let pids = procs.set.pids(p);
     let cpu0 = cpu_us(&pids);
-    let mut wrk = Command::new("taskset");
-    wrk.args(["-c", "1", "wrk", "-t1"])
-        .arg(format!("-c{CONNS}"))
-        .arg(format!("-d{secs}s"));
-    if close {
-        wrk.args(["-H", "Connection: close"]);
-    }
-    let out = wrk.arg(&url).output().context("running wrk")?;
+    let (rps, requests) = if close {
+        run_wrk(&["-H", "Connection: close", &url], secs)?
+    } else {
+        run_wrk(&[&url], secs)?
+    };
     let cpu1 = cpu_us(&pids);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rps: f64 = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("wrk output: {text}"))?;
-    let requests: f64 = text
-        .lines()
-        .find(|l| l.contains(" requests in "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(rps * secs as f64);
-    if text.contains("Non-2xx") || text.contains("Socket errors") {
-        eprintln!(
-            "          warning: {}",
-            text.lines()
-                .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-    }
     Ok(Sample {
         rps,
         cpu_us: if requests > 0.0 {
@@ -309,7 +283,7 @@ fn measure(procs: &Procs, p: Proxy, load: Load, secs: u64) -> anyhow::Result<Sam
 /// `S_TIME_CLIENTS` openssl s_time processes, each opening a new session per connection
 /// and sending one GET on it, for `secs`.
 fn measure_full_handshakes(procs: &Procs, p: Proxy, secs: u64) -> anyhow::Result<Sample> {
-    let pids = process_and_children(procs.pid(p));
+    let pids = procs.set.pids(p);
     let cpu0 = cpu_us(&pids);
     let started = Instant::now();
     let clients: Vec<Child> = (0..S_TIME_CLIENTS)
@@ -349,17 +323,10 @@ fn measure_full_handshakes(procs: &Procs, p: Proxy, secs: u64) -> anyhow::Result
 
 #[derive(Default)]
 struct Procs {
-    children: Vec<(Option<Proxy>, Child)>,
+    set: crate::pinned::Pinned<Proxy>,
 }
 
 impl Procs {
-    fn pid(&self, p: Proxy) -> u32 {
-        self.children
-            .iter()
-            .find(|(x, _)| *x == Some(p))
-            .map_or(0, |(_, c)| c.id())
-    }
-
     fn start(&mut self, work: &Path, root: &Path) -> anyhow::Result<()> {
         for addr in Proxy::ALL.map(Proxy::addr).into_iter().chain([ORIGIN]) {
             if std::net::TcpStream::connect(addr).is_ok() {
@@ -393,10 +360,10 @@ impl Procs {
             [std::fs::read(&cert)?, std::fs::read(&key)?].concat(),
         )?;
         let release = root.join("target/release");
-        self.spawn(
+        self.set.spawn(
             None,
             "1",
-            release.join("lb-origin"),
+            &release.join("lb-origin"),
             &["--listen", ORIGIN, "--name", "bench"],
         )?;
         let lb_cfg = work.join("lb.toml");
@@ -412,10 +379,10 @@ impl Procs {
                 key.display()
             ),
         )?;
-        self.spawn(
+        self.set.spawn(
             Some(Proxy::Lb),
             "0",
-            release.join("lb"),
+            &release.join("lb"),
             &[
                 "run",
                 "--config",
@@ -438,10 +405,10 @@ impl Procs {
                 w = work.display()
             ),
         )?;
-        self.spawn(
+        self.set.spawn(
             Some(Proxy::Nginx),
             "0",
-            PathBuf::from("nginx"),
+            Path::new("nginx"),
             &[
                 "-c",
                 nginx_cfg.to_str().unwrap_or_default(),
@@ -460,10 +427,10 @@ impl Procs {
                 combined.display()
             ),
         )?;
-        self.spawn(
+        self.set.spawn(
             Some(Proxy::Haproxy),
             "0",
-            PathBuf::from("haproxy"),
+            Path::new("haproxy"),
             &["-db", "-f", haproxy_cfg.to_str().unwrap_or_default()],
         )?;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -476,44 +443,5 @@ impl Procs {
             }
         }
         Ok(())
-    }
-
-    fn spawn(
-        &mut self,
-        p: Option<Proxy>,
-        core: &str,
-        program: PathBuf,
-        args: &[&str],
-    ) -> anyhow::Result<()> {
-        let child = Command::new("taskset")
-            .arg("-c")
-            .arg(core)
-            .arg(&program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
-        self.children.push((p, child));
-        Ok(())
-    }
-}
-
-impl Drop for Procs {
-    /// SIGTERM first (nginx's master stops its workers), SIGKILL after 3 s.
-    fn drop(&mut self) {
-        for (_, child) in &self.children {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        for (_, child) in &mut self.children {
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }

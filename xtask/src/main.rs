@@ -4,6 +4,7 @@
 mod bench;
 mod bench_failover;
 mod bench_tls;
+mod pinned;
 mod setup;
 
 use std::process::{Command, ExitCode};
