@@ -70,28 +70,30 @@ impl Setup {
 
     /// lb on `name` (JSON or TOML) with the HTTPS listener and origin CA from flags.
     fn start_lb(&self, name: &str, contents: &str) -> LbServer {
+        self.start_lb_with(name, contents, true)
+    }
+
+    /// Like `start_lb`; `origin_ca: false` leaves out `--origin-ca`.
+    fn start_lb_with(&self, name: &str, contents: &str, origin_ca: bool) -> LbServer {
         let (ca, cert, key) = (
             self.path("origin-ca.pem"),
             self.path("viewer.pem"),
             self.path("viewer.key"),
         );
-        LbServer::start_file(
-            name,
-            contents,
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--tls-listen",
-                "127.0.0.1:0",
-                "--cert",
-                &cert,
-                "--key",
-                &key,
-                "--origin-ca",
-                &ca,
-            ],
-            "info",
-        )
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ];
+        if origin_ca {
+            args.extend(["--origin-ca", &ca]);
+        }
+        LbServer::start_file(name, contents, &args, "info")
     }
 
     /// GET over HTTPS, as the seed's redirect-to-https viewers end up doing.
@@ -179,22 +181,7 @@ fn seed_002_json_runs_with_https_origins_and_fails_over_on_its_status_codes() {
 fn seed_002_without_the_origin_ca_fails_verification_with_a_502() {
     let setup = Setup::new();
     let json = seed_json(setup.primary.addr().port(), setup.secondary.addr().port());
-    let (cert, key) = (setup.path("viewer.pem"), setup.path("viewer.key"));
-    let lb = LbServer::start_file(
-        "dist.json",
-        &json,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-        ],
-        "info",
-    );
+    let lb = setup.start_lb_with("dist.json", &json, false);
     let r = setup.get(&lb, "/");
     assert_eq!(r.status, 502);
     assert!(r.text().contains("trusted CA"), "{}", r.text());

@@ -15,6 +15,28 @@ fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// An HTTPS lb-origin named `name` whose certificate `ca` issued for `names`.
+fn https_origin(name: &str, ca: &TestCa, names: &[&str], validity: Validity) -> Origin {
+    Origin::start_tls(name, loopback(), ca.issue(names, validity).origin_config()).unwrap()
+}
+
+/// A free loopback address (for the admin API).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Asks `lb` to reload its config.
+fn sighup(lb: &LbServer) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lb.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+}
+
 /// GET `path` over a new TLS connection to lb, SNI `name`.
 fn tls_get(lb: &LbServer, ca: &TestCa, name: &str, path: &str) -> Response {
     let mut c = Client::connect_tls(
@@ -273,30 +295,9 @@ fn https_viewer_to_https_origin_and_match_viewer() {
 fn untrusted_or_expired_origin_certificates_fail_over() {
     let trusted = TestCa::new("trusted CA");
     let stranger = TestCa::new("unknown CA");
-    let untrusted = Origin::start_tls(
-        "untrusted",
-        loopback(),
-        stranger
-            .issue(&["origin.test"], Validity::Current)
-            .origin_config(),
-    )
-    .unwrap();
-    let expired = Origin::start_tls(
-        "expired",
-        loopback(),
-        trusted
-            .issue(&["origin.test"], Validity::Expired)
-            .origin_config(),
-    )
-    .unwrap();
-    let good = Origin::start_tls(
-        "good",
-        loopback(),
-        trusted
-            .issue(&["origin.test"], Validity::Current)
-            .origin_config(),
-    )
-    .unwrap();
+    let untrusted = https_origin("untrusted", &stranger, &["origin.test"], Validity::Current);
+    let expired = https_origin("expired", &trusted, &["origin.test"], Validity::Expired);
+    let good = https_origin("good", &trusted, &["origin.test"], Validity::Current);
     let dir = TestDir::new();
     dir.write("ca.pem", &trusted.pem());
     let toml = format!(
@@ -347,14 +348,7 @@ enabled = false
     assert!(r.text().contains("certificate expired"), "{}", r.text());
     assert_eq!((untrusted.requests(), expired.requests()), (0, 0));
     // A name the certificate does not cover is refused the same way.
-    let mismatch = Origin::start_tls(
-        "mismatch",
-        loopback(),
-        trusted
-            .issue(&["other.test"], Validity::Current)
-            .origin_config(),
-    )
-    .unwrap();
+    let mismatch = https_origin("mismatch", &trusted, &["other.test"], Validity::Current);
     let dir = TestDir::new();
     dir.write("ca.pem", &trusted.pem());
     let toml = format!(
@@ -395,14 +389,7 @@ fn certificates_reload_with_the_config_and_bad_files_are_refused() {
     // A connection opened before the reload keeps working after it.
     let mut before = Client::connect_tls(addr, "lb.test", ca.client_config()).unwrap();
     second.write(&lb.dir, "lb");
-    let hup = || {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(lb.pid() as i32),
-            nix::sys::signal::Signal::SIGHUP,
-        )
-        .unwrap()
-    };
-    hup();
+    sighup(&lb);
     wait_for("the renewed certificate", Duration::from_secs(10), || {
         (leaf() == second.der()).then_some(())
     });
@@ -410,7 +397,7 @@ fn certificates_reload_with_the_config_and_bad_files_are_refused() {
     assert_eq!(r.status, 200);
     // A broken key file is refused at reload, naming the file; the last good one stays.
     lb.dir.write("lb.key", "not a key\n");
-    hup();
+    sighup(&lb);
     wait_for("the refused reload", Duration::from_secs(10), || {
         lb.stderr().contains("lb.key").then_some(())
     });
@@ -486,26 +473,9 @@ fn lb_check_names_the_bad_certificate_file() {
 fn active_checks_of_https_origins_verify_their_certificates() {
     let trusted = TestCa::new("trusted CA");
     let stranger = TestCa::new("unknown CA");
-    let good = Origin::start_tls(
-        "good",
-        loopback(),
-        trusted
-            .issue(&["origin.test"], Validity::Current)
-            .origin_config(),
-    )
-    .unwrap();
-    let bad = Origin::start_tls(
-        "bad",
-        loopback(),
-        stranger
-            .issue(&["origin.test"], Validity::Current)
-            .origin_config(),
-    )
-    .unwrap();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let good = https_origin("good", &trusted, &["origin.test"], Validity::Current);
+    let bad = https_origin("bad", &stranger, &["origin.test"], Validity::Current);
+    let admin = free_addr();
     let check = "[origins.health_check]\ninterval = \"100ms\"\nfast_interval = \"50ms\"\ntimeout = \"500ms\"\nunhealthy_threshold = 2\n\n";
     let dir = TestDir::new();
     dir.write("ca.pem", &trusted.pem());
@@ -592,14 +562,7 @@ fn head_requests_get_lb_answers_without_a_body() {
 fn connections_opened_before_a_reload_are_not_reused_after_it() {
     let trusted = TestCa::new("trusted CA");
     let other = TestCa::new("other CA");
-    let origin = Origin::start_tls(
-        "secure",
-        loopback(),
-        trusted
-            .issue(&["origin.test"], Validity::Current)
-            .origin_config(),
-    )
-    .unwrap();
+    let origin = https_origin("secure", &trusted, &["origin.test"], Validity::Current);
     let dir = TestDir::new();
     dir.write("trusted.pem", &trusted.pem());
     dir.write("other.pem", &other.pem());
@@ -616,11 +579,7 @@ fn connections_opened_before_a_reload_are_not_reused_after_it() {
     std::thread::sleep(Duration::from_millis(300));
     // The new config trusts only a CA that did not issue the origin's certificate.
     lb.dir.write("lb.toml", &config("other.pem"));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(lb.pid() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
+    sighup(&lb);
     wait_for("the reload", Duration::from_secs(5), || {
         lb.stderr().contains("reloaded").then_some(())
     });
@@ -637,10 +596,7 @@ fn an_expired_listener_certificate_is_reported_and_its_expiry_exported() {
     let ca = TestCa::new("lb test CA");
     let expired = ca.issue(&["lb.test"], Validity::Expired);
     let origin = Origin::start("o", loopback()).unwrap();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let admin = free_addr();
     let lb = start_lb(
         &[("old", &expired)],
         &[],
