@@ -130,11 +130,7 @@ pub(super) fn run(
         IoDriver::IoUring | IoDriver::Auto => true,
     };
     if want_uring && monoio::utils::detect_uring() {
-        match RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(URING_ENTRIES)
-            .enable_timer()
-            .build()
-        {
+        match uring_runtime(index) {
             Ok(mut rt) => {
                 let _ = ready.send(Ok(DriverKind::IoUring));
                 rt.block_on(worker_loop(index, listener, shared, stop));
@@ -169,6 +165,36 @@ pub(super) fn run(
             let _ = ready.send(Err(anyhow::anyhow!(
                 "worker {index}: epoll runtime failed: {e}"
             )));
+        }
+    }
+}
+
+/// The io_uring runtime, with cooperative task running (IORING_SETUP_COOP_TASKRUN and
+/// TASKRUN_FLAG, Linux 5.19+): completions are no longer delivered by interrupting the
+/// worker with task-work IPIs, but when it next enters the kernel, which it does at
+/// every park anyway. Measured on a 2-core VM at a paced 22k requests/s (0 B bodies): CPU
+/// per request 35 -> 23 us and p50 14 ms -> 0.9 ms; closed-loop throughput up by a fifth.
+/// Older kernels refuse the flags: then the ring is built without them.
+fn uring_runtime(
+    index: usize,
+) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>> {
+    let mut cooperative = io_uring::IoUring::builder();
+    cooperative.setup_coop_taskrun().setup_taskrun_flag();
+    let built = RuntimeBuilder::<IoUringDriver>::new()
+        .uring_builder(cooperative)
+        .with_entries(URING_ENTRIES)
+        .enable_timer()
+        .build();
+    match built {
+        Ok(rt) => Ok(rt),
+        Err(e) => {
+            if index == 0 {
+                tracing::info!(error = %e, "io_uring without COOP_TASKRUN (kernel older than 5.19?)");
+            }
+            RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(URING_ENTRIES)
+                .enable_timer()
+                .build()
         }
     }
 }
