@@ -583,6 +583,10 @@ fn connections_opened_before_a_reload_are_not_reused_after_it() {
     wait_for("the reload", Duration::from_secs(5), || {
         lb.stderr().contains("reloaded").then_some(())
     });
+    // Another request while the slow one is in flight makes the worker switch to the new
+    // config now (its idle pool is emptied then), so only the check-in rule decides what
+    // happens to the slow exchange's connection. It fails: nothing trusts the origin now.
+    assert_eq!(lb_tests::http::get(lb.addr, "/switch").status, 502);
     // The exchange that started before the reload finishes on its connection...
     assert_eq!(slow.join().unwrap().status, 200);
     // ...which is then closed, not pooled: the next request verifies under the new trust.

@@ -27,10 +27,12 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Generation first: a reload in between is seen again at the next tick.
+        let seen = current.generation();
         let snap = current.load();
-        if current.generation() != generation {
+        if seen != generation {
             // A reload: the checkers follow the new origins.
-            generation = current.generation();
+            generation = seen;
             checkers.drain(..).for_each(|c| c.abort());
             for (index, origin) in snap.config.origins.iter().enumerate() {
                 if let Some(check) = origin.health_check.clone() {

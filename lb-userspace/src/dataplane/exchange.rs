@@ -43,6 +43,8 @@ pub(super) struct ClientConn {
     tls: bool,
     /// The current request is a HEAD: lb's own answers carry no body.
     head_request: bool,
+    /// Longest a write to the client may stall (the body timeout of the config in force).
+    write_timeout: std::time::Duration,
     head: RequestHead,
     /// Heads lb writes (upstream request, client response).
     out: Vec<u8>,
@@ -62,6 +64,7 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: Socke
     let mut conn = ClientConn {
         tls: stream.is_tls(),
         head_request: false,
+        write_timeout: worker.view().snap.config.limits.body_timeout,
         io: BufferedStream::new(stream),
         peer,
         head: RequestHead::default(),
@@ -120,6 +123,7 @@ async fn read_request(worker: &Worker, conn: &mut ClientConn) -> bool {
     conn.head_request = false;
     let view = worker.view();
     let limits = &view.snap.config.limits;
+    conn.write_timeout = limits.body_timeout;
     // The header timeout runs from the first byte of the request.
     let mut deadline = conn
         .io
@@ -273,10 +277,7 @@ async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn) -> (Next,
         counters
             .attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        counters
-            .in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        view.selector.started(index);
+        let in_flight = InFlight::start(view, index);
         let result = attempt(worker, view, conn, index, body_mode, &mut streamed).await;
         let elapsed = t0.elapsed();
         let ms = elapsed.as_millis().min(u32::MAX as u128) as u32;
@@ -303,18 +304,18 @@ async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn) -> (Next,
                         view.metrics().failover(g, FailoverReason::Status);
                     }
                     // The failed response's body is not needed: close rather than drain.
-                    end_attempt(view, index);
+                    drop(in_flight);
                     continue;
                 }
                 if status >= 400
                     && let Some(custom) = error_pages::lookup(config, status)
                 {
                     drop(start);
-                    end_attempt(view, index);
+                    drop(in_flight);
                     return error_pages::serve(worker, view, conn, custom, status).await;
                 }
                 let result = respond(worker, view, conn, index, start).await;
-                end_attempt(view, index);
+                drop(in_flight);
                 return result;
             }
             Err(Failure::Upstream(e)) => {
@@ -325,7 +326,7 @@ async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn) -> (Next,
                 });
                 counters.error(failover_reason(&e));
                 view.snap.health.record_failure(index, now_ms());
-                end_attempt(view, index);
+                drop(in_flight);
                 let may_move = e.progress == RequestProgress::NotSent
                     || (method.fails_over()
                         && body_mode != BodyMode::Stream
@@ -340,7 +341,7 @@ async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn) -> (Next,
                 break;
             }
             Err(Failure::Body(e)) => {
-                end_attempt(view, index);
+                drop(in_flight);
                 let (status, reason) = body_error_reply(&e);
                 reply_error(conn, status, reason, true).await;
                 return (Next::Close, status);
@@ -363,15 +364,51 @@ impl ClientConn {
     pub(super) fn keep_alive(&self) -> bool {
         self.head.keep_alive
     }
+
+    /// Writes `out` (a head lb built, maybe with a small body) to the client, within the
+    /// write timeout: a client that stops reading cannot hold the exchange forever. Any
+    /// error, the timeout included, means the connection must close.
+    pub(super) async fn send_out(&mut self) -> std::io::Result<()> {
+        match monoio::time::timeout(
+            self.write_timeout,
+            write_all(&mut self.io.stream, &mut self.out),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_elapsed) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
 }
 
-/// The attempt on `index` is over (moved on, answered, or failed).
-fn end_attempt(view: &View, index: usize) {
-    view.selector.finished(index);
-    view.metrics()
-        .origin(index)
-        .in_flight
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+/// An attempt in progress on one origin, counted in flight (for the selector's
+/// least-outstanding and peak-EWMA choices, and the in-flight gauge) until dropped: an
+/// attempt ended by a panic or a dropped task cannot leave its origin looking busy.
+struct InFlight<'a> {
+    view: &'a View,
+    index: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(view: &'a View, index: usize) -> Self {
+        view.metrics()
+            .origin(index)
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        view.selector.started(index);
+        Self { view, index }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.view.selector.finished(self.index);
+        self.view
+            .metrics()
+            .origin(self.index)
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn next_after(conn: &ClientConn, close: bool) -> Next {
@@ -401,12 +438,10 @@ async fn buffer_body(view: &View, conn: &mut ClientConn, n: usize) -> Result<(),
     if conn.head.expect_continue && conn.io.data().len() < n {
         conn.out.clear();
         conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-        write_all(&mut conn.io.stream, &mut conn.out)
-            .await
-            .map_err(|_| BodyError {
-                side: Side::Client,
-                kind: BodyErrorKind::Io,
-            })?;
+        conn.send_out().await.map_err(|_| BodyError {
+            side: Side::Client,
+            kind: BodyErrorKind::Io,
+        })?;
     }
     while conn.replay.len() < n {
         if !conn.io.has_data() {
@@ -522,7 +557,7 @@ async fn attempt(
             if conn.head.expect_continue && !conn.io.has_data() {
                 conn.out.clear();
                 conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
+                if conn.send_out().await.is_err() {
                     return Err(Failure::Body(BodyError {
                         side: Side::Client,
                         kind: BodyErrorKind::Io,
@@ -555,7 +590,7 @@ async fn attempt(
                     conn.out.clear();
                     conn.out.extend_from_slice(&up.data()[..head_len]);
                     up.consume(head_len);
-                    if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
+                    if conn.send_out().await.is_err() {
                         return Err(Failure::Body(BodyError {
                             side: Side::Client,
                             kind: BodyErrorKind::Io,
@@ -695,7 +730,7 @@ async fn respond(
     };
     origin.consume(head_len);
     if upgrade {
-        if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
+        if conn.send_out().await.is_err() {
             return (Next::Close, status);
         }
         return (Next::Upgrade(origin), status);
@@ -730,7 +765,7 @@ async fn respond(
         origin.consume(n as usize);
         source = None;
     }
-    if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
+    if conn.send_out().await.is_err() {
         return (Next::Abort, status);
     }
     if let Some(source) = source {
@@ -817,7 +852,7 @@ async fn viewer_policy_reply(
     let keep_alive = conn.head.keep_alive && !close;
     super::error_response::write_redirect(&mut conn.out, 301, &location, !keep_alive);
     without_body_for_head(conn);
-    if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() {
+    if conn.send_out().await.is_err() {
         return (Next::Close, 301);
     }
     (next_after(conn, close), 301)
@@ -851,7 +886,7 @@ fn body_error_reply(e: &BodyError) -> (u16, &'static str) {
 pub(super) async fn reply_error(conn: &mut ClientConn, status: u16, reason: &str, close: bool) {
     super::error_response::write(&mut conn.out, status, reason, close);
     without_body_for_head(conn);
-    let _ = write_all(&mut conn.io.stream, &mut conn.out).await;
+    let _ = conn.send_out().await;
 }
 
 /// A response to HEAD keeps its headers (Content-Length included) and drops the body, so
@@ -874,7 +909,7 @@ pub(super) async fn reply_page(
     let keep_alive = conn.head.keep_alive;
     super::error_response::write_page(&mut conn.out, status, content_type, body, !keep_alive);
     without_body_for_head(conn);
-    if write_all(&mut conn.io.stream, &mut conn.out).await.is_err() || !keep_alive {
+    if conn.send_out().await.is_err() || !keep_alive {
         Next::Close
     } else {
         Next::KeepAlive

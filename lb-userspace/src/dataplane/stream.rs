@@ -6,7 +6,10 @@
 //! broken for good: monoio-rustls lends its record buffer to the in-flight operation and
 //! never gets it back, and the next operation would panic. lb closes such connections
 //! anyway; [`Tls`] remembers the cut and turns any later use into an error, so a close
-//! path (close_notify) cannot touch the broken half.
+//! path (close_notify, a 408) cannot touch a broken buffer. A read can itself write (an
+//! alert for a bad record goes out before the read returns), so a cut read counts as a
+//! cut write too: a TLS client that times out gets no 408 and no close_notify, only the
+//! close.
 
 use std::{
     io,
@@ -79,14 +82,15 @@ impl AsRawFd for Stream {
 }
 
 impl<S: AsyncReadRent + AsyncWriteRent> Tls<S> {
-    // A failed read makes rustls send an alert, which writes: a cut write blocks reads too.
+    // Reads may write (alerts), so they mark both halves while in flight.
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         if !self.intact() {
             return (Err(broken()), buf);
         }
-        self.read_cut = true; // stays set if this future is dropped mid-read
+        // Both stay set if this future is dropped mid-read.
+        (self.read_cut, self.write_cut) = (true, true);
         let result = self.stream.read(buf).await;
-        self.read_cut = false;
+        (self.read_cut, self.write_cut) = (false, false);
         result
     }
 
@@ -94,14 +98,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> Tls<S> {
         if !self.intact() {
             return (Err(broken()), buf);
         }
-        self.read_cut = true;
+        (self.read_cut, self.write_cut) = (true, true);
         let result = self.stream.readv(buf).await;
-        self.read_cut = false;
+        (self.read_cut, self.write_cut) = (false, false);
         result
     }
 
-    // Writes use only the write buffer: a cut read still allows an answer (408) and
-    // close_notify.
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         if self.write_cut {
             return (Err(broken()), buf);
