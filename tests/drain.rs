@@ -99,3 +99,47 @@ fn drain_timeout_bounds_the_wait_for_stuck_requests() {
     );
     assert!(lb.stderr().contains("drain timeout"), "{}", lb.stderr());
 }
+
+#[test]
+fn sigterm_during_start_up_waits_for_the_handlers_then_exits_cleanly() {
+    use lb_tests::process::{LbProcess, TestDir, lb_binary, wait_for};
+    let origin = Origin::start("primary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let dir = TestDir::new();
+    let cfg = dir.write(
+        "lb.toml",
+        &LbConfig::new()
+            .workers(2)
+            .origin("primary", origin.addr(), "")
+            .to_toml(),
+    );
+    let mut lb = LbProcess::spawn_with_log(
+        &lb_binary(),
+        &["run", "--config", cfg.to_str().unwrap()],
+        dir.path.join("stderr"),
+        "debug",
+    );
+    // The first log line comes after lb holds its signals and before it is running: a
+    // SIGTERM now must not kill it with the default action.
+    wait_for("lb's first log line", Duration::from_secs(10), || {
+        (!lb.stderr().is_empty()).then_some(())
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lb.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // One signal only: it must be the one that stops lb.
+    let status = wait_for("lb to exit", Duration::from_secs(10), || {
+        lb.child.try_wait().unwrap()
+    });
+    assert!(
+        status.success(),
+        "lb exits 0 after a SIGTERM during start-up ({status}):\n{}",
+        lb.stderr()
+    );
+    assert!(
+        lb.stderr().contains("shutdown requested"),
+        "{}",
+        lb.stderr()
+    );
+}

@@ -60,6 +60,8 @@ impl TlsFlags {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Before any thread exists: a SIGTERM during start-up waits for the handlers.
+    crate::control::hold_signals();
     let overrides = args.tls.overrides(args.listen, args.admin);
     let loaded = Config::load(&args.config, &overrides)?;
     for warning in &loaded.warnings {

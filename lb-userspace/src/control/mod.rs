@@ -9,6 +9,8 @@ mod admin;
 mod dns;
 mod health;
 mod os_signals;
+
+pub use os_signals::hold_signals;
 mod reload;
 
 use std::{

@@ -1,7 +1,16 @@
-//! Turning SIGINT/SIGTERM into a shutdown event for the process owner.
+//! Turning SIGINT/SIGTERM into a shutdown event for the process owner, and SIGHUP into a
+//! reload.
+//!
+//! Start-up takes a while (the XDP program, certificates, workers) before these handlers
+//! exist, and a SIGTERM in that window would kill lb with the default action: no drain, a
+//! failed exit status, pins left behind. So `lb run` holds the signals first thing
+//! ([`hold_signals`]: blocked in the main thread, and so in every thread it starts), and
+//! the control thread takes them once its handlers are in place ([`take_signals`]); a
+//! signal sent meanwhile waits, pending, and is handled then.
 
 use std::sync::mpsc;
 
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{ControlEvent, reload::Reloader};
@@ -13,9 +22,11 @@ pub(super) async fn watch(events: mpsc::Sender<ControlEvent>, reloader: Arc<Relo
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
     ) else {
-        tracing::error!("cannot install SIGINT/SIGTERM handlers; stop lb with SIGKILL");
+        tracing::error!("cannot install SIGINT/SIGTERM handlers; they keep their default action");
+        take_signals();
         return;
     };
+    take_signals();
     loop {
         let signal = tokio::select! {
             _ = interrupt.recv() => "SIGINT",
@@ -32,4 +43,34 @@ pub(super) async fn watch(events: mpsc::Sender<ControlEvent>, reloader: Arc<Relo
             return;
         }
     }
+}
+
+fn shutdown_and_reload_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread, and so in every thread it
+/// starts afterwards: call it first thing in `main`'s thread.
+pub fn hold_signals() {
+    if let Err(e) = pthread_sigmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&shutdown_and_reload_signals()),
+        None,
+    ) {
+        tracing::warn!(error = %e, "cannot hold signals during start-up");
+    }
+}
+
+/// Unblocks them in the calling thread (the control thread, once its handlers exist):
+/// a signal that arrived during start-up is delivered now.
+fn take_signals() {
+    let _ = pthread_sigmask(
+        SigmaskHow::SIG_UNBLOCK,
+        Some(&shutdown_and_reload_signals()),
+        None,
+    );
 }
