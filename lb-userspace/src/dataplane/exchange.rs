@@ -39,8 +39,6 @@ use crate::{
 pub(super) struct ClientConn {
     pub(super) io: BufferedStream,
     peer: SocketAddr,
-    /// The viewer connected over HTTPS.
-    tls: bool,
     /// The current request is a HEAD: lb's own answers carry no body.
     head_request: bool,
     /// Longest a write to the client may stall (the body timeout of the config in force).
@@ -62,7 +60,6 @@ pub(super) struct ClientConn {
 pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: SocketAddr) {
     let _active = worker.track_connection();
     let mut conn = ClientConn {
-        tls: stream.is_tls(),
         head_request: false,
         write_timeout: worker.view().snap.config.limits.body_timeout,
         io: BufferedStream::new(stream),
@@ -108,7 +105,7 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: Socke
             }
         }
     }
-    if conn.tls {
+    if conn.tls() {
         // close_notify before the FIN, so a TLS client can tell an orderly end (and the
         // end of an HTTP/1.0 body) from a truncation. Bounded: the peer may be gone.
         let _ = monoio::time::timeout(CLOSE_NOTIFY_TIMEOUT, conn.io.stream.shutdown()).await;
@@ -220,7 +217,7 @@ async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn) -> (Next,
         reply_error(conn, 403, "method not allowed for this path", close).await;
         return (next_after(conn, close), 403);
     }
-    if !conn.tls && behavior.viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
+    if !conn.tls() && behavior.viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
         return viewer_policy_reply(worker, conn, behavior.viewer_protocol_policy).await;
     }
     if let BodyFraming::ContentLength(n) = framing
@@ -360,6 +357,11 @@ async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn) -> (Next,
 }
 
 impl ClientConn {
+    /// Whether the viewer connected over HTTPS.
+    fn tls(&self) -> bool {
+        self.io.stream.is_tls()
+    }
+
     /// Whether the current request's client wants its connection kept.
     pub(super) fn keep_alive(&self) -> bool {
         self.head.keep_alive
@@ -488,7 +490,7 @@ async fn attempt(
 ) -> Result<ResponseStart, Failure> {
     let config = &view.snap.config;
     let origin = &config.origins[index];
-    let tls = origin.uses_tls(conn.tls);
+    let tls = origin.uses_tls(conn.tls());
     let mut fresh_retry = true;
     loop {
         // The retry after a dead pooled connection always uses a fresh one.
@@ -523,6 +525,7 @@ async fn attempt(
             (BodyMode::Stream, BodyFraming::ContentLength(n)) => (Some(n), false),
             (BodyMode::Stream, _) => (None, true),
         };
+        let scheme = if conn.tls() { "https" } else { "http" };
         HeaderRewrite::request(
             &mut conn.out,
             head.method_str(),
@@ -531,7 +534,7 @@ async fn attempt(
             head.host(),
             head.fields(),
             ForwardedFor(conn.peer.ip()),
-            if conn.tls { "https" } else { "http" },
+            scheme,
             length,
             chunked,
             head.upgrade(),
