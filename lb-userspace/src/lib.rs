@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod fd_limit;
 pub mod health;
 pub mod http;
 pub mod kernel;

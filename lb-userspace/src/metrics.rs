@@ -99,7 +99,24 @@ pub struct WorkerMetrics {
     /// Viewer TLS handshakes completed and failed (incl. timed out) on the HTTPS listener.
     pub tls_handshakes: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
+    /// Failed accepts (EMFILE and friends).
+    pub accept_errors: AtomicU64,
+    /// lb's own resource failures while connecting upstream, by [`LOCAL_RESOURCES`].
+    local_errors: [AtomicU64; 4],
     origins: Box<[OriginCounters]>,
+}
+
+/// Labels of the local resources lb can run out of (lb_local_errors_total).
+pub const LOCAL_RESOURCES: [&str; 4] =
+    ["process_fds", "system_fds", "local_ports", "kernel_memory"];
+
+impl WorkerMetrics {
+    /// Counts a failure of lb's own resources (index into [`LOCAL_RESOURCES`]).
+    pub fn local_error(&self, resource: usize) {
+        if let Some(c) = self.local_errors.get(resource) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// All workers' counters.
@@ -120,6 +137,8 @@ impl Metrics {
                     upstream_connections_opened: AtomicU64::new(0),
                     tls_handshakes: AtomicU64::new(0),
                     tls_handshake_failures: AtomicU64::new(0),
+                    accept_errors: AtomicU64::new(0),
+                    local_errors: Default::default(),
                     origins: (0..origins).map(|_| OriginCounters::default()).collect(),
                 })
                 .collect(),
@@ -205,6 +224,15 @@ impl Metrics {
         )
     }
 
+    pub fn accept_errors(&self) -> u64 {
+        self.sum(|w| &w.accept_errors)
+    }
+
+    /// lb's own resource failures, by [`LOCAL_RESOURCES`] label.
+    pub fn local_errors(&self) -> [(&'static str, u64); 4] {
+        std::array::from_fn(|i| (LOCAL_RESOURCES[i], self.sum(|w| &w.local_errors[i])))
+    }
+
     fn sum(&self, counter: impl Fn(&WorkerMetrics) -> &AtomicU64) -> u64 {
         self.workers
             .iter()
@@ -257,6 +285,11 @@ impl Metrics {
         let (ok, failed) = old.tls_handshakes();
         w.tls_handshakes.store(ok, Ordering::Relaxed);
         w.tls_handshake_failures.store(failed, Ordering::Relaxed);
+        w.accept_errors
+            .store(old.accept_errors(), Ordering::Relaxed);
+        for (i, (_, n)) in old.local_errors().iter().enumerate() {
+            w.local_errors[i].store(*n, Ordering::Relaxed);
+        }
         for (i, (_, n)) in old.responses().iter().enumerate() {
             w.responses[i + 1].store(*n, Ordering::Relaxed);
         }

@@ -5,6 +5,7 @@ pub mod load;
 pub mod netns;
 pub mod packets;
 pub mod process;
+pub mod raw_origin;
 pub mod tls;
 
 use std::{fs::File, path::PathBuf};

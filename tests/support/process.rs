@@ -252,11 +252,34 @@ impl LbServer {
         extra_args: &[&str],
         filter: &str,
     ) -> Self {
+        Self::start_limited(dir, name, contents, extra_args, filter, None)
+    }
+
+    /// Like [`LbServer::start_in`]; with `fd_limit`, lb runs under `ulimit -n` of that
+    /// (soft and hard), as on a host configured that way.
+    pub fn start_limited(
+        dir: TestDir,
+        name: &str,
+        contents: &str,
+        extra_args: &[&str],
+        filter: &str,
+        fd_limit: Option<u64>,
+    ) -> Self {
         let cfg = dir.write(name, contents);
-        let mut args = vec!["run", "--config", cfg.to_str().unwrap()];
+        let lb = lb_binary();
+        let ulimit = fd_limit.map(|n| format!("ulimit -n {n} && exec \"$0\" \"$@\""));
+        let mut args: Vec<&str> = Vec::new();
+        let program = match &ulimit {
+            Some(script) => {
+                args.extend(["-c", script.as_str(), lb.to_str().unwrap()]);
+                PathBuf::from("/bin/sh")
+            }
+            None => lb.clone(),
+        };
+        args.extend(["run", "--config", cfg.to_str().unwrap()]);
         args.extend_from_slice(extra_args);
         let mut process =
-            LbProcess::spawn_with_log(&lb_binary(), &args, dir.path.join("stderr"), filter);
+            LbProcess::spawn_with_log(&program, &args, dir.path.join("stderr"), filter);
         let addr = wait_for("lb to listen", Duration::from_secs(15), || {
             let log = process.stderr();
             assert!(process.is_running(), "lb exited:\n{log}");

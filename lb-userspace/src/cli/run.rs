@@ -62,6 +62,9 @@ impl TlsFlags {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Before any thread exists: a SIGTERM during start-up waits for the handlers.
     crate::control::hold_signals();
+    // Before the config: the default connection cap is derived from the raised limit.
+    let (before, after) = crate::fd_limit::raise_to_hard();
+    tracing::info!(soft_before = before, limit = after, "file-descriptor limit");
     let overrides = args.tls.overrides(args.listen, args.admin);
     let loaded = Config::load(&args.config, &overrides)?;
     for warning in &loaded.warnings {
@@ -130,6 +133,8 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
         origins = snap.config.origins.len(),
         groups = snap.config.groups.len(),
         kernel_signals = kernel.lock().map(|k| k.is_some()).unwrap_or(false),
+        max_connections = snap.config.listener.max_connections,
+        per_worker = snap.config.listener.max_connections_per_worker(),
         "lb running"
     );
     Ok(Running {

@@ -33,6 +33,7 @@ pub(super) fn to_toml(config: &Config) -> String {
             pin_workers: config.listener.pin_workers,
             io_driver: config.listener.io_driver,
             drain_timeout: config.listener.drain_timeout,
+            max_connections: config.listener.max_connections,
         },
         tls: config.tls.as_ref().map(|t| TlsFile {
             address: s(t.address.to_string()),
@@ -67,6 +68,13 @@ pub(super) fn to_toml(config: &Config) -> String {
             header_timeout: config.limits.header_timeout,
             idle_timeout: config.limits.idle_timeout,
             body_timeout: config.limits.body_timeout,
+            drain_body_max: config.limits.drain_body_max,
+            lingering_timeout: config.limits.lingering_timeout,
+            lingering_max_bytes: config.limits.lingering_max_bytes,
+        },
+        http: HttpFile {
+            underscore_headers: config.http.underscore_headers,
+            upgrade_protocols: config.http.upgrade_protocols.clone(),
         },
         failover: FailoverFile {
             replay_body_limit: config.failover.replay_body_limit,

@@ -24,6 +24,8 @@ pub(super) struct ConfigFile {
     #[serde(default)]
     pub limits: LimitsFile,
     #[serde(default)]
+    pub http: HttpFile,
+    #[serde(default)]
     pub failover: FailoverFile,
     #[serde(default)]
     pub observability: ObservabilityFile,
@@ -51,6 +53,9 @@ pub(super) struct ListenerFile {
     pub io_driver: IoDriver,
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Client connections served at once, all workers together (0: derived from the
+    /// file-descriptor limit).
+    pub max_connections: usize,
 }
 
 impl Default for ListenerFile {
@@ -61,6 +66,7 @@ impl Default for ListenerFile {
             pin_workers: true,
             io_driver: IoDriver::Auto,
             drain_timeout: Duration::from_secs(10),
+            max_connections: 0,
         }
     }
 }
@@ -139,6 +145,10 @@ pub(super) struct LimitsFile {
     pub idle_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    pub drain_body_max: u64,
+    #[serde(with = "humantime_serde")]
+    pub lingering_timeout: Duration,
+    pub lingering_max_bytes: u64,
 }
 
 impl Default for LimitsFile {
@@ -152,8 +162,43 @@ impl Default for LimitsFile {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
+            drain_body_max: 64 * 1024,
+            lingering_timeout: Duration::from_secs(2),
+            lingering_max_bytes: 1 << 20,
         }
     }
+}
+
+/// `[http]`: how lb treats requests beyond framing.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct HttpFile {
+    pub underscore_headers: UnderscoreHeaders,
+    pub upgrade_protocols: Vec<String>,
+}
+
+impl Default for HttpFile {
+    fn default() -> Self {
+        Self {
+            underscore_headers: UnderscoreHeaders::Drop,
+            upgrade_protocols: vec!["websocket".into()],
+        }
+    }
+}
+
+/// What lb does with request header names that hold `_`. Gateways in the CGI/WSGI
+/// tradition read `_` as `-`, so `Transfer_Encoding` would become a framing header
+/// behind lb: dropped by default, as nginx does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoreHeaders {
+    /// Removed before forwarding.
+    #[default]
+    Drop,
+    /// The request gets 400.
+    Reject,
+    /// Forwarded like any other field.
+    Forward,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -18,7 +18,7 @@ use std::{
 };
 
 pub use error::ConfigError;
-pub use file::IoDriver;
+pub use file::{IoDriver, UnderscoreHeaders};
 pub use model::*;
 pub use pattern::PathPattern;
 

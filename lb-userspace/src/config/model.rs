@@ -15,6 +15,7 @@ pub struct Config {
     pub origin_tls: OriginTls,
     pub admin: Admin,
     pub limits: Limits,
+    pub http: HttpSettings,
     pub origins: Vec<Origin>,
     pub groups: Vec<OriginGroup>,
     /// Path behaviors, matched in order; the first match wins.
@@ -74,6 +75,36 @@ pub struct Listener {
     pub io_driver: super::IoDriver,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
+    /// Client connections served at once, all workers together (resolved: never 0).
+    pub max_connections: usize,
+}
+
+impl Listener {
+    /// Each worker's share of `max_connections` (at least one).
+    pub fn max_connections_per_worker(&self) -> usize {
+        let workers = if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.workers
+        };
+        self.max_connections.div_ceil(workers).max(1)
+    }
+
+    /// The default cap: half the file descriptors left after a reserve (each client
+    /// connection may need an upstream one), so client connections cannot starve
+    /// upstream connects.
+    pub fn default_max_connections(fd_limit: u64) -> usize {
+        const RESERVED_FDS: u64 = 64;
+        (fd_limit.saturating_sub(RESERVED_FDS) / 2).clamp(16, 1 << 20) as usize
+    }
+}
+
+/// How lb treats requests beyond framing (`[http]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub underscore_headers: super::UnderscoreHeaders,
+    /// `Upgrade` protocols lb tunnels (lower case); others are stripped from the request.
+    pub upgrade_protocols: Vec<String>,
 }
 
 /// An HTTPS listener: its own address, served by the same workers as the plain one.
@@ -132,6 +163,14 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Longest pause between two reads of a body, either side.
     pub body_timeout: Duration,
+    /// An unread request body up to this size is read and discarded after lb's answer so
+    /// the connection can be kept; larger ones close it.
+    pub drain_body_max: u64,
+    /// How long lb reads and discards a client's input after an answer that closes the
+    /// connection (lingering close), and the bound on draining an unread body.
+    pub lingering_timeout: Duration,
+    /// Most bytes a lingering close discards before closing anyway.
+    pub lingering_max_bytes: u64,
 }
 
 /// How lb talks to an origin (CloudFront's OriginProtocolPolicy).

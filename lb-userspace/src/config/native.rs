@@ -451,6 +451,10 @@ fn build(
             pin_workers: raw.listener.pin_workers,
             io_driver: raw.listener.io_driver,
             drain_timeout: raw.listener.drain_timeout,
+            max_connections: match raw.listener.max_connections {
+                0 => Listener::default_max_connections(crate::fd_limit::current()),
+                n => n,
+            },
         },
         admin: Admin { address: admin },
         limits: Limits {
@@ -463,6 +467,18 @@ fn build(
             header_timeout: l.header_timeout,
             idle_timeout: l.idle_timeout,
             body_timeout: l.body_timeout,
+            drain_body_max: l.drain_body_max,
+            lingering_timeout: l.lingering_timeout,
+            lingering_max_bytes: l.lingering_max_bytes,
+        },
+        http: HttpSettings {
+            underscore_headers: raw.http.underscore_headers,
+            upgrade_protocols: raw
+                .http
+                .upgrade_protocols
+                .iter()
+                .map(|p| p.to_ascii_lowercase())
+                .collect(),
         },
         origins,
         groups,

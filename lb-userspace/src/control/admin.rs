@@ -220,6 +220,18 @@ fn render_metrics(state: &State) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP lb_accept_errors_total Failed accepts on the listeners (EMFILE and friends).\n# TYPE lb_accept_errors_total counter\nlb_accept_errors_total {}",
+        metrics.accept_errors()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP lb_local_errors_total Requests lb answered 503 because it ran out of a local resource (never counted against an origin).\n# TYPE lb_local_errors_total counter"
+    );
+    for (resource, n) in metrics.local_errors() {
+        let _ = writeln!(out, "lb_local_errors_total{{resource=\"{resource}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
         "# HELP lb_origin_attempts_total Attempts sent to each origin.\n# TYPE lb_origin_attempts_total counter"
     );
     let totals: Vec<_> = (0..config.origins.len())

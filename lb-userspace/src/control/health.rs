@@ -57,6 +57,7 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
                             .clone()
                             .unwrap_or_else(|| origin.address.to_string()),
                         path: format!("{}{}", origin.origin_path, check.path),
+                        custom_headers: origin.custom_headers.clone(),
                     };
                     checkers.push(tokio::spawn(checker(
                         Arc::clone(&snap.health),
@@ -94,6 +95,20 @@ struct Target {
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     host: String,
     path: String,
+    /// The origin's custom headers: an origin that requires one (`X-Origin-Verify`)
+    /// would fail checks without it.
+    custom_headers: Vec<(String, String)>,
+}
+
+/// What one check found.
+enum Probe {
+    /// A response head with this status.
+    Status(u16),
+    /// No valid response in time: a failed check.
+    Failed,
+    /// lb could not even open a socket (out of file descriptors): says nothing about
+    /// the origin, so nothing is recorded.
+    LocalShortage,
 }
 
 /// Checks one origin forever: faster while it is not healthy, with jitter so checks of
@@ -118,39 +133,64 @@ async fn checker(
         let spread = (rng % 2001) as f64 / 1000.0 - 1.0; // -1.0..=1.0
         tokio::time::sleep(base.mul_f64((1.0 + spread * check.jitter).max(0.05))).await;
         let address = std::net::SocketAddr::new(addresses.get(index).ip(), target.port);
-        let status = tokio::time::timeout(check.timeout, probe(address, &target))
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(0);
+        let status = match tokio::time::timeout(check.timeout, probe(address, &target)).await {
+            Ok(Probe::Status(status)) => status,
+            Ok(Probe::Failed) | Err(_) => 0,
+            Ok(Probe::LocalShortage) => {
+                tracing::debug!(origin = index, "health check skipped: lb is out of sockets");
+                continue;
+            }
+        };
         table.record_check(index, status == check.expected_status, status, now_ms());
     }
 }
 
 /// One `GET path` on a fresh connection (TLS-verified for HTTPS origins); the status, or
 /// `None` if there was no valid response head.
-async fn probe(addr: std::net::SocketAddr, target: &Target) -> Option<u16> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+async fn probe(addr: std::net::SocketAddr, target: &Target) -> Probe {
+    let tcp = match tokio::net::TcpStream::connect(addr).await {
+        Ok(tcp) => tcp,
+        Err(e) if is_local_shortage(&e) => return Probe::LocalShortage,
+        Err(_) => return Probe::Failed,
+    };
     let _ = tcp.set_nodelay(true);
-    match &target.tls {
-        None => exchange(tcp, &target.host, &target.path).await,
+    let status = match &target.tls {
+        None => exchange(tcp, target).await,
         Some((config, name)) => {
             let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
-            let stream = connector.connect(name.clone(), tcp).await.ok()?;
-            exchange(stream, &target.host, &target.path).await
+            match connector.connect(name.clone(), tcp).await {
+                Ok(stream) => exchange(stream, target).await,
+                Err(_) => None,
+            }
         }
-    }
+    };
+    status.map_or(Probe::Failed, Probe::Status)
+}
+
+/// EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM: lb's own shortage, not the origin's.
+fn is_local_shortage(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().is_some_and(|n| {
+        matches!(
+            Errno::from_raw(n),
+            Errno::EMFILE | Errno::ENFILE | Errno::EADDRNOTAVAIL | Errno::ENOBUFS | Errno::ENOMEM
+        )
+    })
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    host: &str,
-    path: &str,
+    target: &Target,
 ) -> Option<u16> {
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: lb-health-check\r\nconnection: close\r\n\r\n"
+    let mut request = Vec::with_capacity(256);
+    crate::http::HeaderRewrite::lb_request(
+        &mut request,
+        &target.path,
+        &target.host,
+        &target.custom_headers,
+        "lb-health-check",
     );
-    stream.write_all(request.as_bytes()).await.ok()?;
+    stream.write_all(&request).await.ok()?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {

@@ -1,6 +1,7 @@
-//! A stream (plain or TLS) with its own read buffer, using monoio's owned-buffer I/O. Both the client
-//! and the origin side of an exchange are one of these; each is allocated once per
-//! connection and reused for every request on it.
+//! A stream (plain or TLS) with its own read buffer, using monoio's owned-buffer I/O.
+//! Both the client and the origin side of an exchange are one of these. The buffer is
+//! taken when there is something to read and given back to the worker's
+//! [`BufferPool`] when the connection goes idle with nothing buffered.
 
 use std::io;
 
@@ -9,7 +10,7 @@ use monoio::{
     io::{AsyncReadRent, AsyncWriteRentExt},
 };
 
-use super::stream::Stream;
+use super::{buffers::BufferPool, stream::Stream};
 
 /// Read size used when the buffer is empty or full.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
@@ -22,10 +23,6 @@ pub(super) struct BufferedStream {
 }
 
 impl BufferedStream {
-    pub fn new(stream: Stream) -> Self {
-        Self::with_buffer(stream, Vec::with_capacity(READ_CHUNK))
-    }
-
     /// Wraps `stream` with a recycled (cleared) buffer.
     pub fn with_buffer(stream: Stream, mut buf: Vec<u8>) -> Self {
         buf.clear();
@@ -44,6 +41,37 @@ impl BufferedStream {
     /// Bytes read but not yet consumed.
     pub fn data(&self) -> &[u8] {
         &self.buf[self.start..]
+    }
+
+    /// The unconsumed bytes, to be rewritten in place (the request line's version).
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+
+    /// Gives the buffer back to `pool` if it holds nothing unconsumed.
+    pub fn release(&mut self, pool: &BufferPool) {
+        if !self.has_data() {
+            pool.put(std::mem::take(&mut self.buf));
+            self.start = 0;
+        }
+    }
+
+    /// Waits until a plain stream is readable, holding no buffer meanwhile (an io_uring
+    /// poll). TLS streams may hold decrypted bytes inside rustls, and return at once.
+    pub async fn readable(&self) -> io::Result<()> {
+        match &self.stream {
+            Stream::Plain(tcp) => tcp.readable(true).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// [`fill`](Self::fill), taking a buffer from `pool` if the stream has none.
+    pub async fn fill_from(&mut self, pool: &BufferPool) -> io::Result<usize> {
+        if self.buf.capacity() == 0 {
+            self.buf = pool.take();
+            self.start = 0;
+        }
+        self.fill().await
     }
 
     pub fn has_data(&self) -> bool {

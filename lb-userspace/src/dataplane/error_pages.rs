@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
 use super::{
-    exchange::{ClientConn, Next, reply_error, reply_page},
+    client::ClientConn,
+    fate::Next,
+    respond::{self, Answer},
     upstream::connect,
     worker::{View, Worker},
 };
@@ -42,8 +44,12 @@ pub(super) async fn serve(
     let code = custom.response_code.unwrap_or(status);
     match &custom.page {
         ErrorPage::File { path, body } => {
-            let ct = content_type_for(&path.to_string_lossy());
-            (reply_page(conn, code, ct, body).await, code)
+            let page = Answer::Page {
+                status: code,
+                content_type: content_type_for(&path.to_string_lossy()),
+                body,
+            };
+            (respond::answer(worker, conn, page).await, code)
         }
         ErrorPage::Path(page_path) => {
             let fresh = worker
@@ -67,15 +73,7 @@ pub(super) async fn serve(
                         let reason = format!(
                             "error {status}; the custom error page {page_path} could not be fetched either"
                         );
-                        reply_error(conn, status, &reason, !conn.keep_alive()).await;
-                        return (
-                            if conn.keep_alive() {
-                                Next::KeepAlive
-                            } else {
-                                Next::Close
-                            },
-                            status,
-                        );
+                        return respond::error(worker, conn, status, &reason).await;
                     }
                 }
             }
@@ -85,7 +83,12 @@ pub(super) async fn serve(
                 let page = pages.get(page_path).expect("just cached");
                 (page.content_type.clone(), page.body.clone())
             };
-            (reply_page(conn, code, &content_type, &body).await, code)
+            let page = Answer::Page {
+                status: code,
+                content_type: &content_type,
+                body: &body,
+            };
+            (respond::answer(worker, conn, page).await, code)
         }
     }
 }
@@ -119,19 +122,19 @@ async fn fetch(view: &View, path: &str) -> Option<(Vec<u8>, Vec<u8>)> {
         let Ok(mut stream) = connect(origin, address, tls_config).await else {
             continue;
         };
-        let mut request = format!(
-            "GET {}{path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\nvia: 1.1 lb\r\n",
-            origin.origin_path,
-            origin
-                .host
-                .clone()
-                .unwrap_or_else(|| origin.address.to_string())
+        let host = origin
+            .host
+            .clone()
+            .unwrap_or_else(|| origin.address.to_string());
+        let mut request = Vec::with_capacity(256);
+        crate::http::HeaderRewrite::lb_request(
+            &mut request,
+            &format!("{}{path}", origin.origin_path),
+            &host,
+            &origin.custom_headers,
+            "lb-error-page",
         );
-        for (name, value) in &origin.custom_headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        if stream.write_all(request.into_bytes()).await.0.is_err() {
+        if stream.write_all(request).await.0.is_err() {
             continue;
         }
         let deadline = Instant::now() + origin.response_timeout;

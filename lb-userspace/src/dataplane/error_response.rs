@@ -1,10 +1,21 @@
 //! The responses lb itself generates: a status, and a one-line reason in the body that
-//! also goes to the access log.
+//! also goes to the access log; custom error pages; redirects. The Connection field is
+//! the one [`super::fate`] decided.
 
 use std::io::Write as _;
 
-/// Writes a complete `text/plain` response. `close` adds `Connection: close`.
-pub(super) fn write(out: &mut Vec<u8>, status: u16, reason: &str, close: bool) {
+use crate::http::ResponseConnection;
+
+fn connection(out: &mut Vec<u8>, connection: ResponseConnection<'_>) {
+    match connection {
+        ResponseConnection::Close => out.extend_from_slice(b"connection: close\r\n"),
+        ResponseConnection::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        ResponseConnection::Default | ResponseConnection::Upgrade(_) => {}
+    }
+}
+
+/// Writes a complete `text/plain` response.
+pub(super) fn write(out: &mut Vec<u8>, status: u16, reason: &str, conn: ResponseConnection<'_>) {
     out.clear();
     let body_len = "lb: ".len() + reason.len() + 1;
     let _ = write!(
@@ -12,9 +23,7 @@ pub(super) fn write(out: &mut Vec<u8>, status: u16, reason: &str, close: bool) {
         "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {body_len}\r\n",
         canonical_reason(status)
     );
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
+    connection(out, conn);
     let _ = write!(out, "\r\nlb: {reason}\n");
 }
 
@@ -24,7 +33,7 @@ pub(super) fn write_page(
     status: u16,
     content_type: &[u8],
     body: &[u8],
-    close: bool,
+    conn: ResponseConnection<'_>,
 ) {
     out.clear();
     let _ = write!(
@@ -34,15 +43,18 @@ pub(super) fn write_page(
     );
     out.extend_from_slice(content_type);
     let _ = write!(out, "\r\ncontent-length: {}\r\nvia: 1.1 lb\r\n", body.len());
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
+    connection(out, conn);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
 }
 
 /// Writes a redirect to `location` with a short text body.
-pub(super) fn write_redirect(out: &mut Vec<u8>, status: u16, location: &[u8], close: bool) {
+pub(super) fn write_redirect(
+    out: &mut Vec<u8>,
+    status: u16,
+    location: &[u8],
+    conn: ResponseConnection<'_>,
+) {
     out.clear();
     let body = b"lb: moved to HTTPS\n";
     let _ = write!(
@@ -56,9 +68,7 @@ pub(super) fn write_redirect(out: &mut Vec<u8>, status: u16, location: &[u8], cl
         "\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
         body.len()
     );
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
+    connection(out, conn);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
 }

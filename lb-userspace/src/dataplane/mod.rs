@@ -5,14 +5,19 @@
 //! This module never imports tokio (see the README's architecture rules).
 
 mod access_log;
+mod attempt;
 mod body;
+mod buffers;
+mod client;
 mod conn;
 mod drain;
 mod error_pages;
 mod error_response;
-mod exchange;
+mod failover;
+mod fate;
 mod listener;
 mod request_head;
+mod respond;
 pub mod selection;
 mod stream;
 mod task_guard;

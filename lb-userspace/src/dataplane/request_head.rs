@@ -5,7 +5,10 @@
 
 use std::ops::Range;
 
-use crate::http::{BodyFraming, Method, ParsedRequest, Version};
+use crate::{
+    config::{HttpSettings, UnderscoreHeaders},
+    http::{BodyFraming, Method, ParsedRequest, Version},
+};
 
 #[derive(Default)]
 pub(super) struct RequestHead {
@@ -23,17 +26,39 @@ pub(super) struct RequestHead {
 }
 
 impl RequestHead {
-    /// Copies what lb needs from `parsed` (which borrows `head_bytes`).
-    pub fn capture(&mut self, parsed: &ParsedRequest<'_, '_>, head_bytes: &[u8]) {
+    /// Copies what lb needs from `parsed` (which borrows `head_bytes`). Header names with
+    /// `_` are left out unless `http` says to forward them; an `Upgrade` to a protocol
+    /// not in `http.upgrade_protocols` is left out (the request is proxied as a plain one).
+    pub fn capture(
+        &mut self,
+        parsed: &ParsedRequest<'_, '_>,
+        head_bytes: &[u8],
+        http: &HttpSettings,
+    ) {
         self.raw.clear();
         self.raw.extend_from_slice(&head_bytes[..parsed.head_len]);
         let base = head_bytes.as_ptr() as usize;
-        let range = |s: &[u8]| {
-            let start = s.as_ptr() as usize - base;
-            start..start + s.len()
+        let end = base + parsed.head_len;
+        let raw = &mut self.raw;
+        // Slices of the head map to offsets; a slice the parser made up (the "/" or "*"
+        // of an absolute-form target without a path) is appended after the head.
+        let mut range = |s: &[u8]| {
+            let at = s.as_ptr() as usize;
+            if at >= base && at + s.len() <= end {
+                let start = at - base;
+                start..start + s.len()
+            } else {
+                let start = raw.len();
+                raw.extend_from_slice(s);
+                start..start + s.len()
+            }
         };
         self.fields.clear();
+        let drop_underscores = http.underscore_headers != UnderscoreHeaders::Forward;
         for h in parsed.headers {
+            if drop_underscores && h.name.contains('_') {
+                continue;
+            }
             self.fields.push((range(h.name.as_bytes()), range(h.value)));
         }
         self.method_range = range(parsed.method_str.as_bytes());
@@ -41,14 +66,24 @@ impl RequestHead {
         // An absolute-form authority replaces Host (RFC 9112 §3.2.2).
         self.host_range = parsed
             .authority
-            .map(|a| range(a.as_bytes()))
-            .or(parsed.host.map(range));
-        self.upgrade_range = parsed.upgrade.map(range);
+            .map(|a| a.as_bytes())
+            .map(&mut range)
+            .or(parsed.host.map(&mut range));
+        self.upgrade_range = parsed
+            .upgrade
+            .filter(|p| upgrade_allowed(p, &http.upgrade_protocols))
+            .map(&mut range);
         self.method = Some(parsed.method);
         self.version = Some(parsed.version);
         self.framing = Some(parsed.framing);
         self.keep_alive = parsed.keep_alive();
         self.expect_continue = parsed.expect_continue;
+    }
+
+    /// Frees the buffers between requests (an idle connection keeps none).
+    pub fn shrink(&mut self) {
+        self.raw = Vec::new();
+        self.fields = Vec::new();
     }
 
     fn str_at(&self, r: &Range<usize>) -> &str {
@@ -90,4 +125,14 @@ impl RequestHead {
             .iter()
             .map(|(n, v)| (self.str_at(n), &self.raw[v.clone()]))
     }
+}
+
+/// Whether lb tunnels an `Upgrade: value` request: one protocol (optionally with a
+/// version, `websocket/13`) from the allowed list. `h2c` and lists are never tunnelled.
+fn upgrade_allowed(value: &[u8], allowed: &[String]) -> bool {
+    let name = value.split(|&b| b == b'/').next().unwrap_or(value);
+    !value.contains(&b',')
+        && allowed
+            .iter()
+            .any(|p| p.as_bytes().eq_ignore_ascii_case(name.trim_ascii()))
 }

@@ -145,20 +145,24 @@ impl<S: AsyncReadRent + AsyncWriteRent> Tls<S> {
     }
 }
 
+// The TLS arms are boxed: monoio-rustls's futures are large, and without the box every
+// future that reads or writes a Stream (an idle connection's read included) would be as
+// large as a TLS one, even on plain connections. One allocation per TLS operation is
+// small next to its crypto.
 impl AsyncReadRent for Stream {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Self::Plain(s) => s.read(buf).await,
-            Self::ServerTls(t) => t.read(buf).await,
-            Self::ClientTls(t) => t.read(buf).await,
+            Self::ServerTls(t) => Box::pin(t.read(buf)).await,
+            Self::ClientTls(t) => Box::pin(t.read(buf)).await,
         }
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Self::Plain(s) => s.readv(buf).await,
-            Self::ServerTls(t) => t.readv(buf).await,
-            Self::ClientTls(t) => t.readv(buf).await,
+            Self::ServerTls(t) => Box::pin(t.readv(buf)).await,
+            Self::ClientTls(t) => Box::pin(t.readv(buf)).await,
         }
     }
 }
@@ -167,16 +171,16 @@ impl AsyncWriteRent for Stream {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Self::Plain(s) => s.write(buf).await,
-            Self::ServerTls(t) => t.write(buf).await,
-            Self::ClientTls(t) => t.write(buf).await,
+            Self::ServerTls(t) => Box::pin(t.write(buf)).await,
+            Self::ClientTls(t) => Box::pin(t.write(buf)).await,
         }
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Self::Plain(s) => s.writev(buf).await,
-            Self::ServerTls(t) => t.writev(buf).await,
-            Self::ClientTls(t) => t.writev(buf).await,
+            Self::ServerTls(t) => Box::pin(t.writev(buf)).await,
+            Self::ClientTls(t) => Box::pin(t.writev(buf)).await,
         }
     }
 

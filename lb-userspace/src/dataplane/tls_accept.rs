@@ -8,7 +8,7 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, sync::atomic::Ordering};
 use monoio::net::TcpStream;
 
 use super::{
-    exchange::serve_client,
+    client::serve_client,
     stream::{Stream, Tls},
     worker::Worker,
 };

@@ -12,9 +12,9 @@ use std::{
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use super::{
-    DriverKind, SharedState, access_log::AccessLog, drain::Drain, error_pages::CachedPage,
-    exchange::serve_client, selection::Selector, stream::Stream, task_guard::Guarded,
-    tls_accept::serve_tls_client, upstream::Pool,
+    DriverKind, SharedState, access_log::AccessLog, buffers::BufferPool, client::serve_client,
+    drain::Drain, error_pages::CachedPage, selection::Selector, stream::Stream,
+    task_guard::Guarded, tls_accept::serve_tls_client, upstream::Pool,
 };
 use crate::{
     config::IoDriver,
@@ -37,8 +37,45 @@ pub(super) struct Worker {
     pub kernel: Option<Arc<crate::kernel::SignalsView>>,
     /// The HTTPS listener's port (for redirect-to-https); 443 without one.
     pub https_port: u16,
+    pub buffers: BufferPool,
     index: usize,
     active: Cell<usize>,
+    /// Most client connections this worker serves at once; more wait in the backlog.
+    max_connections: usize,
+    /// Woken when a connection closes while the accept loops wait for a free slot.
+    slot_freed: RefCell<Vec<std::task::Waker>>,
+    accept_errors: RateLimited,
+    local_errors: RateLimited,
+}
+
+/// A warning logged at most once a second, with the count of those it stood for.
+struct RateLimited {
+    last: Cell<Option<Instant>>,
+    count: Cell<u64>,
+}
+
+impl RateLimited {
+    fn new() -> Self {
+        Self {
+            last: Cell::new(None),
+            count: Cell::new(0),
+        }
+    }
+
+    /// Counts one occurrence; `Some(n)` when it is time to log `n` of them.
+    fn hit(&self) -> Option<u64> {
+        self.count.set(self.count.get() + 1);
+        let now = Instant::now();
+        if self
+            .last
+            .get()
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last.set(Some(now));
+        Some(self.count.replace(0))
+    }
 }
 
 /// A snapshot as this worker uses it, with the per-worker state indexed by its origins.
@@ -91,13 +128,58 @@ impl Worker {
         self.active.set(self.active.get() + 1);
         ActiveGuard(self)
     }
+
+    /// Waits until this worker serves fewer than its `max_connections` clients. Meanwhile
+    /// new connections wait in the listen backlog, and the file descriptors stay for the
+    /// upstream connections of the requests in progress.
+    async fn connection_slot(&self) {
+        std::future::poll_fn(|cx| {
+            if self.active.get() < self.max_connections || self.drain.is_draining() {
+                std::task::Poll::Ready(())
+            } else {
+                let mut waiting = self.slot_freed.borrow_mut();
+                if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiting.push(cx.waker().clone());
+                }
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Logs lb's own resource failure while connecting to an origin, once a second.
+    pub fn log_local_error(&self, e: &super::upstream::UpstreamError) {
+        if let Some(count) = self.local_errors.hit() {
+            tracing::warn!(
+                worker = self.index,
+                count,
+                error = %e.reason("-"),
+                "lb is out of a local resource; answering 503 (not counted against origins)"
+            );
+        }
+    }
+
+    /// Logs an accept failure once a second, with how many there were.
+    fn log_accept_error(&self, listener: &str, e: &std::io::Error) {
+        if let Some(count) = self.accept_errors.hit() {
+            tracing::warn!(worker = self.index, listener, count, error = %e, "accept failed; backing off");
+        }
+    }
 }
+
+/// How long the accept loops pause after a failed accept (EMFILE and friends), so they do
+/// not spin while the shortage lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 pub(super) struct ActiveGuard<'a>(&'a Worker);
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.active.set(self.0.active.get() - 1);
+        let waiting = std::mem::take(&mut *self.0.slot_freed.borrow_mut());
+        for waker in waiting {
+            waker.wake();
+        }
     }
 }
 
@@ -238,17 +320,26 @@ async fn worker_loop(
             .map_or(443, |a| a.port()),
         pool: RefCell::new(Pool::default()),
         drain: Drain::default(),
+        buffers: BufferPool::default(),
         index,
         active: Cell::new(0),
+        max_connections: config.listener.max_connections_per_worker(),
+        slot_freed: RefCell::new(Vec::new()),
+        accept_errors: RateLimited::new(),
+        local_errors: RateLimited::new(),
     });
     monoio::spawn(sweep_pool(Rc::clone(&worker)));
+    monoio::spawn(sweep_idle(Rc::clone(&worker)));
     monoio::spawn(flush_access_log(Rc::clone(&worker)));
     if let Some(tls_listener) = tls_listener {
         monoio::spawn(accept_tls(Rc::clone(&worker), tls_listener));
     }
     loop {
         monoio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = async {
+                worker.connection_slot().await;
+                listener.accept().await
+            } => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     monoio::spawn(Guarded::new(
@@ -258,8 +349,9 @@ async fn worker_loop(
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(worker = index, error = %e, "accept failed");
-                    monoio::time::sleep(Duration::from_millis(10)).await;
+                    worker.log_accept_error("http", &e);
+                    worker.view().metrics().accept_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    monoio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
             _ = &mut stop => break,
@@ -287,7 +379,10 @@ async fn worker_loop(
 async fn accept_tls(worker: Rc<Worker>, listener: monoio::net::TcpListener) {
     loop {
         monoio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = async {
+                worker.connection_slot().await;
+                listener.accept().await
+            } => match accepted {
                 Ok((stream, peer)) => {
                     monoio::spawn(Guarded::new(
                         "HTTPS client connection",
@@ -295,8 +390,9 @@ async fn accept_tls(worker: Rc<Worker>, listener: monoio::net::TcpListener) {
                     ));
                 }
                 Err(e) => {
-                    tracing::warn!(worker = worker.index, error = %e, "HTTPS accept failed");
-                    monoio::time::sleep(Duration::from_millis(10)).await;
+                    worker.log_accept_error("https", &e);
+                    worker.view().metrics().accept_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    monoio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
             _ = worker.drain.wait() => break,
@@ -309,6 +405,15 @@ async fn flush_access_log(worker: Rc<Worker>) {
     while !worker.drain.is_draining() {
         monoio::time::sleep(Duration::from_millis(100)).await;
         worker.access_log.flush();
+    }
+}
+
+/// Ends the waits of idle client connections past their idle timeout.
+async fn sweep_idle(worker: Rc<Worker>) {
+    while !worker.drain.is_draining() {
+        let idle = worker.view().snap.config.limits.idle_timeout;
+        monoio::time::sleep(super::drain::Drain::sweep_interval(idle)).await;
+        worker.drain.expire(Instant::now());
     }
 }
 

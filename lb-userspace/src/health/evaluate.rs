@@ -64,10 +64,15 @@ pub fn evaluate(
         },
         S::Down => {
             if checks.is_some() {
-                // Hysteresis: healthy_threshold passing checks in a row. They are direct
-                // evidence, so they end an ejection early; their connects also refresh the
+                // Hysteresis: healthy_threshold passing checks in a row, all after the
+                // ejection began. They end an ejection early only if the checks saw this
+                // failure (one failed since): checks that pass while real traffic fails
+                // say nothing about it, and ending the ejection on them would flap the
+                // origin between down and recovering. Their connects also refresh the
                 // kernel's view (a SYN-ACK ends the RST run).
-                checks_passing.then_some((S::Recovering, Reason::ActiveChecksPassing))
+                let checks_blind = ejected && !h.check_failed_since_ejection.load(Relaxed);
+                (checks_passing && !checks_blind)
+                    .then_some((S::Recovering, Reason::ActiveChecksPassing))
             } else if kernel_verdict.is_some() || ejected {
                 None
             } else {
@@ -172,6 +177,40 @@ mod tests {
     }
 
     #[test]
+    fn checks_that_passed_before_or_never_failed_do_not_end_an_ejection() {
+        let t = table();
+        let c = check();
+        // Checks pass throughout while real traffic fails (the origin's /health is fine,
+        // its pages answer 503).
+        t.record_check(0, true, 200, 5);
+        t.record_check(0, true, 200, 6);
+        for now in [10, 11, 12] {
+            t.record_failure(0, now);
+        }
+        assert_eq!(
+            evaluate(&t, 0, Some(&c), None, 13),
+            Some((S::Down, Reason::Ejected))
+        );
+        assert_eq!(
+            evaluate(&t, 0, Some(&c), None, 14),
+            None,
+            "passes from before"
+        );
+        t.record_check(0, true, 200, 20);
+        t.record_check(0, true, 200, 30);
+        assert_eq!(
+            evaluate(&t, 0, Some(&c), None, 31),
+            None,
+            "checks that never saw the failure leave the ejection to run its course"
+        );
+        // Ejected for 100 ms from 12: over at 112, then the passing checks re-admit it.
+        assert_eq!(
+            evaluate(&t, 0, Some(&c), None, 113),
+            Some((S::Recovering, Reason::ActiveChecksPassing))
+        );
+    }
+
+    #[test]
     fn passing_checks_end_an_ejection_early() {
         let t = table();
         let c = check();
@@ -182,6 +221,8 @@ mod tests {
             evaluate(&t, 0, Some(&c), None, 13),
             Some((S::Down, Reason::Ejected))
         );
+        // The checks saw the failure, then saw it end.
+        t.record_check(0, false, 503, 15);
         t.record_check(0, true, 200, 20);
         t.record_check(0, true, 200, 30);
         assert_eq!(

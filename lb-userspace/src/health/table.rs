@@ -111,6 +111,9 @@ pub struct OriginHealth {
     pub(super) last_check_status: AtomicU32,
     pub(super) last_check_ms: AtomicU64,
     pub(super) checks_total: AtomicU64,
+    /// A check failed since the last ejection began: the checks see this failure, so
+    /// their passing again may end the ejection early.
+    pub(super) check_failed_since_ejection: std::sync::atomic::AtomicBool,
 }
 
 /// Whether a member may get a request now, and what share of its traffic (slow start).
@@ -231,6 +234,9 @@ impl HealthTable {
             h.ejected_until_ms
                 .store(now + (base << k).min(max), Relaxed);
             h.consecutive_failures.store(0, Relaxed);
+            // Only checks that pass after the ejection began may end it.
+            h.check_ok_run.store(0, Relaxed);
+            h.check_failed_since_ejection.store(false, Relaxed);
         }
     }
 
@@ -246,6 +252,7 @@ impl HealthTable {
         } else {
             h.check_fail_run.fetch_add(1, Relaxed);
             h.check_ok_run.store(0, Relaxed);
+            h.check_failed_since_ejection.store(true, Relaxed);
         }
     }
 

@@ -164,6 +164,31 @@ impl HeaderRewrite {
         out.extend_from_slice(b"\r\n");
     }
 
+    /// Writes a request lb makes on its own behalf (health checks, custom error pages):
+    /// `GET`, the origin's Host and custom headers, `Connection: close`. The same origin
+    /// custom headers as proxied requests get, so an origin that requires one
+    /// (`X-Origin-Verify`) answers lb's own requests too.
+    pub fn lb_request(
+        out: &mut Vec<u8>,
+        path: &str,
+        host: &str,
+        extra: &[(String, String)],
+        user_agent: &str,
+    ) {
+        out.clear();
+        out.extend_from_slice(b"GET ");
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        put(out, "host", host.as_bytes());
+        put(out, "user-agent", user_agent.as_bytes());
+        put(out, "via", b"1.1 lb");
+        put(out, "connection", b"close");
+        for (name, value) in extra {
+            put(out, name, value.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
     /// Writes the response head lb sends to the client. `length`/`chunked` describe the
     /// framing lb uses towards the client, which may differ from the origin's.
     #[allow(clippy::too_many_arguments)]

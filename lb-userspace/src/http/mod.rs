@@ -7,6 +7,7 @@
 mod chunked;
 mod error;
 mod headers;
+mod path;
 mod request;
 mod response;
 
@@ -18,8 +19,14 @@ pub use headers::{
     ConnectionHeader, ForwardedFor, HeaderRewrite, Headers, ResponseConnection, httparse_headers,
     is_hop_by_hop,
 };
-pub use request::{BodyFraming, HeadLimits, Method, ParsedRequest, Version, parse_request_head};
-pub use response::{ParsedResponse, ResponseFraming, ResponseHeadError, parse_response_head};
+pub use path::normalize_path;
+pub use request::{
+    BodyFraming, HeadLimits, HeadScan, Method, ParsedRequest, Version, downgrade_minor_version,
+    parse_request_head,
+};
+pub use response::{
+    ParsedResponse, ResponseFraming, ResponseHeadError, Reuse, parse_response_head,
+};
 
 /// Upper bound on header fields per message; httparse needs the slot array up front.
 pub const MAX_HEADERS: usize = 128;

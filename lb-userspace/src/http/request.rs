@@ -196,6 +196,87 @@ pub fn parse_request_head<'b, 'h>(
     }))
 }
 
+/// The search for the end of a request head across split reads: each byte is looked at
+/// once, and the size limits hold before the head is complete (414 for a request line
+/// that has not ended within `max_request_line`, 431 for a header section over
+/// `max_header_bytes`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeadScan {
+    /// Bytes searched without finding what was looked for.
+    scanned: usize,
+    /// Index of the request line's LF, once seen.
+    line_end: Option<usize>,
+}
+
+impl HeadScan {
+    /// Whether the request line has not started to end yet (empty lines may be skipped).
+    pub fn before_request_line(&self) -> bool {
+        self.line_end.is_none()
+    }
+
+    /// Index of the request line's LF, once it has arrived.
+    pub fn request_line_end(&self) -> Option<usize> {
+        self.line_end
+    }
+
+    /// The length of the complete head at the start of `buf` (`buf` only grows between
+    /// calls), or `None` while it is incomplete.
+    pub fn find_end(
+        &mut self,
+        buf: &[u8],
+        limits: &HeadLimits,
+    ) -> Result<Option<usize>, HeadError> {
+        let line_end = match self.line_end {
+            Some(e) => e,
+            None => match memchr(b'\n', &buf[self.scanned..]) {
+                Some(off) => {
+                    let e = self.scanned + off;
+                    if e > limits.max_request_line {
+                        return Err(RejectReason::RequestLineTooLong.error());
+                    }
+                    self.line_end = Some(e);
+                    self.scanned = e;
+                    e
+                }
+                None => {
+                    self.scanned = buf.len();
+                    if buf.len() > limits.max_request_line {
+                        return Err(RejectReason::RequestLineTooLong.error());
+                    }
+                    return Ok(None);
+                }
+            },
+        };
+        // A blank line is at most 3 bytes ("\n\r\n"): one that starts before
+        // `scanned - 2` would already have been found.
+        let from = self.scanned.saturating_sub(2).max(line_end);
+        if let Some(end) = find_head_end(&buf[from..]) {
+            // parse_request_head checks the complete head's limits.
+            return Ok(Some(from + end));
+        }
+        self.scanned = buf.len();
+        if buf.len() - (line_end + 1) > limits.max_header_bytes {
+            return Err(RejectReason::HeadersTooLarge.error());
+        }
+        Ok(None)
+    }
+}
+
+/// RFC 9112 §2.3: a request with a higher minor version than lb implements is handled as
+/// HTTP/1.1. Rewrites `HTTP/1.2`..`HTTP/1.9` at the end of `request_line` (which ends with
+/// its LF) to `HTTP/1.1`, in place, so the parser and the origin see 1.1.
+pub fn downgrade_minor_version(request_line: &mut [u8]) {
+    let line = match request_line {
+        [rest @ .., b'\r', b'\n'] | [rest @ .., b'\n'] => rest,
+        _ => return,
+    };
+    if let [.., b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] = line
+        && (b'2'..=b'9').contains(minor)
+    {
+        *minor = b'1';
+    }
+}
+
 /// What the header section says about framing and connection handling.
 struct HeaderFacts<'b> {
     host: Option<&'b [u8]>,
@@ -324,8 +405,10 @@ fn parse_target(target: &str, method: Method) -> Result<(&str, Option<&str>), He
     validate_host(authority.as_bytes())?;
     // "http://h?q" has an empty path; the origin-form of that is "/?q", which cannot be
     // borrowed, so it is refused rather than rewritten.
+    // RFC 9112 §3.2.4: an empty path is "*" for OPTIONS and "/" otherwise.
     if path.is_empty() {
-        return Ok(("/", Some(authority)));
+        let path = if method == Method::Options { "*" } else { "/" };
+        return Ok((path, Some(authority)));
     }
     if !path.starts_with('/') {
         return Err(bad());

@@ -26,17 +26,57 @@ pub struct ParsedResponse<'b, 'h> {
     pub connection: ConnectionHeader,
     /// HTTP/1.0 origins close after each response unless they say keep-alive.
     pub http10: bool,
+    /// Framing a downstream parser could read differently (Content-Length with
+    /// Transfer-Encoding, a Transfer-Encoding other than a final chunked, a body length
+    /// declared on a 204 or 1xx, a chunked body declared on a bodiless response): lb
+    /// re-frames what it forwards, and the connection is never pooled.
+    pub ambiguous: bool,
+    /// A HEAD or 304 response declared a Content-Length: legitimate, but late bytes would
+    /// be a body lb did not read.
+    pub declared_suppressed_body: bool,
+}
+
+/// Whether an origin connection may carry another request after a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    /// Closed, close-delimited, or framed ambiguously: never pooled.
+    Never,
+    Yes,
+    /// A response whose body was suppressed (HEAD, 304) although it declared one: pooled,
+    /// but checked for stray bytes before it is used again.
+    AfterCheck,
+}
+
+impl Reuse {
+    pub fn allowed(self) -> bool {
+        self != Self::Never
+    }
 }
 
 impl ParsedResponse<'_, '_> {
     /// Whether the origin connection can carry another request after this response.
     pub fn reusable(&self) -> bool {
+        self.reuse().allowed()
+    }
+
+    /// How the origin connection may be used after this response.
+    pub fn reuse(&self) -> Reuse {
         let persistent = if self.http10 {
             self.connection.keep_alive
         } else {
             true
         };
-        persistent && !self.connection.close && self.framing != ResponseFraming::CloseDelimited
+        if !persistent
+            || self.connection.close
+            || self.framing == ResponseFraming::CloseDelimited
+            || self.ambiguous
+        {
+            Reuse::Never
+        } else if self.declared_suppressed_body {
+            Reuse::AfterCheck
+        } else {
+            Reuse::Yes
+        }
     }
 }
 
@@ -72,6 +112,7 @@ pub fn parse_response_head<'b, 'h>(
     let headers: &'h [httparse::Header<'b>] = resp.headers;
     let mut content_length: Option<u64> = None;
     let mut chunked_last = None;
+    let mut transfer_encoding = false;
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
             for item in list_items(h.value) {
@@ -83,12 +124,25 @@ pub fn parse_response_head<'b, 'h>(
                 content_length = Some(n);
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
             for coding in list_items(h.value).filter(|c| !c.is_empty()) {
                 chunked_last = Some(coding.eq_ignore_ascii_case(b"chunked"));
             }
         }
     }
+    let http10 = resp.version == Some(0);
+    if http10 && transfer_encoding {
+        // RFC 9112 §6.1: the framing of such a message is faulty.
+        return Err(ResponseHeadError::Malformed(
+            "Transfer-Encoding in an HTTP/1.0 response",
+        ));
+    }
     let no_body = request_was_head || (100..200).contains(&code) || code == 204 || code == 304;
+    let never_has_body = (100..200).contains(&code) || code == 204;
+    let ambiguous = (transfer_encoding
+        && (content_length.is_some() || chunked_last != Some(true) || no_body))
+        || (never_has_body && content_length.is_some_and(|n| n > 0));
+    let declared_suppressed_body = no_body && content_length.is_some_and(|n| n > 0);
     let framing = if no_body {
         ResponseFraming::None
     } else {
@@ -107,7 +161,9 @@ pub fn parse_response_head<'b, 'h>(
         head_len,
         framing,
         connection: ConnectionHeader::from_headers(super::headers::httparse_headers(headers)),
-        http10: resp.version == Some(0),
+        http10,
+        ambiguous,
+        declared_suppressed_body,
     }))
 }
 
@@ -162,7 +218,8 @@ mod tests {
                 false
             )
             .unwrap(),
-            Some((200, ResponseFraming::Chunked, true))
+            Some((200, ResponseFraming::Chunked, false)),
+            "Transfer-Encoding with Content-Length: chunked, never pooled"
         );
         assert_eq!(
             parse("HTTP/1.1 200 OK\r\n\r\n", false).unwrap(),

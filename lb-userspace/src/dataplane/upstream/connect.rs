@@ -8,7 +8,7 @@ use std::{io, os::fd::AsRawFd, sync::Arc};
 use monoio::net::TcpStream;
 use rustls::{ClientConfig, pki_types::ServerName};
 
-use super::{RequestProgress, TlsFailure, UpstreamError, UpstreamErrorKind};
+use super::{LocalResource, RequestProgress, TlsFailure, UpstreamError, UpstreamErrorKind};
 use crate::{
     config::Origin,
     dataplane::stream::{Stream, Tls},
@@ -58,7 +58,16 @@ async fn connect_tcp(
             Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 last = UpstreamErrorKind::ConnectRefused;
             }
-            Ok(Err(e)) => last = UpstreamErrorKind::ConnectFailed(e.kind()),
+            Ok(Err(e)) => {
+                if let Some(local) = LocalResource::classify(&e) {
+                    // lb's own shortage: more attempts would only add to it.
+                    return Err(UpstreamError::new(
+                        UpstreamErrorKind::LocalResource(local),
+                        RequestProgress::NotSent,
+                    ));
+                }
+                last = UpstreamErrorKind::ConnectFailed(e.kind());
+            }
             Err(_elapsed) => last = UpstreamErrorKind::ConnectTimeout,
         }
     }

@@ -33,6 +33,65 @@ pub(in crate::dataplane) enum UpstreamErrorKind {
     MalformedResponse(&'static str),
     /// Writing the request failed.
     WriteFailed(io::ErrorKind),
+    /// The origin did not take the request within the body timeout.
+    WriteTimeout,
+    /// lb itself ran out of a resource while connecting (file descriptors, local ports,
+    /// kernel buffers): not the origin's failure.
+    LocalResource(LocalResource),
+}
+
+/// A local resource lb ran out of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::dataplane) enum LocalResource {
+    /// EMFILE: this process's file-descriptor limit.
+    ProcessFds,
+    /// ENFILE: the system-wide file limit.
+    SystemFds,
+    /// EADDRNOTAVAIL: no local port left for the origin's address.
+    LocalPorts,
+    /// ENOBUFS / ENOMEM: kernel memory for sockets.
+    KernelMemory,
+}
+
+impl LocalResource {
+    /// The local resource behind an I/O error from socket() or connect(), if it is one.
+    pub fn classify(e: &io::Error) -> Option<Self> {
+        match nix::errno::Errno::from_raw(e.raw_os_error()?) {
+            nix::errno::Errno::EMFILE => Some(Self::ProcessFds),
+            nix::errno::Errno::ENFILE => Some(Self::SystemFds),
+            nix::errno::Errno::EADDRNOTAVAIL => Some(Self::LocalPorts),
+            nix::errno::Errno::ENOBUFS | nix::errno::Errno::ENOMEM => Some(Self::KernelMemory),
+            _ => None,
+        }
+    }
+
+    /// Index into [`crate::metrics::LOCAL_RESOURCES`].
+    pub const fn metric_index(self) -> usize {
+        match self {
+            Self::ProcessFds => 0,
+            Self::SystemFds => 1,
+            Self::LocalPorts => 2,
+            Self::KernelMemory => 3,
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Self::ProcessFds => "out of file descriptors (process limit)",
+            Self::SystemFds => "out of file descriptors (system limit)",
+            Self::LocalPorts => "out of local ports",
+            Self::KernelMemory => "out of kernel socket memory",
+        }
+    }
+}
+
+/// Who a failure belongs to (as Pingora's errors record it): only the origin's own
+/// failures count against its health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::dataplane) enum ErrorSource {
+    Origin,
+    /// lb itself (overloaded, out of resources).
+    Local,
 }
 
 /// Why a TLS handshake with an origin failed.
@@ -103,6 +162,22 @@ impl UpstreamError {
         Self { kind, progress }
     }
 
+    /// This error on a later connection of a request whose bytes were already written
+    /// elsewhere (`sent`): the request counts as sent.
+    pub fn after(mut self, sent: bool) -> Self {
+        if sent {
+            self.progress = RequestProgress::Sent;
+        }
+        self
+    }
+
+    pub fn source(&self) -> ErrorSource {
+        match self.kind {
+            UpstreamErrorKind::LocalResource(_) => ErrorSource::Local,
+            _ => ErrorSource::Origin,
+        }
+    }
+
     /// Whether the same request may be sent again (to this or another origin): always if
     /// nothing was sent; after bytes were sent only for idempotent methods.
     pub fn retry_safe(&self, method: Method) -> bool {
@@ -113,6 +188,7 @@ impl UpstreamError {
     pub fn status(&self) -> u16 {
         match self.kind {
             UpstreamErrorKind::ResponseTimeout => 504,
+            UpstreamErrorKind::LocalResource(_) => 503,
             _ => 502,
         }
     }
@@ -128,6 +204,8 @@ impl UpstreamError {
             UpstreamErrorKind::ResponseTimeout => "timeout",
             UpstreamErrorKind::MalformedResponse(_) => "bad-response",
             UpstreamErrorKind::WriteFailed(_) => "write-error",
+            UpstreamErrorKind::WriteTimeout => "write-timeout",
+            UpstreamErrorKind::LocalResource(_) => "lb-overloaded",
         }
     }
 
@@ -160,6 +238,15 @@ impl UpstreamError {
             }
             UpstreamErrorKind::WriteFailed(k) => {
                 format!("sending the request to origin {origin} failed: {k}")
+            }
+            UpstreamErrorKind::WriteTimeout => {
+                format!("origin {origin} did not take the request in time")
+            }
+            UpstreamErrorKind::LocalResource(r) => {
+                format!(
+                    "lb is overloaded: {} (origin {origin} was not tried)",
+                    r.text()
+                )
             }
         }
     }

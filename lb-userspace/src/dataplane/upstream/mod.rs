@@ -6,5 +6,7 @@ mod error;
 mod pool;
 
 pub(super) use connect::connect;
-pub(super) use error::{RequestProgress, TlsFailure, UpstreamError, UpstreamErrorKind};
+pub(super) use error::{
+    ErrorSource, LocalResource, RequestProgress, TlsFailure, UpstreamError, UpstreamErrorKind,
+};
 pub(super) use pool::Pool;

@@ -23,6 +23,9 @@ struct Idle {
     stream: Stream,
     /// When it went idle.
     since: Instant,
+    /// Its last response had a body lb did not read (HEAD, 304 with a length): peeked
+    /// for stray bytes before reuse however briefly it was idle.
+    verify: bool,
 }
 
 #[derive(Default)]
@@ -41,7 +44,12 @@ impl Pool {
     ) -> Option<Stream> {
         let list = self.idle.get_mut(slot(index, tls))?;
         let now = Instant::now();
-        while let Some(Idle { stream, since }) = list.pop() {
+        while let Some(Idle {
+            stream,
+            since,
+            verify,
+        }) = list.pop()
+        {
             if now.duration_since(since) >= keepalive {
                 // Everything older is older still: drop them all.
                 list.clear();
@@ -49,15 +57,16 @@ impl Pool {
             }
             // A connection idle only briefly cannot have hit the origin's keep-alive
             // timeout; the peek (a syscall) is for connections that sat in the pool.
-            if now.duration_since(since) < RECENTLY_USED || still_open(&stream) {
+            if (now.duration_since(since) < RECENTLY_USED && !verify) || still_open(&stream) {
                 return Some(stream);
             }
         }
         None
     }
 
-    /// Returns a connection whose last response was complete and allowed reuse.
-    pub fn checkin(&mut self, index: usize, stream: Stream) {
+    /// Returns a connection whose last response was complete and allowed reuse; `verify`:
+    /// check it for stray bytes at checkout even if it was idle only briefly.
+    pub fn checkin(&mut self, index: usize, stream: Stream, verify: bool) {
         let slot = slot(index, stream.is_tls());
         if self.idle.len() <= slot {
             self.idle.resize_with(slot + 1, Vec::new);
@@ -69,6 +78,7 @@ impl Pool {
         list.push(Idle {
             stream,
             since: Instant::now(),
+            verify,
         });
     }
 

@@ -1,0 +1,318 @@
+//! One client connection, from accept to close: read a request head, run the exchange
+//! ([`super::failover`]), let [`super::fate`] decide what the connection does next, and
+//! repeat while it is kept alive. Requests on a connection are handled strictly in order,
+//! which is what makes pipelining safe: bytes of the next request wait in the read buffer
+//! until the current response is complete and the current request body is consumed.
+//!
+//! While a connection is idle between requests it holds no buffer: its buffers go back to
+//! the worker's [`BufferPool`](super::buffers::BufferPool) and a plain connection waits for
+//! readability (an io_uring poll) before a read buffer is taken again. An idle keep-alive
+//! connection costs its socket and a few hundred bytes of state.
+
+use std::{net::SocketAddr, rc::Rc, time::Instant};
+
+use super::{
+    access_log::{AccessEntry, AttemptRecord},
+    conn::{BufferedStream, write_all},
+    failover,
+    fate::{self, BodyState, Next},
+    request_head::RequestHead,
+    respond::{self, Answer},
+    stream::Stream,
+    tunnel::tunnel,
+    worker::Worker,
+};
+use crate::{
+    config::UnderscoreHeaders,
+    http::{BodyFraming, HeadScan, MAX_HEADERS, Method, parse_request_head},
+};
+
+/// Per-connection state. The buffers in it are taken from the worker's pool when a
+/// request arrives and returned when its exchange ends.
+pub(super) struct ClientConn {
+    pub(super) io: BufferedStream,
+    pub(super) peer: SocketAddr,
+    /// The current request is a HEAD: lb's own answers carry no body.
+    pub(super) head_request: bool,
+    /// Longest a write to the client may stall (the body timeout of the config in force).
+    pub(super) write_timeout: std::time::Duration,
+    pub(super) head: RequestHead,
+    /// Where the current request's body is: what decides whether the connection can carry
+    /// another request.
+    pub(super) body: BodyState,
+    /// lb answered `Expect: 100-continue` (the client was told to send its body).
+    pub(super) continue_sent: bool,
+    /// Some byte of the response (an origin's 1xx included) reached the client: nothing
+    /// may be retried any more.
+    pub(super) response_started: bool,
+    /// Heads lb writes (upstream request, client response).
+    pub(super) out: Vec<u8>,
+    /// Chunk re-encoding space.
+    pub(super) scratch: Vec<u8>,
+    /// The origin side's read buffer, recycled across attempts.
+    pub(super) upstream_buf: Vec<u8>,
+    /// A request body held for replay to the next member.
+    pub(super) replay: Vec<u8>,
+    /// This request's attempts, for the access log and the attempts header.
+    pub(super) attempts: Vec<AttemptRecord>,
+    /// The request path as behaviors match it (dot segments resolved, unreserved bytes
+    /// decoded), when it differs from the path as received.
+    pub(super) match_path: String,
+}
+
+/// Serves one client connection (TCP accepted, TLS handshake done) until it closes.
+pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: SocketAddr) {
+    let _active = worker.track_connection();
+    let mut conn = ClientConn {
+        head_request: false,
+        write_timeout: worker.view().snap.config.limits.body_timeout,
+        io: BufferedStream::with_buffer(stream, Vec::new()),
+        peer,
+        head: RequestHead::default(),
+        body: BodyState::Consumed,
+        continue_sent: false,
+        response_started: false,
+        out: Vec::new(),
+        scratch: Vec::new(),
+        upstream_buf: Vec::new(),
+        replay: Vec::new(),
+        attempts: Vec::new(),
+        match_path: String::new(),
+    };
+    let next = loop {
+        if !conn.io.has_data() && !idle_wait(&worker, &mut conn).await {
+            break Next::Close;
+        }
+        // Boxed: reading a head and running the exchange take large states (many nested
+        // futures); they live on the heap only while a request is being handled, so an
+        // idle connection's task holds only `conn` and the idle wait.
+        match Box::pin(one_request(&worker, &mut conn)).await {
+            Next::KeepAlive if !worker.drain.is_draining() => conn.release_buffers(&worker),
+            Next::KeepAlive => break Next::Close,
+            other => break other,
+        }
+    };
+    match next {
+        // Boxed, like the exchange: only a connection that ends pays for these states.
+        Next::KeepAlive | Next::Close => Box::pin(fate::close(&worker, &mut conn)).await,
+        Next::Abort => {}
+        Next::Upgrade(origin) => {
+            let ClientConn { io, .. } = conn;
+            Box::pin(tunnel(&worker, io, *origin)).await;
+        }
+    }
+}
+
+/// Reads one request, runs its exchange, and logs it.
+async fn one_request(worker: &Worker, conn: &mut ClientConn) -> Next {
+    if let Some(next) = read_request(worker, conn).await {
+        return next;
+    }
+    let started = Instant::now();
+    // The snapshot this exchange runs on, even if a reload happens meanwhile.
+    let view = worker.view();
+    view.metrics()
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (next, status) = failover::exchange(worker, &view, conn).await;
+    view.metrics().response(status);
+    worker.access_log.record(
+        &AccessEntry {
+            client: conn.peer.ip(),
+            method: conn.head.method_str(),
+            path: conn.head.path(),
+            status,
+            total_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+            attempts: &conn.attempts,
+        },
+        &view.snap.config.origins,
+    );
+    next
+}
+
+/// Reads and validates the next request head into `conn.head`. `None`: a request is
+/// ready; `Some(next)`: the connection ends (closed by the client, idle, timed out, or a
+/// refused head that lb has answered).
+async fn read_request(worker: &Worker, conn: &mut ClientConn) -> Option<Next> {
+    conn.head_request = false;
+    conn.continue_sent = false;
+    conn.response_started = false;
+    let view = worker.view();
+    let limits = &view.snap.config.limits;
+    let http = &view.snap.config.http;
+    conn.write_timeout = limits.body_timeout;
+    // The header timeout runs from the first byte of the request (which is here, or
+    // readable: idle_wait returned).
+    let deadline = Instant::now() + limits.header_timeout;
+    // How far the search for the end of the head got (no rescans on split reads).
+    let mut scan = HeadScan::default();
+    loop {
+        if scan.before_request_line() {
+            // RFC 9112 §2.2: empty lines before the request line are ignored.
+            let skip = leading_empty_lines(conn.io.data());
+            if skip > 0 {
+                conn.io.consume(skip);
+                scan = HeadScan::default();
+            }
+        }
+        let end = match scan.find_end(conn.io.data(), &limits.head) {
+            Ok(end) => end,
+            Err(e) => {
+                conn.body = BodyState::Lost;
+                return Some(refuse(worker, conn, e.status, e.reason.text()).await);
+            }
+        };
+        if let Some(end) = end {
+            if let Some(line_end) = scan.request_line_end() {
+                crate::http::downgrade_minor_version(&mut conn.io.data_mut()[..=line_end]);
+            }
+            // Parsed in a function of its own: the header slots must not live across an
+            // await, or every idle connection's task would carry them.
+            return match take_head(conn, end, &limits.head, http) {
+                Ok(()) => None,
+                Err((status, reason)) => {
+                    conn.body = BodyState::Lost;
+                    Some(refuse(worker, conn, status, reason).await)
+                }
+            };
+        }
+        let read =
+            monoio::time::timeout_at(deadline.into(), conn.io.fill_from(&worker.buffers)).await;
+        match read {
+            Err(_elapsed) => {
+                conn.body = BodyState::Lost;
+                let reason = "timed out reading the request head";
+                return Some(refuse(worker, conn, 408, reason).await);
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(Next::Abort),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Parses the complete head of `end` bytes into `conn.head` and consumes it, or says
+/// why it is refused.
+fn take_head(
+    conn: &mut ClientConn,
+    end: usize,
+    limits: &crate::http::HeadLimits,
+    http: &crate::config::HttpSettings,
+) -> Result<(), (u16, &'static str)> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let parsed = match parse_request_head(&conn.io.data()[..end], limits, &mut slots) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => unreachable!("the head's end was found"),
+        Err(e) => return Err((e.status, e.reason.text())),
+    };
+    if http.underscore_headers == UnderscoreHeaders::Reject
+        && parsed.headers.iter().any(|h| h.name.contains('_'))
+    {
+        return Err((400, "header names with underscores are not accepted"));
+    }
+    let head_len = parsed.head_len;
+    conn.head.capture(&parsed, conn.io.data(), http);
+    conn.io.consume(head_len);
+    conn.head_request = conn.head.method() == Method::Head;
+    conn.body = match conn.head.framing() {
+        BodyFraming::None | BodyFraming::ContentLength(0) => BodyState::Consumed,
+        framing => BodyState::Unread(framing),
+    };
+    crate::http::normalize_path(conn.head.path(), &mut conn.match_path);
+    Ok(())
+}
+
+/// Waits between requests until the client sends something: false if it closed, stayed
+/// idle for `limits.idle_timeout`, or the worker started draining. A plain connection
+/// waits for readability and holds no buffer meanwhile; a TLS one reads (rustls may hold
+/// decrypted bytes that no poll would report).
+async fn idle_wait(worker: &Worker, conn: &mut ClientConn) -> bool {
+    if worker.drain.is_draining() {
+        return false;
+    }
+    let idle_timeout = worker.view().snap.config.limits.idle_timeout;
+    let tls = conn.tls();
+    let (io, buffers) = (&mut conn.io, &worker.buffers);
+    let wait = async move {
+        if tls {
+            // Boxed: a TLS read's state is large, and only TLS connections need it.
+            Box::pin(io.fill_from(buffers)).await.map(|n| n > 0)
+        } else {
+            io.readable().await.map(|()| true)
+        }
+    };
+    // The idle timeout is a deadline in the worker's wait registry, not a timer of its
+    // own (a timer is 640 bytes in every future that holds one).
+    let deadline = Instant::now() + idle_timeout;
+    monoio::select! {
+        r = wait => matches!(r, Ok(true)),
+        _ = worker.drain.wait_until(Some(deadline)) => false,
+    }
+}
+
+/// Answers a request head lb refuses; the connection then closes.
+async fn refuse(worker: &Worker, conn: &mut ClientConn, status: u16, reason: &str) -> Next {
+    // Boxed: an idle connection's read_request state must not carry an answer's.
+    Box::pin(respond::answer(
+        worker,
+        conn,
+        Answer::Error { status, reason },
+    ))
+    .await
+}
+
+/// Length of the CRLF / LF lines at the start of `data` (complete lines only).
+fn leading_empty_lines(data: &[u8]) -> usize {
+    let mut i = 0;
+    loop {
+        match data.get(i..) {
+            Some([b'\n', ..]) => i += 1,
+            Some([b'\r', b'\n', ..]) => i += 2,
+            _ => return i,
+        }
+    }
+}
+
+impl ClientConn {
+    /// Whether the viewer connected over HTTPS.
+    pub(super) fn tls(&self) -> bool {
+        self.io.stream.is_tls()
+    }
+
+    /// The path behaviors match: normalised when that differs from the received one.
+    pub(super) fn match_path(&self) -> &str {
+        if self.match_path.is_empty() {
+            self.head.path()
+        } else {
+            &self.match_path
+        }
+    }
+
+    /// Writes `out` (a head lb built, maybe with a small body) to the client, within the
+    /// write timeout: a client that stops reading cannot hold the exchange forever. Any
+    /// error, the timeout included, means the connection must close.
+    pub(super) async fn send_out(&mut self) -> std::io::Result<()> {
+        match monoio::time::timeout(
+            self.write_timeout,
+            write_all(&mut self.io.stream, &mut self.out),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_elapsed) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Gives this connection's buffers back to the worker between requests (a pipelined
+    /// request already buffered keeps its read buffer).
+    fn release_buffers(&mut self, worker: &Worker) {
+        let pool = &worker.buffers;
+        self.io.release(pool);
+        pool.put(std::mem::take(&mut self.out));
+        pool.put(std::mem::take(&mut self.scratch));
+        pool.put(std::mem::take(&mut self.upstream_buf));
+        pool.put(std::mem::take(&mut self.replay));
+        self.attempts = Vec::new();
+        self.match_path = String::new();
+        self.head.shrink();
+    }
+}

@@ -1,0 +1,270 @@
+//! One exchange: pick the behavior for the (normalised) path, then try the target's
+//! members in order (the failover contract, README "Failover"). A failover status, a
+//! connect failure, a response timeout or a reset before any response byte moves a
+//! GET/HEAD/OPTIONS request on; other methods move on only if no request byte was
+//! written. Nothing is retried once a response byte (a 1xx included) reached the client.
+//! lb's own resource failures (out of file descriptors or ports) are not the origin's:
+//! they are counted apart, never recorded against the origin's health, and answered 503.
+
+use std::{sync::atomic::Ordering, time::Instant};
+
+use super::{
+    access_log::{AttemptRecord, Outcome},
+    attempt::{self, BodyMode, Failure},
+    body::{BodyError, BodyErrorKind, Side},
+    client::ClientConn,
+    error_pages,
+    fate::{BodyState, Next},
+    respond::{self, body_error_reply},
+    selection::Plan,
+    upstream::{ErrorSource, RequestProgress, UpstreamError, UpstreamErrorKind},
+    worker::{View, Worker},
+};
+use crate::{
+    config::{Target, ViewerProtocolPolicy},
+    health::now_ms,
+    http::BodyFraming,
+    metrics::FailoverReason,
+};
+
+pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn) -> (Next, u16) {
+    let config = &*view.snap.config;
+    conn.attempts.clear();
+    let method = conn.head.method();
+    let framing = conn.head.framing();
+    let behavior = config.behavior_for(conn.match_path());
+    if !behavior.allowed_methods.allows(conn.head.method_str()) {
+        // CloudFront answers methods a behavior does not allow with 403.
+        return respond::error(worker, conn, 403, "method not allowed for this path").await;
+    }
+    if !conn.tls() && behavior.viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
+        return respond::viewer_policy_reply(worker, conn, behavior.viewer_protocol_policy).await;
+    }
+    if let BodyFraming::ContentLength(n) = framing
+        && n > config.limits.max_request_body
+    {
+        let reason = crate::http::RejectReason::BodyTooLarge.text();
+        conn.body = BodyState::Refused;
+        return respond::error(worker, conn, 413, reason).await;
+    }
+    let body_mode = match framing {
+        BodyFraming::None => BodyMode::None,
+        BodyFraming::ContentLength(n) if n as usize <= config.failover.replay_body_limit => {
+            if let Err(e) = buffer_body(view, conn, n as usize).await {
+                conn.body = BodyState::Lost;
+                let (status, reason) = body_error_reply(&e);
+                return respond::error(worker, conn, status, reason).await;
+            }
+            BodyMode::Buffered
+        }
+        _ => BodyMode::Stream,
+    };
+    let group_index = match behavior.target {
+        Target::Group(g) => Some(g),
+        Target::Origin(_) => None,
+    };
+    let group = group_index.map(|g| &config.groups[g]);
+    let order = match view.selector.plan(
+        config,
+        &view.snap.health,
+        worker.kernel.as_deref(),
+        behavior.target,
+    ) {
+        Plan::Try(order) => order,
+        Plan::NoneUsable => {
+            if let Some(custom) = error_pages::lookup(config, 503) {
+                return error_pages::serve(worker, view, conn, custom, 503).await;
+            }
+            let reason = format!(
+                "no healthy origin in group {}",
+                group.map_or("", |g| g.id.as_str())
+            );
+            return respond::error(worker, conn, 503, &reason).await;
+        }
+    };
+    // Whether any request byte was written to any connection: sticks across members and
+    // across the retry after a dead pooled connection.
+    let mut sent = false;
+    let mut last_error: Option<(UpstreamError, usize)> = None;
+    for (k, &index) in order.iter().enumerate() {
+        let is_last = k + 1 == order.len();
+        let t0 = Instant::now();
+        let counters = view.metrics().origin(index);
+        counters.attempts.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight::start(view, index);
+        let result = attempt::attempt(worker, view, conn, index, body_mode, &mut sent).await;
+        let elapsed = t0.elapsed();
+        let ms = elapsed.as_millis().min(u32::MAX as u128) as u32;
+        // Where a request may still go: GET/HEAD/OPTIONS whose body can be sent again, and
+        // nothing of any response has reached the client.
+        let may_move_sent =
+            method.fails_over() && body_mode != BodyMode::Stream && !conn.response_started;
+        match result {
+            Ok(start) => {
+                let status = start.status;
+                conn.attempts.push(AttemptRecord {
+                    origin: index,
+                    outcome: Outcome::Status(status),
+                    ms,
+                });
+                let failover_status = group.is_some_and(|g| g.failover_statuses.contains(status));
+                counters.observe_latency(elapsed);
+                view.selector.observe(index, elapsed);
+                if failover_status {
+                    counters.error(FailoverReason::Status);
+                    view.snap.health.record_failure(index, now_ms());
+                } else {
+                    view.snap.health.record_success(index);
+                }
+                if failover_status && !is_last && may_move_sent {
+                    if let Some(g) = group_index {
+                        view.metrics().failover(g, FailoverReason::Status);
+                    }
+                    // The failed response's body is not needed: close rather than drain.
+                    drop(in_flight);
+                    continue;
+                }
+                if status >= 400
+                    && !conn.response_started
+                    && let Some(custom) = error_pages::lookup(config, status)
+                {
+                    drop(start);
+                    drop(in_flight);
+                    return error_pages::serve(worker, view, conn, custom, status).await;
+                }
+                let result = respond::respond(worker, view, conn, index, start).await;
+                drop(in_flight);
+                return result;
+            }
+            Err(Failure::Upstream(e)) if e.source() == ErrorSource::Local => {
+                // lb itself is out of resources: not the origin's failure, and another
+                // member would fail the same way.
+                drop(in_flight);
+                if let UpstreamErrorKind::LocalResource(r) = e.kind {
+                    view.metrics().local_error(r.metric_index());
+                }
+                worker.log_local_error(&e);
+                conn.attempts.push(AttemptRecord {
+                    origin: index,
+                    outcome: Outcome::Error(e.label()),
+                    ms,
+                });
+                let reason = e.reason(&config.origins[index].id);
+                return respond::error(worker, conn, 503, &reason).await;
+            }
+            Err(Failure::Upstream(e)) => {
+                conn.attempts.push(AttemptRecord {
+                    origin: index,
+                    outcome: Outcome::Error(e.label()),
+                    ms,
+                });
+                counters.error(failover_reason(&e));
+                view.snap.health.record_failure(index, now_ms());
+                drop(in_flight);
+                let may_move = if e.progress == RequestProgress::NotSent && !sent {
+                    !conn.response_started
+                } else {
+                    may_move_sent && e.retry_safe(method)
+                };
+                last_error = Some((e, index));
+                if !is_last && may_move {
+                    if let Some(g) = group_index {
+                        view.metrics().failover(g, failover_reason(&e));
+                    }
+                    continue;
+                }
+                break;
+            }
+            Err(Failure::Body(e)) => {
+                drop(in_flight);
+                conn.body = BodyState::Lost;
+                let (status, reason) = body_error_reply(&e);
+                return respond::error(worker, conn, status, reason).await;
+            }
+        }
+    }
+    let (e, index) = last_error.expect("the loop only ends without a response after an error");
+    let status = e.status();
+    if !conn.response_started
+        && let Some(custom) = error_pages::lookup(config, status)
+    {
+        return error_pages::serve(worker, view, conn, custom, status).await;
+    }
+    let reason = e.reason(&config.origins[index].id);
+    respond::error(worker, conn, status, &reason).await
+}
+
+/// An attempt in progress on one origin, counted in flight (for the selector's
+/// least-outstanding and peak-EWMA choices, and the in-flight gauge) until dropped: an
+/// attempt ended by a panic or a dropped task cannot leave its origin looking busy.
+struct InFlight<'a> {
+    view: &'a View,
+    index: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(view: &'a View, index: usize) -> Self {
+        view.metrics()
+            .origin(index)
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        view.selector.started(index);
+        Self { view, index }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.view.selector.finished(self.index);
+        self.view
+            .metrics()
+            .origin(self.index)
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn failover_reason(e: &UpstreamError) -> FailoverReason {
+    match e.kind {
+        UpstreamErrorKind::ConnectRefused => FailoverReason::ConnectRefused,
+        UpstreamErrorKind::ConnectTimeout => FailoverReason::ConnectTimeout,
+        UpstreamErrorKind::ConnectFailed(_) | UpstreamErrorKind::LocalResource(_) => {
+            FailoverReason::ConnectError
+        }
+        UpstreamErrorKind::TlsHandshake(_) => FailoverReason::TlsHandshake,
+        UpstreamErrorKind::ClosedBeforeResponse => FailoverReason::Reset,
+        UpstreamErrorKind::ResponseTimeout => FailoverReason::ResponseTimeout,
+        UpstreamErrorKind::MalformedResponse(_) => FailoverReason::BadResponse,
+        UpstreamErrorKind::WriteFailed(_) | UpstreamErrorKind::WriteTimeout => {
+            FailoverReason::WriteError
+        }
+    }
+}
+
+/// Reads a Content-Length body of `n` bytes into `conn.replay`.
+async fn buffer_body(view: &View, conn: &mut ClientConn, n: usize) -> Result<(), BodyError> {
+    conn.replay.clear();
+    if conn.head.expect_continue && conn.io.data().len() < n {
+        attempt::send_continue(conn).await?;
+    }
+    let client_error = |kind| BodyError {
+        side: Side::Client,
+        kind,
+    };
+    while conn.replay.len() < n {
+        if !conn.io.has_data() {
+            match monoio::time::timeout(view.snap.config.limits.body_timeout, conn.io.fill()).await
+            {
+                Err(_) => return Err(client_error(BodyErrorKind::Timeout)),
+                Ok(Ok(0)) => return Err(client_error(BodyErrorKind::Closed)),
+                Ok(Err(_)) => return Err(client_error(BodyErrorKind::Io)),
+                Ok(Ok(_)) => {}
+            }
+        }
+        let take = (n - conn.replay.len()).min(conn.io.data().len());
+        conn.replay.extend_from_slice(&conn.io.data()[..take]);
+        conn.io.consume(take);
+    }
+    conn.body = BodyState::Consumed;
+    Ok(())
+}
