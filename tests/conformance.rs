@@ -105,3 +105,30 @@ fn header_names_with_underscores_can_be_rejected_or_forwarded() {
     assert_eq!(r.status, 200);
     assert!(last_head(&origin).contains("X_Custom: 1"));
 }
+
+#[test]
+fn paths_are_normalised_for_behavior_matching_only() {
+    let api = RawOrigin::start(|_| vec![ok("api")]);
+    let site = RawOrigin::start(|_| vec![ok("site")]);
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n\n\
+         [[origins]]\nid = \"api\"\naddress = \"{}\"\n\n[[origins]]\nid = \"site\"\naddress = \"{}\"\n\n\
+         [[behaviors]]\npath_pattern = \"/api/*\"\ntarget = \"api\"\n\n\
+         [default_behavior]\ntarget = \"site\"\n\n[kernel]\nenabled = false\n",
+        api.addr(),
+        site.addr()
+    );
+    let lb = LbServer::start_file("lb.toml", &toml, &[], "info");
+    for path in ["/%61pi/x", "/x/../api/x", "/./api/x?q=1", "/%2e%2e/api/x"] {
+        let r =
+            Client::connect(lb.addr).request(&format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n"));
+        assert_eq!(r.text(), "api", "{path} matches /api/*");
+        let head = last_head(&api);
+        assert!(
+            head.starts_with(&format!("GET {path} HTTP/1.1\r\n")),
+            "the origin gets the path as sent: {head}"
+        );
+    }
+    let r = Client::connect(lb.addr).request("GET /apix/../x HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.text(), "site");
+}

@@ -46,13 +46,16 @@ enum BenchWhat {
     Failover,
     /// HTTPS listeners: full handshakes/s and keep-alive throughput, lb vs nginx vs HAProxy.
     Tls(crate::bench_tls::TlsBenchArgs),
+    /// RSS per idle keep-alive client connection after a 64 KiB response, lb vs nginx vs
+    /// HAProxy.
+    IdleMemory,
 }
 
 const ORIGIN: &str = "127.0.0.1:19181";
 const CONNS: u32 = 50;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Contender {
+pub(crate) enum Contender {
     Direct,
     Lb,
     Nginx,
@@ -63,7 +66,7 @@ enum Contender {
 impl Contender {
     const ALL: [Self; 5] = [Self::Direct, Self::Lb, Self::Nginx, Self::Haproxy, Self::L4];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Direct => "direct",
             Self::Lb => "lb",
@@ -73,7 +76,7 @@ impl Contender {
         }
     }
 
-    fn addr(self) -> &'static str {
+    pub(crate) fn addr(self) -> &'static str {
         match self {
             Self::Direct => ORIGIN,
             Self::Lb => "127.0.0.1:19180",
@@ -105,6 +108,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         Some(BenchWhat::Failover) => return crate::bench_failover::bench_failover(),
         Some(BenchWhat::Tls(tls)) => return crate::bench_tls::bench_tls(tls),
+        Some(BenchWhat::IdleMemory) => return crate::bench_memory::bench_idle_memory(),
         None => {}
     }
     let started = Instant::now();
@@ -296,12 +300,12 @@ pub(crate) fn ensure_tools() -> anyhow::Result<()> {
 
 /// The origin and the four proxies, each pinned.
 #[derive(Default)]
-struct Procs {
-    set: crate::pinned::Pinned<Contender>,
+pub(crate) struct Procs {
+    pub(crate) set: crate::pinned::Pinned<Contender>,
 }
 
 impl Procs {
-    fn start(&mut self, work: &Path, root: &Path) -> anyhow::Result<()> {
+    pub(crate) fn start(&mut self, work: &Path, root: &Path) -> anyhow::Result<()> {
         for c in Contender::ALL {
             if std::net::TcpStream::connect(c.addr()).is_ok() {
                 bail!(

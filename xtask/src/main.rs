@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_failover;
+mod bench_memory;
 mod bench_tls;
 mod pinned;
 mod setup;
@@ -38,7 +39,7 @@ enum Task {
     Test,
     /// lb vs nginx vs HAProxy vs direct vs L4, side by side (see bench/README.md).
     Bench(bench::BenchArgs),
-    /// Fuzz the request-head and chunked-body parsers (installs cargo-fuzz if missing).
+    /// Fuzz the request-head, response-head and chunked-body parsers (installs cargo-fuzz if missing).
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
@@ -81,7 +82,7 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Fuzz { seconds } => {
             setup::setup()?;
             setup::cargo_fuzz()?;
-            for target in ["request_head", "chunked_body"] {
+            for target in ["request_head", "response_head", "chunked_body"] {
                 cmd(Command::new("cargo")
                     .args(["+nightly", "fuzz", "run", target, "--"])
                     .arg(format!("-max_total_time={seconds}"))

@@ -31,19 +31,22 @@ pub struct ParsedResponse<'b, 'h> {
     /// declared on a 204 or 1xx, a chunked body declared on a bodiless response): lb
     /// re-frames what it forwards, and the connection is never pooled.
     pub ambiguous: bool,
-    /// A HEAD or 304 response declared a Content-Length: legitimate, but late bytes would
-    /// be a body lb did not read.
+    /// A bodiless response (HEAD, 204, 304) declared a Content-Length: legitimate for
+    /// HEAD and 304, but if the origin sends the body anyway, its bytes would be read as
+    /// the next response on the connection.
     pub declared_suppressed_body: bool,
 }
 
 /// Whether an origin connection may carry another request after a response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reuse {
-    /// Closed, close-delimited, or framed ambiguously: never pooled.
+    /// Closed, close-delimited, framed ambiguously, or a bodiless response (HEAD, 204,
+    /// 304) that declared a body: never pooled. A body that arrives anyway would be read
+    /// as the next request's response.
     Never,
     Yes,
-    /// A response whose body was suppressed (HEAD, 304) although it declared one: pooled,
-    /// but checked for stray bytes before it is used again.
+    /// A bodiless response that declared no body: pooled, but checked for stray bytes
+    /// before reuse however briefly it was idle.
     AfterCheck,
 }
 
@@ -70,9 +73,10 @@ impl ParsedResponse<'_, '_> {
             || self.connection.close
             || self.framing == ResponseFraming::CloseDelimited
             || self.ambiguous
+            || self.declared_suppressed_body
         {
             Reuse::Never
-        } else if self.declared_suppressed_body {
+        } else if self.framing == ResponseFraming::None {
             Reuse::AfterCheck
         } else {
             Reuse::Yes
@@ -109,6 +113,11 @@ pub fn parse_response_head<'b, 'h>(
         httparse::Status::Partial => return Ok(None),
     };
     let code = resp.code.ok_or(ResponseHeadError::Malformed("no status"))?;
+    // Three digits that httparse accepts include 000-099 (found by the response fuzzer):
+    // lb would forward them as an invalid status line.
+    if !(100..=599).contains(&code) {
+        return Err(ResponseHeadError::Malformed("status code outside 100-599"));
+    }
     let headers: &'h [httparse::Header<'b>] = resp.headers;
     let mut content_length: Option<u64> = None;
     let mut chunked_last = None;
@@ -210,7 +219,8 @@ mod tests {
         );
         assert_eq!(
             parse("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true).unwrap(),
-            Some((200, ResponseFraming::None, true))
+            Some((200, ResponseFraming::None, false)),
+            "a HEAD response that declared a body is not pooled"
         );
         assert_eq!(
             parse(
@@ -274,6 +284,8 @@ mod tests {
         );
         assert!(parse("HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", false).is_err());
         assert!(parse("SPDY/9 200 OK\r\n\r\n", false).is_err());
+        assert!(parse("HTTP/1.1 046 Odd\r\n\r\n", false).is_err());
+        assert!(parse("HTTP/1.1 600 Odd\r\n\r\n", false).is_err());
         assert_eq!(parse("HTTP/1.1 200 OK\r\ncontent-le", false).unwrap(), None);
         let big = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(5000));
         assert_eq!(parse(&big, false), Err(ResponseHeadError::TooLarge(4096)));
