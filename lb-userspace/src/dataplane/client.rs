@@ -61,12 +61,31 @@ pub(super) struct ClientConn {
 }
 
 /// Serves one client connection (TCP accepted, TLS handshake done) until it closes.
+/// Between requests the task holds only the stream (and no buffer) and its idle wait;
+/// everything a request needs lives in [`turn`]'s boxed state while the request runs.
 pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: SocketAddr) {
     let _active = worker.track_connection();
+    let mut io = BufferedStream::with_buffer(stream, Vec::new());
+    loop {
+        if !io.has_data() && !idle_wait(&worker, &mut io).await {
+            // Closed by the client, idle too long, or draining: an orderly end.
+            Box::pin(fate::close(&worker, &mut io, BodyState::Consumed)).await;
+            return;
+        }
+        match Box::pin(turn(&worker, io, peer)).await {
+            Some(kept) => io = kept,
+            None => return,
+        }
+    }
+}
+
+/// One request on the connection, from its head to what the connection does next:
+/// `Some(stream)` when it is kept for another request.
+async fn turn(worker: &Worker, io: BufferedStream, peer: SocketAddr) -> Option<BufferedStream> {
     let mut conn = ClientConn {
         head_request: false,
-        write_timeout: worker.view().snap.config.limits.body_timeout,
-        io: BufferedStream::with_buffer(stream, Vec::new()),
+        write_timeout: std::time::Duration::ZERO, // set from the config in force
+        io,
         peer,
         head: RequestHead::default(),
         body: BodyState::Consumed,
@@ -79,26 +98,19 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: Socke
         attempts: Vec::new(),
         match_path: String::new(),
     };
-    let next = loop {
-        if !conn.io.has_data() && !idle_wait(&worker, &mut conn).await {
-            break Next::Close;
+    match one_request(worker, &mut conn).await {
+        Next::KeepAlive if !worker.drain.is_draining() => {
+            conn.release_buffers(worker);
+            Some(conn.io)
         }
-        // Boxed: reading a head and running the exchange take large states (many nested
-        // futures); they live on the heap only while a request is being handled, so an
-        // idle connection's task holds only `conn` and the idle wait.
-        match Box::pin(one_request(&worker, &mut conn)).await {
-            Next::KeepAlive if !worker.drain.is_draining() => conn.release_buffers(&worker),
-            Next::KeepAlive => break Next::Close,
-            other => break other,
+        Next::KeepAlive | Next::Close => {
+            fate::close(worker, &mut conn.io, conn.body).await;
+            None
         }
-    };
-    match next {
-        // Boxed, like the exchange: only a connection that ends pays for these states.
-        Next::KeepAlive | Next::Close => Box::pin(fate::close(&worker, &mut conn)).await,
-        Next::Abort => {}
+        Next::Abort => None,
         Next::Upgrade(origin) => {
-            let ClientConn { io, .. } = conn;
-            Box::pin(tunnel(&worker, io, *origin)).await;
+            tunnel(worker, conn.io, *origin).await;
+            None
         }
     }
 }
@@ -225,13 +237,13 @@ fn take_head(
 /// idle for `limits.idle_timeout`, or the worker started draining. A plain connection
 /// waits for readability and holds no buffer meanwhile; a TLS one reads (rustls may hold
 /// decrypted bytes that no poll would report).
-async fn idle_wait(worker: &Worker, conn: &mut ClientConn) -> bool {
+async fn idle_wait(worker: &Worker, io: &mut BufferedStream) -> bool {
     if worker.drain.is_draining() {
         return false;
     }
     let idle_timeout = worker.view().snap.config.limits.idle_timeout;
-    let tls = conn.tls();
-    let (io, buffers) = (&mut conn.io, &worker.buffers);
+    let tls = io.stream.is_tls();
+    let buffers = &worker.buffers;
     let wait = async move {
         if tls {
             // Boxed: a TLS read's state is large, and only TLS connections need it.
@@ -302,8 +314,8 @@ impl ClientConn {
         }
     }
 
-    /// Gives this connection's buffers back to the worker between requests (a pipelined
-    /// request already buffered keeps its read buffer).
+    /// Gives this request's buffers back to the worker (a pipelined request already
+    /// buffered keeps the read buffer).
     fn release_buffers(&mut self, worker: &Worker) {
         let pool = &worker.buffers;
         self.io.release(pool);
@@ -311,8 +323,5 @@ impl ClientConn {
         pool.put(std::mem::take(&mut self.scratch));
         pool.put(std::mem::take(&mut self.upstream_buf));
         pool.put(std::mem::take(&mut self.replay));
-        self.attempts = Vec::new();
-        self.match_path = String::new();
-        self.head.shrink();
     }
 }

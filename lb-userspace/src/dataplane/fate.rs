@@ -186,13 +186,13 @@ const CLOSE_NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_mill
 /// `limits.lingering_timeout` passes or `limits.lingering_max_bytes` arrive. Closing a
 /// socket with unread input makes the kernel send a reset, which can destroy the response
 /// before the client has read it.
-pub(super) async fn close(worker: &Worker, conn: &mut ClientConn) {
-    let may_send = conn.body != BodyState::Consumed || conn.io.has_data();
-    if !may_send && !conn.tls() {
+pub(super) async fn close(worker: &Worker, io: &mut BufferedStream, body: BodyState) {
+    let may_send = body != BodyState::Consumed || io.has_data();
+    if !may_send && !io.stream.is_tls() {
         return;
     }
     // close_notify (TLS) and FIN; bounded: the peer may be gone.
-    if monoio::time::timeout(CLOSE_NOTIFY_TIMEOUT, conn.io.stream.shutdown())
+    if monoio::time::timeout(CLOSE_NOTIFY_TIMEOUT, io.stream.shutdown())
         .await
         .is_err()
         || !may_send
@@ -207,13 +207,13 @@ pub(super) async fn close(worker: &Worker, conn: &mut ClientConn) {
     let deadline = Instant::now() + timeout;
     let mut discarded = 0u64;
     loop {
-        let pending = conn.io.data().len();
-        conn.io.consume(pending);
+        let pending = io.data().len();
+        io.consume(pending);
         discarded += pending as u64;
         if discarded > max {
             return;
         }
-        match monoio::time::timeout_at(deadline.into(), conn.io.fill_from(&worker.buffers)).await {
+        match monoio::time::timeout_at(deadline.into(), io.fill_from(&worker.buffers)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return,
         }

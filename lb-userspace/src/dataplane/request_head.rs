@@ -80,12 +80,6 @@ impl RequestHead {
         self.expect_continue = parsed.expect_continue;
     }
 
-    /// Frees the buffers between requests (an idle connection keeps none).
-    pub fn shrink(&mut self) {
-        self.raw = Vec::new();
-        self.fields = Vec::new();
-    }
-
     fn str_at(&self, r: &Range<usize>) -> &str {
         // Method, path and names were validated as ASCII tokens by the parser.
         std::str::from_utf8(&self.raw[r.clone()]).unwrap_or("")
