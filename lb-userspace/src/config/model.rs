@@ -99,6 +99,10 @@ impl Listener {
     }
 }
 
+/// Most members an origin group may have: selection works on fixed-size arrays on the
+/// request path (no allocation), and `lb check` refuses larger groups.
+pub const MAX_GROUP_MEMBERS: usize = 16;
+
 /// How lb treats requests beyond framing (`[http]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpSettings {

@@ -221,6 +221,16 @@ fn build(
                 }
             }
         }
+        if members.len() > MAX_GROUP_MEMBERS {
+            return Err(loc.err(
+                spec.members.span(),
+                field("members"),
+                format!(
+                    "a group has at most {MAX_GROUP_MEMBERS} members ({} given)",
+                    members.len()
+                ),
+            ));
+        }
         if members.len() < 2 {
             return Err(loc.err(
                 spec.members.span(),

@@ -260,3 +260,61 @@ fn https_listener_must_not_share_the_plain_port() {
         + 1;
     assert!(err.contains(&format!("lb.toml:{line}:")), "{err}");
 }
+
+#[test]
+fn groups_larger_than_the_selection_arrays_are_refused() {
+    let mut text = String::from("[listener]\naddress = \"127.0.0.1:8080\"\n\n");
+    let ids: Vec<String> = (0..17).map(|i| format!("\"o{i}\"")).collect();
+    for i in 0..17 {
+        text.push_str(&format!(
+            "[[origins]]\nid = \"o{i}\"\naddress = \"127.0.0.1:{}\"\n\n",
+            9000 + i
+        ));
+    }
+    text.push_str(&format!(
+        "[[origin_groups]]\nid = \"big\"\nmembers = [{}]\nfailover_status_codes = [503]\n\n[default_behavior]\ntarget = \"big\"\n",
+        ids.join(", ")
+    ));
+    let err = Config::parse(&text, Path::new("lb.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("origin_groups[0].members: a group has at most 16 members (17 given)"),
+        "{err}"
+    );
+    // Sixteen is fine.
+    let sixteen = text.replace(", \"o16\"]", "]");
+    parse(&sixteen);
+}
+
+#[test]
+fn http_settings_and_connection_limits_parse() {
+    let c = parse(
+        "[listener]\naddress = \"127.0.0.1:8080\"\nmax_connections = 1000\nworkers = 4\n\n\
+         [limits]\ndrain_body_max = 1024\nlingering_timeout = \"500ms\"\n\n\
+         [http]\nunderscore_headers = \"reject\"\nupgrade_protocols = [\"WebSocket\"]\n\n\
+         [[origins]]\nid = \"o\"\naddress = \"127.0.0.1:9000\"\n\n[default_behavior]\ntarget = \"o\"\n",
+    );
+    assert_eq!(c.listener.max_connections, 1000);
+    assert_eq!(c.listener.max_connections_per_worker(), 250);
+    assert_eq!(c.limits.drain_body_max, 1024);
+    assert_eq!(
+        c.limits.lingering_timeout,
+        std::time::Duration::from_millis(500)
+    );
+    assert_eq!(
+        c.http.underscore_headers,
+        crate::config::UnderscoreHeaders::Reject
+    );
+    assert_eq!(c.http.upgrade_protocols, ["websocket"]);
+    let err = Config::parse(
+        "[http]\nunderscore_headers = \"sometimes\"\n",
+        Path::new("lb.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("lb.toml:2:"), "{err}");
+    // The default cap follows the descriptor limit.
+    assert_eq!(crate::config::Listener::default_max_connections(256), 96);
+    assert_eq!(crate::config::Listener::default_max_connections(1024), 480);
+}

@@ -44,13 +44,32 @@ pub(super) async fn serve(listener: std::net::TcpListener, state: State) {
     if let Some(addr) = addr {
         tracing::info!(%addr, "admin API listening");
     }
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(handle(stream, state.clone()));
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    // A client that never finishes its request (or never reads the answer)
+                    // cannot hold a task and a socket forever.
+                    let _ =
+                        tokio::time::timeout(ADMIN_REQUEST_TIMEOUT, handle(stream, state)).await;
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning; warn once a second.
+                if last_warning.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                    tracing::warn!(error = %e, "admin API accept failed; backing off");
+                    last_warning = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
     }
 }
+
+/// The longest one admin request may take, from accept to the end of the answer.
+const ADMIN_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn handle(mut stream: TcpStream, state: State) {
     let mut buf = vec![0u8; 8192];

@@ -5,16 +5,21 @@
 
 use std::cell::RefCell;
 
-use super::conn::READ_CHUNK;
+use super::{access_log::AttemptRecord, conn::READ_CHUNK, request_head::RequestHead};
 
 /// Buffers kept per worker.
 const MAX_SPARE: usize = 64;
 /// Larger buffers are freed rather than kept (a 64 KiB inline body plus its head fits).
 const MAX_KEPT_CAPACITY: usize = 80 * 1024;
+/// Request heads whose buffers grew past this are freed rather than kept.
+const MAX_KEPT_HEAD: usize = 16 * 1024;
 
 #[derive(Default)]
 pub(super) struct BufferPool {
     spare: RefCell<Vec<Vec<u8>>>,
+    /// Request heads (their field tables and raw bytes keep their capacity) and
+    /// attempt lists, for the next request on any connection.
+    heads: RefCell<Vec<(RequestHead, Vec<AttemptRecord>)>>,
 }
 
 impl BufferPool {
@@ -35,6 +40,20 @@ impl BufferPool {
         if spare.len() < MAX_SPARE {
             buf.clear();
             spare.push(buf);
+        }
+    }
+
+    /// A request head and attempt list with room from earlier requests.
+    pub fn take_head(&self) -> (RequestHead, Vec<AttemptRecord>) {
+        self.heads.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Returns a request's head and attempt list for reuse.
+    pub fn put_head(&self, head: RequestHead, mut attempts: Vec<AttemptRecord>) {
+        let mut heads = self.heads.borrow_mut();
+        if heads.len() < MAX_SPARE && head.capacity() <= MAX_KEPT_HEAD {
+            attempts.clear();
+            heads.push((head, attempts));
         }
     }
 

@@ -4,10 +4,11 @@
 //! which is what makes pipelining safe: bytes of the next request wait in the read buffer
 //! until the current response is complete and the current request body is consumed.
 //!
-//! While a connection is idle between requests it holds no buffer: its buffers go back to
-//! the worker's [`BufferPool`](super::buffers::BufferPool) and a plain connection waits for
-//! readability (an io_uring poll) before a read buffer is taken again. An idle keep-alive
-//! connection costs its socket and a few hundred bytes of state.
+//! While a connection is idle between requests it holds only its stream, a small read
+//! buffer and a wait slot: its buffers go back to the worker's
+//! [`BufferPool`](super::buffers::BufferPool), and the per-request state lives in a boxed
+//! future only while a request runs. An idle keep-alive connection costs its socket and
+//! well under 2 KiB.
 
 use std::{net::SocketAddr, rc::Rc, time::Instant};
 
@@ -82,27 +83,29 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: Socke
 /// One request on the connection, from its head to what the connection does next:
 /// `Some(stream)` when it is kept for another request.
 async fn turn(worker: &Worker, io: BufferedStream, peer: SocketAddr) -> Option<BufferedStream> {
+    // Everything from the worker's pools: no allocation per request once warm.
+    let pool = &worker.buffers;
+    let (head, attempts) = pool.take_head();
     let mut conn = ClientConn {
         head_request: false,
         write_timeout: std::time::Duration::ZERO, // set from the config in force
         io,
         peer,
-        head: RequestHead::default(),
+        head,
         body: BodyState::Consumed,
         continue_sent: false,
         response_started: false,
-        out: Vec::new(),
+        out: pool.take(),
         scratch: Vec::new(),
-        upstream_buf: Vec::new(),
+        upstream_buf: pool.take(),
         replay: Vec::new(),
-        attempts: Vec::new(),
+        attempts,
         match_path: String::new(),
     };
-    match one_request(worker, &mut conn).await {
-        Next::KeepAlive if !worker.drain.is_draining() => {
-            conn.release_buffers(worker);
-            Some(conn.io)
-        }
+    let next = one_request(worker, &mut conn).await;
+    conn.release_buffers(worker);
+    match next {
+        Next::KeepAlive if !worker.drain.is_draining() => Some(conn.io),
         Next::KeepAlive | Next::Close => {
             fate::close(worker, &mut conn.io, conn.body).await;
             None
@@ -153,8 +156,7 @@ async fn read_request(worker: &Worker, conn: &mut ClientConn) -> Option<Next> {
     let limits = &view.snap.config.limits;
     let http = &view.snap.config.http;
     conn.write_timeout = limits.body_timeout;
-    // The header timeout runs from the first byte of the request (which is here, or
-    // readable: idle_wait returned).
+    // The header timeout runs from the first byte of the request (idle_wait read it).
     let deadline = Instant::now() + limits.header_timeout;
     // How far the search for the end of the head got (no rescans on split reads).
     let mut scan = HeadScan::default();
@@ -234,29 +236,26 @@ fn take_head(
 }
 
 /// Waits between requests until the client sends something: false if it closed, stayed
-/// idle for `limits.idle_timeout`, or the worker started draining. A plain connection
-/// waits for readability and holds no buffer meanwhile; a TLS one reads (rustls may hold
-/// decrypted bytes that no poll would report).
+/// idle for `limits.idle_timeout`, or the worker started draining. The pending read
+/// holds only a small buffer (`BufferedStream::fill_idle`), and the idle timeout is a
+/// deadline in the worker's wait registry, not a timer of its own (a timer is 640 bytes
+/// in every future that holds one). A read dropped when the wait ends loses nothing: the
+/// connection closes.
 async fn idle_wait(worker: &Worker, io: &mut BufferedStream) -> bool {
     if worker.drain.is_draining() {
         return false;
     }
-    let idle_timeout = worker.view().snap.config.limits.idle_timeout;
-    let tls = io.stream.is_tls();
-    let buffers = &worker.buffers;
-    let wait = async move {
-        if tls {
-            // Boxed: a TLS read's state is large, and only TLS connections need it.
-            Box::pin(io.fill_from(buffers)).await.map(|n| n > 0)
+    let deadline = Instant::now() + worker.view().snap.config.limits.idle_timeout;
+    let read = async {
+        // Boxed for TLS: its read state is large, and only TLS connections need it.
+        if io.stream.is_tls() {
+            Box::pin(io.fill_idle()).await
         } else {
-            io.readable().await.map(|()| true)
+            io.fill_idle().await
         }
     };
-    // The idle timeout is a deadline in the worker's wait registry, not a timer of its
-    // own (a timer is 640 bytes in every future that holds one).
-    let deadline = Instant::now() + idle_timeout;
     monoio::select! {
-        r = wait => matches!(r, Ok(true)),
+        r = read => matches!(r, Ok(n) if n > 0),
         _ = worker.drain.wait_until(Some(deadline)) => false,
     }
 }
@@ -315,7 +314,8 @@ impl ClientConn {
     }
 
     /// Gives this request's buffers back to the worker (a pipelined request already
-    /// buffered keeps the read buffer).
+    /// buffered keeps the read buffer; a closing connection's read buffer is kept for
+    /// its lingering close).
     fn release_buffers(&mut self, worker: &Worker) {
         let pool = &worker.buffers;
         self.io.release(pool);
@@ -323,5 +323,9 @@ impl ClientConn {
         pool.put(std::mem::take(&mut self.scratch));
         pool.put(std::mem::take(&mut self.upstream_buf));
         pool.put(std::mem::take(&mut self.replay));
+        pool.put_head(
+            std::mem::take(&mut self.head),
+            std::mem::take(&mut self.attempts),
+        );
     }
 }

@@ -80,6 +80,12 @@ impl RequestHead {
         self.expect_continue = parsed.expect_continue;
     }
 
+    /// Bytes of memory its buffers hold.
+    pub fn capacity(&self) -> usize {
+        self.raw.capacity()
+            + self.fields.capacity() * std::mem::size_of::<(Range<usize>, Range<usize>)>()
+    }
+
     fn str_at(&self, r: &Range<usize>) -> &str {
         // Method, path and names were validated as ASCII tokens by the parser.
         std::str::from_utf8(&self.raw[r.clone()]).unwrap_or("")

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// Members tried per request at most.
-const MAX_MEMBERS: usize = 16;
+const MAX_MEMBERS: usize = crate::config::MAX_GROUP_MEMBERS;
 /// Weight of a new latency sample below the current EWMA (peaks replace it outright).
 const EWMA_ALPHA: f64 = 0.2;
 

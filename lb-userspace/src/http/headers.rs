@@ -47,27 +47,66 @@ pub fn httparse_headers<'a>(headers: &'a [httparse::Header<'a>]) -> impl Headers
 }
 
 /// Whether `name` is hop-by-hop: always-hop-by-hop fields, `Proxy-*`, and any field the
-/// message's Connection header lists.
+/// message's Connection header lists. Scans `headers` for Connection each call: for one
+/// name. Rewriting a whole head uses [`HopByHop`], which reads Connection once.
 pub fn is_hop_by_hop<'a>(name: &str, headers: impl Headers<'a>) -> bool {
-    const ALWAYS: [&str; 7] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
-    if ALWAYS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
-        return true;
+    HopByHop::new(headers).contains(name)
+}
+
+/// The hop-by-hop fields of one message, with the names its Connection header lists
+/// collected once, so checking every field of a head is linear in its size (the old
+/// check rescanned every field for Connection once per field: quadratic).
+pub struct HopByHop<'a> {
+    listed: [&'a [u8]; MAX_LISTED],
+    len: usize,
+}
+
+/// Connection tokens kept. A Connection header listing more is hostile or broken: then
+/// every field counts as hop-by-hop (see `contains`), which can only remove fields.
+const MAX_LISTED: usize = 16;
+
+impl<'a> HopByHop<'a> {
+    pub fn new(headers: impl Headers<'a>) -> Self {
+        let mut listed: [&'a [u8]; MAX_LISTED] = [&[]; MAX_LISTED];
+        let mut len = 0;
+        for (_, value) in headers.filter(|(n, _)| n.eq_ignore_ascii_case("connection")) {
+            for token in list_items(value).filter(|t| !t.is_empty()) {
+                if len < MAX_LISTED {
+                    listed[len] = token;
+                    len += 1;
+                } else {
+                    len = MAX_LISTED + 1; // overflow
+                }
+            }
+        }
+        Self { listed, len }
     }
-    if name.len() >= 6 && name[..6].eq_ignore_ascii_case("proxy-") {
-        return true;
+
+    pub fn contains(&self, name: &str) -> bool {
+        const ALWAYS: [&str; 7] = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ];
+        if ALWAYS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            return true;
+        }
+        if name.len() >= 6 && name[..6].eq_ignore_ascii_case("proxy-") {
+            return true;
+        }
+        let kept = self.len.min(MAX_LISTED);
+        self.listed[..kept]
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+            // A Connection header listing more than MAX_LISTED names is hostile or
+            // broken: every other field is then dropped as hop-by-hop, which can only
+            // remove fields, never smuggle one through.
+            || self.len > MAX_LISTED
     }
-    headers
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| list_items(v))
-        .any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Fields lb writes itself and so never copies from the incoming message.
@@ -121,12 +160,13 @@ impl HeaderRewrite {
         if let Some(host) = host {
             put(out, "host", trim(host));
         }
+        let hop = HopByHop::new(headers.clone());
         let mut via_prior = false;
         for (name, value) in headers.clone() {
             if name.eq_ignore_ascii_case("via") {
                 via_prior = true;
             }
-            if replaced_by_lb(name) || is_hop_by_hop(name, headers.clone()) {
+            if replaced_by_lb(name) || hop.contains(name) {
                 continue;
             }
             if extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
@@ -204,12 +244,13 @@ impl HeaderRewrite {
     ) {
         out.clear();
         let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+        let hop = HopByHop::new(headers.clone());
         let mut via_prior = false;
         for (name, value) in headers.clone() {
             if name.eq_ignore_ascii_case("via") {
                 via_prior = true;
             }
-            if replaced_by_lb(name) || is_hop_by_hop(name, headers.clone()) {
+            if replaced_by_lb(name) || hop.contains(name) {
                 continue;
             }
             put(out, name, value);
@@ -268,6 +309,30 @@ fn put(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_tokens_are_read_once_and_overflow_drops_everything() {
+        let f = fields(&[
+            ("Connection", "x-a, X-B"),
+            ("connection", "x-c"),
+            ("X-A", "1"),
+            ("X-C", "1"),
+            ("X-D", "1"),
+        ]);
+        let hop = HopByHop::new(f.iter().copied());
+        assert!(hop.contains("x-a") && hop.contains("x-b") && hop.contains("X-C"));
+        assert!(hop.contains("Keep-Alive") && hop.contains("proxy-authorization"));
+        assert!(!hop.contains("x-d") && !hop.contains("content-type"));
+        let many = (0..20)
+            .map(|i| format!("x-{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let f = [
+            ("Connection", many.as_bytes()),
+            ("Content-Type", b"text/plain".as_slice()),
+        ];
+        assert!(HopByHop::new(f.iter().copied()).contains("content-type"));
+    }
 
     fn fields(raw: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static [u8])> {
         raw.iter().map(|(n, v)| (*n, v.as_bytes())).collect()
