@@ -261,3 +261,45 @@ fn a_lingering_close_delivers_the_answer_to_a_client_still_sending() {
         "an orderly end after the answer, not a reset: {end:?}"
     );
 }
+
+/// A WebSocket tunnel that moves no byte either way for `limits.idle_timeout` is closed;
+/// one that keeps moving bytes is not.
+#[test]
+fn an_idle_tunnel_is_closed_after_the_idle_timeout() {
+    let origin = lb_origin::Origin::start("ws", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n\n[limits]\nidle_timeout = \"600ms\"\n\n\
+         [[origins]]\nid = \"ws\"\naddress = \"{}\"\n\n[default_behavior]\ntarget = \"ws\"\n\n\
+         [kernel]\nenabled = false\n",
+        origin.addr()
+    );
+    let lb = LbServer::start_file("lb.toml", &toml, &[], "info");
+    let upgrade = "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    // Busy: a byte every 200 ms for 1.5 s keeps the tunnel open.
+    let mut c = Client::connect(lb.addr);
+    assert_eq!(c.request(upgrade).status, 101);
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(200));
+        c.stream.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        c.stream
+            .read_exact(&mut b)
+            .expect("a busy tunnel stays open");
+    }
+    // Idle: closed after about 600 ms.
+    let mut c = Client::connect(lb.addr);
+    assert_eq!(c.request(upgrade).status, 101);
+    let started = std::time::Instant::now();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let end = c.stream.read(&mut b);
+    assert!(matches!(end, Ok(0)), "closed: {end:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "after the idle timeout: {took:?}"
+    );
+}

@@ -168,3 +168,44 @@ fn the_default_connection_cap_keeps_excess_clients_in_the_backlog() {
     assert_eq!(states(admin), ["healthy", "healthy"]);
     assert_eq!(get(lb.addr, "/after").status, 200);
 }
+
+/// An origin that requires its custom header (CloudFront's X-Origin-Verify pattern) on
+/// every request, health checks included: checks send it, so the origin stays healthy.
+#[test]
+fn active_health_checks_send_the_origins_custom_headers() {
+    use lb_tests::raw_origin::{RawOrigin, Step, ok};
+    let strict = RawOrigin::start(|r| {
+        if r.head
+            .to_ascii_lowercase()
+            .contains("x-origin-verify: s3cr3t\r\n")
+        {
+            vec![ok("verified")]
+        } else {
+            vec![Step::Write(
+                b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n".to_vec(),
+            )]
+        }
+    });
+    let admin = free_port();
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n\n\
+         [[origins]]\nid = \"strict\"\naddress = \"{}\"\n\
+         [origins.custom_headers]\nX-Origin-Verify = \"s3cr3t\"\n\
+         [origins.health_check]\npath = \"/health\"\ninterval = \"100ms\"\nfast_interval = \"100ms\"\n\
+         timeout = \"200ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 2\n\n\
+         [default_behavior]\ntarget = \"strict\"\n\n[kernel]\nenabled = false\n",
+        strict.addr()
+    );
+    let lb = LbServer::start_file("lb.toml", &toml, &["--admin", &admin.to_string()], "info");
+    wait_for("a few checks", Duration::from_secs(5), || {
+        (strict
+            .requests()
+            .iter()
+            .filter(|r| r.head.starts_with("GET /health"))
+            .count()
+            >= 4)
+            .then_some(())
+    });
+    assert_eq!(states(admin), ["healthy"], "{}", lb.stderr());
+    assert_eq!(get(lb.addr, "/x").text(), "verified");
+}
