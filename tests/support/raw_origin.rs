@@ -92,13 +92,8 @@ fn serve(
             if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break p + 4;
             }
-            let mut chunk = [0u8; 16 * 1024];
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    received.lock().unwrap().extend_from_slice(&chunk[..n]);
-                    buf.extend_from_slice(&chunk[..n]);
-                }
+            if !read_more(&mut stream, &mut buf, received) {
+                return;
             }
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
@@ -119,13 +114,8 @@ fn serve(
             if done {
                 break;
             }
-            let mut chunk = [0u8; 16 * 1024];
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    received.lock().unwrap().extend_from_slice(&chunk[..n]);
-                    buf.extend_from_slice(&chunk[..n]);
-                }
+            if !read_more(&mut stream, &mut buf, received) {
+                return;
             }
         }
         match length {
@@ -158,6 +148,20 @@ fn serve(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Reads what is there into `buf` (and the record of everything received); false at
+/// EOF or on an error.
+fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, received: &Mutex<Vec<u8>>) -> bool {
+    let mut chunk = [0u8; 16 * 1024];
+    match stream.read(&mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            received.lock().unwrap().extend_from_slice(&chunk[..n]);
+            buf.extend_from_slice(&chunk[..n]);
+            true
         }
     }
 }

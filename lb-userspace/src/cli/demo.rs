@@ -83,6 +83,7 @@ pin_path = "PIN"
 "#;
 
 pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    crate::fd_limit::raise_to_hard();
     let any: SocketAddr = "127.0.0.1:0".parse().expect("valid");
     let primary = TestOrigin::start("primary", any)?;
     let primary_addr = primary.addr();

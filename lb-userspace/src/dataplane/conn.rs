@@ -78,13 +78,7 @@ impl BufferedStream {
         if self.buf.capacity() == self.buf.len() {
             return self.fill().await;
         }
-        let buf = std::mem::take(&mut self.buf);
-        let start = std::mem::take(&mut self.start);
-        let (len, cap) = (buf.len(), buf.capacity());
-        let (result, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
-        self.buf = slice.into_inner();
-        self.start = start;
-        result
+        self.read_into_spare().await
     }
 
     /// [`fill`](Self::fill), moving to a full-size buffer from `pool` first if the
@@ -124,6 +118,12 @@ impl BufferedStream {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
             self.buf.reserve(READ_CHUNK);
         }
+        self.read_into_spare().await
+    }
+
+    /// One read into the buffer's spare capacity (after its bytes), which must be
+    /// non-empty.
+    async fn read_into_spare(&mut self) -> io::Result<usize> {
         let buf = std::mem::take(&mut self.buf);
         let start = std::mem::take(&mut self.start);
         let (len, cap) = (buf.len(), buf.capacity());
