@@ -303,3 +303,58 @@ fn an_idle_tunnel_is_closed_after_the_idle_timeout() {
         "after the idle timeout: {took:?}"
     );
 }
+
+/// An origin that accepts but never reads: writing the request to it times out after
+/// `limits.body_timeout` (before, that write had no timeout and the exchange hung until
+/// the client gave up), and a POST is not moved to another member.
+#[test]
+fn a_request_write_to_an_origin_that_never_reads_times_out() {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    // A tiny receive window, so lb's write of the request cannot complete.
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(16).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let listener: TcpListener = socket.into();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s); // never read
+        }
+    });
+    let healthy = healthy_origin();
+    let toml = config(addr, closed_port(), healthy.addr(), "")
+        .replace("response_timeout = \"300ms\"", "response_timeout = \"30s\"")
+        + "\n[limits]\nbody_timeout = \"500ms\"\n\n[failover]\nreplay_body_limit = 8388608\n";
+    let lb = LbServer::start_file("lb.toml", &toml, &[], "info");
+    let started = std::time::Instant::now();
+    let mut c = Client::connect(lb.addr);
+    // 4 MB, buffered (under the replay limit set above), so head and body go in one
+    // write: more than the socket buffers on both sides take.
+    let body = vec![b'x'; 4 << 20];
+    let mut raw = format!(
+        "POST /api/upload HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let mut writer = c.stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = writer.write_all(&raw);
+    });
+    let r = c.read_response(false);
+    let took = started.elapsed();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        r.text().contains("did not take the request in time"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the write timed out: {took:?}"
+    );
+    assert!(healthy.requests().is_empty());
+}
