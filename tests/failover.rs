@@ -592,3 +592,34 @@ fn fail_open_or_503_when_every_member_is_down() {
         r.text()
     );
 }
+
+/// A PUT written to a pooled connection the primary had closed is retried once on a fresh
+/// connection to the primary (it is idempotent); when that connect fails, the PUT's bytes
+/// were still sent once, so it never moves to the secondary.
+#[test]
+fn a_put_sent_on_a_dead_pooled_connection_never_moves_to_another_member() {
+    let (p, s) = (origin("primary"), origin("secondary"));
+    let lb = start(&group_config(
+        &[("primary", p.addr(), ""), ("secondary", s.addr(), "")],
+        "503",
+        "",
+    ));
+    let mut c = Client::connect(lb.addr);
+    // A pooled connection to the primary...
+    assert_eq!(
+        c.request("GET /warm HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        200
+    );
+    // ...which dies with the primary (its port now refuses connections).
+    p.stop();
+    std::thread::sleep(Duration::from_millis(50));
+    let r = c.request("PUT /doc HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\ndata");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(s.requests(), 0, "the PUT was not moved to the secondary");
+    // A GET may move on.
+    let r = c.request("GET /after HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "secondary GET /after\n")
+    );
+}
