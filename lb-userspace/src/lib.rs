@@ -15,6 +15,7 @@ pub mod fd_limit;
 pub mod health;
 pub mod http;
 pub mod kernel;
+pub mod local_resource;
 pub mod metrics;
 pub mod resolver;
 pub mod snapshot;

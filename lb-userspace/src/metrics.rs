@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::local_resource::LocalResource;
+
 /// Why an attempt moved on to the next member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailoverReason {
@@ -101,21 +103,15 @@ pub struct WorkerMetrics {
     pub tls_handshake_failures: AtomicU64,
     /// Failed accepts (EMFILE and friends).
     pub accept_errors: AtomicU64,
-    /// lb's own resource failures while connecting upstream, by [`LOCAL_RESOURCES`].
-    local_errors: [AtomicU64; 4],
+    /// lb's own resource failures while connecting upstream, by [`LocalResource::index`].
+    local_errors: [AtomicU64; LocalResource::ALL.len()],
     origins: Box<[OriginCounters]>,
 }
 
-/// Labels of the local resources lb can run out of (lb_local_errors_total).
-pub const LOCAL_RESOURCES: [&str; 4] =
-    ["process_fds", "system_fds", "local_ports", "kernel_memory"];
-
 impl WorkerMetrics {
-    /// Counts a failure of lb's own resources (index into [`LOCAL_RESOURCES`]).
-    pub fn local_error(&self, resource: usize) {
-        if let Some(c) = self.local_errors.get(resource) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+    /// Counts a failure of lb's own resources.
+    pub fn local_error(&self, resource: LocalResource) {
+        self.local_errors[resource.index()].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -228,9 +224,9 @@ impl Metrics {
         self.sum(|w| &w.accept_errors)
     }
 
-    /// lb's own resource failures, by [`LOCAL_RESOURCES`] label.
-    pub fn local_errors(&self) -> [(&'static str, u64); 4] {
-        std::array::from_fn(|i| (LOCAL_RESOURCES[i], self.sum(|w| &w.local_errors[i])))
+    /// lb's own resource failures, by resource.
+    pub fn local_errors(&self) -> [(LocalResource, u64); LocalResource::ALL.len()] {
+        LocalResource::ALL.map(|r| (r, self.sum(|w| &w.local_errors[r.index()])))
     }
 
     fn sum(&self, counter: impl Fn(&WorkerMetrics) -> &AtomicU64) -> u64 {
@@ -287,8 +283,8 @@ impl Metrics {
         w.tls_handshake_failures.store(failed, Ordering::Relaxed);
         w.accept_errors
             .store(old.accept_errors(), Ordering::Relaxed);
-        for (i, (_, n)) in old.local_errors().iter().enumerate() {
-            w.local_errors[i].store(*n, Ordering::Relaxed);
+        for (r, n) in old.local_errors() {
+            w.local_errors[r.index()].store(n, Ordering::Relaxed);
         }
         for (i, (_, n)) in old.responses().iter().enumerate() {
             w.responses[i + 1].store(*n, Ordering::Relaxed);

@@ -247,7 +247,11 @@ fn render_metrics(state: &State) -> String {
         "# HELP lb_local_errors_total Requests lb answered 503 because it ran out of a local resource (never counted against an origin).\n# TYPE lb_local_errors_total counter"
     );
     for (resource, n) in metrics.local_errors() {
-        let _ = writeln!(out, "lb_local_errors_total{{resource=\"{resource}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "lb_local_errors_total{{resource=\"{}\"}} {n}",
+            resource.label()
+        );
     }
     let _ = writeln!(
         out,

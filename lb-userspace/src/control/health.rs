@@ -150,7 +150,9 @@ async fn checker(
 async fn probe(addr: std::net::SocketAddr, target: &Target) -> Probe {
     let tcp = match tokio::net::TcpStream::connect(addr).await {
         Ok(tcp) => tcp,
-        Err(e) if is_local_shortage(&e) => return Probe::LocalShortage,
+        Err(e) if crate::local_resource::LocalResource::classify(&e).is_some() => {
+            return Probe::LocalShortage;
+        }
         Err(_) => return Probe::Failed,
     };
     let _ = tcp.set_nodelay(true);
@@ -165,17 +167,6 @@ async fn probe(addr: std::net::SocketAddr, target: &Target) -> Probe {
         }
     };
     status.map_or(Probe::Failed, Probe::Status)
-}
-
-/// EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM: lb's own shortage, not the origin's.
-fn is_local_shortage(e: &std::io::Error) -> bool {
-    use nix::errno::Errno;
-    e.raw_os_error().is_some_and(|n| {
-        matches!(
-            Errno::from_raw(n),
-            Errno::EMFILE | Errno::ENFILE | Errno::EADDRNOTAVAIL | Errno::ENOBUFS | Errno::ENOMEM
-        )
-    })
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(

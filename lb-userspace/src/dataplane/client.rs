@@ -171,10 +171,7 @@ async fn read_request(worker: &Worker, conn: &mut ClientConn) -> Option<Next> {
         }
         let end = match scan.find_end(conn.io.data(), &limits.head) {
             Ok(end) => end,
-            Err(e) => {
-                conn.body = BodyState::Lost;
-                return Some(refuse(worker, conn, e.status, e.reason.text()).await);
-            }
+            Err(e) => return Some(refuse(worker, conn, e.status, e.reason.text()).await),
         };
         if let Some(end) = end {
             if let Some(line_end) = scan.request_line_end() {
@@ -184,17 +181,13 @@ async fn read_request(worker: &Worker, conn: &mut ClientConn) -> Option<Next> {
             // await, or every idle connection's task would carry them.
             return match take_head(conn, end, &limits.head, http) {
                 Ok(()) => None,
-                Err((status, reason)) => {
-                    conn.body = BodyState::Lost;
-                    Some(refuse(worker, conn, status, reason).await)
-                }
+                Err((status, reason)) => Some(refuse(worker, conn, status, reason).await),
             };
         }
         let read =
             monoio::time::timeout_at(deadline.into(), conn.io.fill_from(&worker.buffers)).await;
         match read {
             Err(_elapsed) => {
-                conn.body = BodyState::Lost;
                 let reason = "timed out reading the request head";
                 return Some(refuse(worker, conn, 408, reason).await);
             }
@@ -260,8 +253,10 @@ async fn idle_wait(worker: &Worker, io: &mut BufferedStream) -> bool {
     }
 }
 
-/// Answers a request head lb refuses; the connection then closes.
+/// Answers a request head lb refuses; the connection then closes (where the next request
+/// would start is unknown).
 async fn refuse(worker: &Worker, conn: &mut ClientConn, status: u16, reason: &str) -> Next {
+    conn.body = BodyState::Lost;
     // Boxed: an idle connection's read_request state must not carry an answer's.
     Box::pin(respond::answer(
         worker,

@@ -141,7 +141,7 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
                 // member would fail the same way.
                 drop(in_flight);
                 if let UpstreamErrorKind::LocalResource(r) = e.kind {
-                    view.metrics().local_error(r.metric_index());
+                    view.metrics().local_error(r);
                 }
                 worker.log_local_error(&e);
                 conn.attempts.push(AttemptRecord {

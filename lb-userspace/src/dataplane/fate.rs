@@ -50,16 +50,14 @@ pub(super) enum Next {
 /// Whether the response lb is about to write may leave the connection open. Decided
 /// before the head goes out, so the head's Connection field tells the truth.
 pub(super) fn keep_alive_intent(worker: &Worker, conn: &ClientConn) -> bool {
-    if !conn.head.keep_alive || worker.drain.is_draining() {
+    if !client_may_keep(worker, conn) {
         return false;
     }
     let limits = &worker.view().snap.config.limits;
     match conn.body {
         BodyState::Consumed => true,
         BodyState::Lost | BodyState::Refused => false,
-        // A client told to wait for 100 Continue that never got it may or may not send
-        // its body: nothing tells where the next request starts.
-        BodyState::Unread(_) if conn.head.expect_continue && !conn.continue_sent => false,
+        BodyState::Unread(_) if awaits_continue(conn) => false,
         BodyState::Unread(BodyFraming::ContentLength(n)) => n <= limits.drain_body_max,
         // Its size is unknown until read: see `settle_chunked_body`.
         BodyState::Unread(BodyFraming::Chunked) => false,
@@ -73,9 +71,8 @@ pub(super) fn keep_alive_intent(worker: &Worker, conn: &ClientConn) -> bool {
 /// answer instead.
 pub(super) async fn settle_chunked_body(worker: &Worker, conn: &mut ClientConn) {
     if conn.body != BodyState::Unread(BodyFraming::Chunked)
-        || !conn.head.keep_alive
-        || worker.drain.is_draining()
-        || (conn.head.expect_continue && !conn.continue_sent)
+        || !client_may_keep(worker, conn)
+        || awaits_continue(conn)
     {
         return;
     }
@@ -84,6 +81,17 @@ pub(super) async fn settle_chunked_body(worker: &Worker, conn: &mut ClientConn) 
     } else {
         BodyState::Lost
     };
+}
+
+/// The client wants its connection kept and lb is not draining.
+fn client_may_keep(worker: &Worker, conn: &ClientConn) -> bool {
+    conn.head.keep_alive && !worker.drain.is_draining()
+}
+
+/// A client told to wait for 100 Continue that never got it may or may not send its
+/// body: nothing tells where its next request would start.
+fn awaits_continue(conn: &ClientConn) -> bool {
+    conn.head.expect_continue && !conn.continue_sent
 }
 
 /// The Connection field for a response written with `keep` as its intent.

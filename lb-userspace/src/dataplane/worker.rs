@@ -159,11 +159,17 @@ impl Worker {
         }
     }
 
-    /// Logs an accept failure once a second, with how many there were.
-    fn log_accept_error(&self, listener: &str, e: &std::io::Error) {
+    /// After a failed accept (EMFILE and friends): counts it, logs it once a second with
+    /// how many there were, and backs off instead of spinning.
+    async fn accept_failed(&self, listener: &str, e: &std::io::Error) {
+        self.view()
+            .metrics()
+            .accept_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(count) = self.accept_errors.hit() {
             tracing::warn!(worker = self.index, listener, count, error = %e, "accept failed; backing off");
         }
+        monoio::time::sleep(ACCEPT_BACKOFF).await;
     }
 }
 
@@ -347,12 +353,7 @@ async fn worker_loop(
                         serve_client(Rc::clone(&worker), Stream::Plain(stream), peer),
                     ));
                 }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    worker.log_accept_error("http", &e);
-                    worker.view().metrics().accept_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    monoio::time::sleep(ACCEPT_BACKOFF).await;
-                }
+                Err(e) => worker.accept_failed("http", &e).await,
             },
             _ = &mut stop => break,
         }
@@ -389,11 +390,7 @@ async fn accept_tls(worker: Rc<Worker>, listener: monoio::net::TcpListener) {
                         serve_tls_client(Rc::clone(&worker), stream, peer),
                     ));
                 }
-                Err(e) => {
-                    worker.log_accept_error("https", &e);
-                    worker.view().metrics().accept_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    monoio::time::sleep(ACCEPT_BACKOFF).await;
-                }
+                Err(e) => worker.accept_failed("https", &e).await,
             },
             _ = worker.drain.wait() => break,
         }

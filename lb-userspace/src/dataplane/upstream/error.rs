@@ -4,6 +4,7 @@
 use std::io;
 
 use crate::http::Method;
+pub(in crate::dataplane) use crate::local_resource::LocalResource;
 
 /// How much of the request had been written to the origin when the failure happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,51 +39,6 @@ pub(in crate::dataplane) enum UpstreamErrorKind {
     /// lb itself ran out of a resource while connecting (file descriptors, local ports,
     /// kernel buffers): not the origin's failure.
     LocalResource(LocalResource),
-}
-
-/// A local resource lb ran out of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(in crate::dataplane) enum LocalResource {
-    /// EMFILE: this process's file-descriptor limit.
-    ProcessFds,
-    /// ENFILE: the system-wide file limit.
-    SystemFds,
-    /// EADDRNOTAVAIL: no local port left for the origin's address.
-    LocalPorts,
-    /// ENOBUFS / ENOMEM: kernel memory for sockets.
-    KernelMemory,
-}
-
-impl LocalResource {
-    /// The local resource behind an I/O error from socket() or connect(), if it is one.
-    pub fn classify(e: &io::Error) -> Option<Self> {
-        match nix::errno::Errno::from_raw(e.raw_os_error()?) {
-            nix::errno::Errno::EMFILE => Some(Self::ProcessFds),
-            nix::errno::Errno::ENFILE => Some(Self::SystemFds),
-            nix::errno::Errno::EADDRNOTAVAIL => Some(Self::LocalPorts),
-            nix::errno::Errno::ENOBUFS | nix::errno::Errno::ENOMEM => Some(Self::KernelMemory),
-            _ => None,
-        }
-    }
-
-    /// Index into [`crate::metrics::LOCAL_RESOURCES`].
-    pub const fn metric_index(self) -> usize {
-        match self {
-            Self::ProcessFds => 0,
-            Self::SystemFds => 1,
-            Self::LocalPorts => 2,
-            Self::KernelMemory => 3,
-        }
-    }
-
-    fn text(self) -> &'static str {
-        match self {
-            Self::ProcessFds => "out of file descriptors (process limit)",
-            Self::SystemFds => "out of file descriptors (system limit)",
-            Self::LocalPorts => "out of local ports",
-            Self::KernelMemory => "out of kernel socket memory",
-        }
-    }
 }
 
 /// Who a failure belongs to (as Pingora's errors record it): only the origin's own
