@@ -3,6 +3,8 @@
 //! (§5.2.4). `/%61pi/x` and `/x/../api/x` both match `/api/*`. The origin still receives
 //! the path as the client sent it.
 
+use super::chunked::hex_value;
+
 /// Writes the normalised path part of `target` (no query) into `out`, or leaves `out`
 /// empty when it equals the received path part (the common case: no allocation).
 pub fn normalize_path(target: &str, out: &mut String) {
@@ -17,8 +19,8 @@ pub fn normalize_path(target: &str, out: &mut String) {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).and_then(|b| hex(*b)),
-                bytes.get(i + 2).and_then(|b| hex(*b)),
+                bytes.get(i + 1).and_then(|b| hex_value(*b)),
+                bytes.get(i + 2).and_then(|b| hex_value(*b)),
             )
         {
             let byte = h << 4 | l;
@@ -76,15 +78,6 @@ fn needs_work(path: &[u8]) -> bool {
         || path
             .split(|&b| b == b'/')
             .any(|seg| seg == b"." || seg == b"..")
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 fn is_unreserved(b: u8) -> bool {
