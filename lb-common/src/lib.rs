@@ -21,8 +21,10 @@ pub const FAMILY_IPV6: u8 = 6;
 pub mod map_names {
     /// Origin endpoint → slot.
     pub const ORIGIN_INDEX: &str = "ORIGIN_INDEX";
-    /// Per-slot packet counters, `BPF_F_MMAPABLE`.
+    /// Per-slot packet counters and socket events, `BPF_F_MMAPABLE`.
     pub const ORIGIN_SIGNALS: &str = "ORIGIN_SIGNALS";
+    /// Field offsets for the tracepoint programs, filled by userspace.
+    pub const TRACE_LAYOUT: &str = "TRACE_LAYOUT";
     /// The program's own per-CPU statistics.
     pub const PROGRAM_STATS: &str = "PROGRAM_STATS";
 }
@@ -119,52 +121,144 @@ impl OriginSlot {
     }
 }
 
-/// Value of `ORIGIN_SIGNALS`: what the kernel saw coming from one origin slot.
+/// Value of `ORIGIN_SIGNALS`: what the kernel saw of one origin slot.
 ///
-/// Exactly one 64-byte cache line. Every field is a `u64` that the kernel program updates
-/// with single atomic adds or aligned 8-byte stores, so userspace may read each field with
-/// a relaxed atomic load from the mmap'd array. Fields are not a consistent snapshot as a
+/// Three 64-byte cache lines of `u64` words, each updated by the kernel programs with
+/// single atomic adds or aligned 8-byte stores, so userspace may read each field with a
+/// relaxed atomic load from the mmap'd array. Fields are not a consistent snapshot as a
 /// group; each is individually exact.
+///
+/// The first line holds *packets* the XDP program saw coming from the origin's address
+/// and port (or ICMP quoting it). They are shown, never used as a verdict: an RST also
+/// ends a healthy keep-alive connection, and any host on the path can forge a packet.
+/// The other two lines hold *socket events* the kernel's own TCP state machine produced
+/// for connections from this host to the origin, after its sequence checks (tracepoints
+/// `sock:inet_sock_set_state` and `tcp:tcp_retransmit_skb`). Only those are evidence.
 ///
 /// Timestamps are `bpf_ktime_get_ns()`, i.e. `CLOCK_MONOTONIC` nanoseconds, which userspace
 /// can compare against its own `clock_gettime(CLOCK_MONOTONIC)`. Zero means "never".
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OriginSignals {
-    /// TCP segments with RST set, sent by the origin.
-    pub rst: u64,
-    /// When the last RST was seen.
-    pub rst_last_ns: u64,
-    /// TCP SYN-ACKs sent by the origin: proof its listener accepts connections.
-    pub syn_ack: u64,
-    /// When the last SYN-ACK was seen.
-    pub syn_ack_last_ns: u64,
-    /// ICMP/ICMPv6 destination-unreachable whose quoted packet was headed to the origin.
-    pub unreachable: u64,
-    /// When the last such ICMP was seen.
-    pub unreachable_last_ns: u64,
-    /// RSTs since the last SYN-ACK. A run that keeps growing means nothing accepts
-    /// connections on the origin's port any more (the process died or the port closed).
-    pub rst_run: u64,
-    /// Reserved; keeps the value one cache line long.
-    pub reserved: u64,
+    /// TCP segments with RST set from the origin's address and port (XDP).
+    pub rst_packets: u64,
+    pub rst_packets_last_ns: u64,
+    /// TCP SYN-ACKs from the origin's address and port (XDP).
+    pub syn_ack_packets: u64,
+    pub syn_ack_packets_last_ns: u64,
+    /// ICMP/ICMPv6 destination-unreachable whose quoted packet was headed to the origin (XDP).
+    pub icmp_unreachable_packets: u64,
+    pub icmp_unreachable_packets_last_ns: u64,
+    pub reserved0: u64,
+    pub reserved1: u64,
+
+    /// Connects to the origin that reached ESTABLISHED (SYN_SENT -> ESTABLISHED): proof
+    /// that the origin's port accepts connections.
+    pub connects_established: u64,
+    pub connect_established_last_ns: u64,
+    /// Connects refused: SYN_SENT -> CLOSE with ECONNREFUSED, which the kernel sets only
+    /// for an RST whose ACK matches the SYN it sent (or an ICMP port unreachable quoting it).
+    pub connects_refused: u64,
+    pub connect_refused_last_ns: u64,
+    /// Connects ended by an ICMP error the kernel matched to the SYN it sent (host or
+    /// network unreachable, ...): SYN_SENT -> CLOSE with that errno.
+    pub connects_unreachable: u64,
+    pub connect_unreachable_last_ns: u64,
+    /// Connects whose SYN retries ran out (SYN_SENT -> CLOSE with ETIMEDOUT).
+    pub connects_timed_out: u64,
+    pub connect_timed_out_last_ns: u64,
+
+    /// SYNs to the origin retransmitted by the kernel (`tcp_retransmit_skb` in SYN_SENT):
+    /// nothing answered for an initial RTO (1 s), the mark of a black hole or of an
+    /// origin dropping SYNs.
+    pub syn_retransmits: u64,
+    pub syn_retransmit_last_ns: u64,
+    /// Segments retransmitted on connections past SYN_SENT (fast retransmits, loss
+    /// probes and RTOs alike): a cue for lb to look at its own connections, not a verdict.
+    pub retransmits: u64,
+    pub retransmit_last_ns: u64,
+    /// Connections past SYN_SENT that the origin reset (-> CLOSE with ECONNRESET/EPIPE):
+    /// shown, never a verdict (servers reset idle keep-alive connections).
+    pub resets_established: u64,
+    pub reset_established_last_ns: u64,
+    /// Connects given up by their owner before any answer (SYN_SENT -> CLOSE without
+    /// error): lb's own connect timeout. Not evidence about the origin.
+    pub connects_abandoned: u64,
+    /// The errno of the last connect that failed (refused, unreachable or timed out).
+    pub last_connect_errno: u64,
 }
 
 /// Number of `u64` fields in [`OriginSignals`]; userspace reads the mmap'd array as words.
-pub const ORIGIN_SIGNALS_WORDS: usize = 8;
+pub const ORIGIN_SIGNALS_WORDS: usize = 24;
 
 /// Word offsets of each field inside [`OriginSignals`].
 pub mod signal_word {
-    pub const RST: usize = 0;
-    pub const RST_LAST_NS: usize = 1;
-    pub const SYN_ACK: usize = 2;
-    pub const SYN_ACK_LAST_NS: usize = 3;
-    pub const UNREACHABLE: usize = 4;
-    pub const UNREACHABLE_LAST_NS: usize = 5;
-    pub const RST_RUN: usize = 6;
+    pub const RST_PACKETS: usize = 0;
+    pub const RST_PACKETS_LAST_NS: usize = 1;
+    pub const SYN_ACK_PACKETS: usize = 2;
+    pub const SYN_ACK_PACKETS_LAST_NS: usize = 3;
+    pub const ICMP_UNREACHABLE_PACKETS: usize = 4;
+    pub const ICMP_UNREACHABLE_PACKETS_LAST_NS: usize = 5;
+    pub const CONNECTS_ESTABLISHED: usize = 8;
+    pub const CONNECT_ESTABLISHED_LAST_NS: usize = 9;
+    pub const CONNECTS_REFUSED: usize = 10;
+    pub const CONNECT_REFUSED_LAST_NS: usize = 11;
+    pub const CONNECTS_UNREACHABLE: usize = 12;
+    pub const CONNECT_UNREACHABLE_LAST_NS: usize = 13;
+    pub const CONNECTS_TIMED_OUT: usize = 14;
+    pub const CONNECT_TIMED_OUT_LAST_NS: usize = 15;
+    pub const SYN_RETRANSMITS: usize = 16;
+    pub const SYN_RETRANSMIT_LAST_NS: usize = 17;
+    pub const RETRANSMITS: usize = 18;
+    pub const RETRANSMIT_LAST_NS: usize = 19;
+    pub const RESETS_ESTABLISHED: usize = 20;
+    pub const RESET_ESTABLISHED_LAST_NS: usize = 21;
+    pub const CONNECTS_ABANDONED: usize = 22;
+    pub const LAST_CONNECT_ERRNO: usize = 23;
 }
 
-/// Value of `PROGRAM_STATS` (per CPU, one entry): how the program classified packets.
+/// Value of `TRACE_LAYOUT` (one entry): where the tracepoint programs find the fields
+/// they read. Userspace fills it at load time from the tracepoints' `format` files in
+/// tracefs and from the kernel's BTF, so the programs need no compiled-in offsets and
+/// no CO-RE. Until `ready` is nonzero the tracepoint programs do nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceLayout {
+    pub ready: u32,
+    /// `sock:inet_sock_set_state` field offsets.
+    pub state_skaddr: u32,
+    pub state_oldstate: u32,
+    pub state_newstate: u32,
+    pub state_dport: u32,
+    pub state_family: u32,
+    pub state_protocol: u32,
+    pub state_daddr: u32,
+    pub state_daddr_v6: u32,
+    /// `tcp:tcp_retransmit_skb` field offsets.
+    pub retransmit_state: u32,
+    pub retransmit_dport: u32,
+    pub retransmit_family: u32,
+    pub retransmit_daddr: u32,
+    pub retransmit_daddr_v6: u32,
+    /// Byte offset of `sk_err` in `struct sock` (from BTF); 0 when unknown, and then a
+    /// failed connect cannot be told refused from unreachable from abandoned.
+    pub sock_sk_err: u32,
+    pub reserved: u32,
+}
+
+/// TCP states as the kernel numbers them (include/net/tcp_states.h).
+pub mod tcp_state {
+    pub const ESTABLISHED: u32 = 1;
+    pub const SYN_SENT: u32 = 2;
+    pub const CLOSE: u32 = 7;
+}
+
+/// Address families as tracepoints report them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Value of `PROGRAM_STATS` (per CPU, one entry): how the programs classified packets
+/// and socket events.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProgramStats {
@@ -178,24 +272,32 @@ pub struct ProgramStats {
     pub matched: u64,
     /// Packets that ended before a header the program needed.
     pub truncated: u64,
+    /// TCP state changes the `inet_sock_set_state` program saw (any socket).
+    pub state_changes_seen: u64,
+    /// Retransmissions the `tcp_retransmit_skb` program saw (any socket).
+    pub retransmits_seen: u64,
+    /// Socket events counted against an origin slot.
+    pub socket_events_matched: u64,
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all four types are #[repr(C)], contain only integers and byte arrays, have no
+    // SAFETY: all five types are #[repr(C)], contain only integers and byte arrays, have no
     // implicit padding (checked by the size assertions below), and every bit pattern is valid.
     unsafe impl aya::Pod for super::OriginKey {}
     unsafe impl aya::Pod for super::OriginSlot {}
     unsafe impl aya::Pod for super::OriginSignals {}
     unsafe impl aya::Pod for super::ProgramStats {}
+    unsafe impl aya::Pod for super::TraceLayout {}
 }
 
 const _: () = {
     assert!(core::mem::size_of::<OriginKey>() == 20);
     assert!(core::mem::size_of::<OriginSlot>() == 4 + ORIGIN_LABEL_LEN);
-    assert!(core::mem::size_of::<OriginSignals>() == 64);
+    assert!(core::mem::size_of::<OriginSignals>() == 192);
+    assert!(core::mem::size_of::<TraceLayout>() == 64);
     assert!(core::mem::size_of::<OriginSignals>() == ORIGIN_SIGNALS_WORDS * 8);
-    assert!(core::mem::size_of::<ProgramStats>() == 40);
+    assert!(core::mem::size_of::<ProgramStats>() == 64);
 };
 
 #[cfg(test)]

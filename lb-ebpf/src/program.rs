@@ -1,15 +1,16 @@
 //! The XDP entry point and the classification of packets from origins.
+//!
+//! What it counts is what a packet *claims*: the source address and port of an RST or a
+//! SYN-ACK, the destination quoted in an ICMP error. Nothing here is checked against a
+//! connection, so these counts are shown (`lb maps`, `/origins`, metrics) and never
+//! decide an origin's health; `socket_events` provides the validated evidence.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
-
-use aya_ebpf::{
-    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
-};
-use aya_log_ebpf::{debug, info};
-use lb_common::{OriginKey, OriginSignals, ProgramStats};
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::debug;
+use lb_common::{OriginKey, ProgramStats};
 
 use crate::{
-    maps::{ORIGIN_INDEX, ORIGIN_SIGNALS, PROGRAM_STATS},
+    counters::{bump_stat, count, now_ns, origin_signals, stats},
     packet::*,
 };
 
@@ -23,7 +24,7 @@ enum Signal {
 
 #[xdp]
 pub fn lb_origin_signals(ctx: XdpContext) -> u32 {
-    let stats = PROGRAM_STATS.get_ptr_mut(0);
+    let stats = stats();
     bump_stat(stats, |s| &mut s.packets);
     match classify(&ctx, stats) {
         Ok(Some((key, signal))) => record(&ctx, stats, &key, signal),
@@ -177,66 +178,40 @@ fn ipv6_address<const N: usize>(bytes: &[u8; N], at: usize) -> [u8; 16] {
     out
 }
 
-/// Counts `signal` against the origin's slot, if `key` is a registered origin.
+/// Counts `signal` against the origin's slot, if `key` is a registered origin. These are
+/// packet counts only: userspace shows them but never turns them into a verdict.
 #[inline(always)]
 fn record(ctx: &XdpContext, stats: Option<*mut ProgramStats>, key: &OriginKey, signal: Signal) {
-    // SAFETY: the map value is only read (the slot number) and stays valid for the
-    // duration of this program run (RCU).
-    let Some(entry) = (unsafe { ORIGIN_INDEX.get(key) }) else {
-        return;
-    };
-    let slot = entry.slot;
-    let Some(signals) = ORIGIN_SIGNALS.get_ptr_mut(slot) else {
+    let Some((slot, s)) = origin_signals(key) else {
         return;
     };
     bump_stat(stats, |s| &mut s.matched);
-    // SAFETY: a BPF helper without arguments or preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let s: *mut OriginSignals = signals;
-    // SAFETY: `s` points at a live array element (lookup succeeded). Counters change only
-    // through atomic adds and aligned 8-byte stores, which is what lets userspace read
-    // each field of the mmap'd array with an atomic load.
+    let now = now_ns();
+    // SAFETY: `s` points at a live array element (lookup succeeded); the fields are
+    // 8-byte-aligned words of it.
     unsafe {
         match signal {
-            Signal::Rst => {
-                if core::ptr::read_volatile(&(*s).rst_run) == 0 {
-                    debug!(ctx, "origin slot {}: RST after a SYN-ACK or at start", slot);
-                }
-                add(&mut (*s).rst);
-                add(&mut (*s).rst_run);
-                core::ptr::write_volatile(&mut (*s).rst_last_ns, now);
-            }
-            Signal::SynAck => {
-                add(&mut (*s).syn_ack);
-                core::ptr::write_volatile(&mut (*s).rst_run, 0);
-                core::ptr::write_volatile(&mut (*s).syn_ack_last_ns, now);
-            }
+            Signal::Rst => count(
+                &raw mut (*s).rst_packets,
+                &raw mut (*s).rst_packets_last_ns,
+                now,
+            ),
+            Signal::SynAck => count(
+                &raw mut (*s).syn_ack_packets,
+                &raw mut (*s).syn_ack_packets_last_ns,
+                now,
+            ),
             Signal::Unreachable => {
-                info!(ctx, "origin slot {}: ICMP destination unreachable", slot);
-                add(&mut (*s).unreachable);
-                core::ptr::write_volatile(&mut (*s).unreachable_last_ns, now);
+                debug!(
+                    ctx,
+                    "origin slot {}: ICMP destination unreachable packet", slot
+                );
+                count(
+                    &raw mut (*s).icmp_unreachable_packets,
+                    &raw mut (*s).icmp_unreachable_packets_last_ns,
+                    now,
+                )
             }
-        }
-    }
-}
-
-/// An atomic `+= 1` whose result is not used, so it compiles to `BPF_ATOMIC_ADD`, which
-/// every kernel with XDP accepts (unlike the fetching variant).
-#[inline(always)]
-unsafe fn add(counter: *mut u64) {
-    // SAFETY: the caller passes a pointer to an 8-byte-aligned u64 inside a map value.
-    unsafe {
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1);
-    }
-}
-
-#[inline(always)]
-fn bump_stat(stats: Option<*mut ProgramStats>, field: impl FnOnce(&mut ProgramStats) -> &mut u64) {
-    if let Some(stats) = stats {
-        // SAFETY: per-CPU map value of this CPU; nothing else writes it while we run.
-        unsafe {
-            let f = field(&mut *stats);
-            *f += 1;
         }
     }
 }

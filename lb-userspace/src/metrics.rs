@@ -18,10 +18,14 @@ pub enum FailoverReason {
     BadResponse,
     WriteError,
     TlsHandshake,
+    /// The kernel retransmitted a SYN while the connect waited (black hole).
+    SynRetransmit,
+    /// A retransmission timeout with request bytes unacknowledged (stall): hedged.
+    Stall,
 }
 
 impl FailoverReason {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::Status,
         Self::ConnectRefused,
         Self::ConnectTimeout,
@@ -31,6 +35,8 @@ impl FailoverReason {
         Self::BadResponse,
         Self::WriteError,
         Self::TlsHandshake,
+        Self::SynRetransmit,
+        Self::Stall,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -44,6 +50,8 @@ impl FailoverReason {
             Self::BadResponse => "bad_response",
             Self::WriteError => "write_error",
             Self::TlsHandshake => "tls_handshake",
+            Self::SynRetransmit => "syn_retransmit",
+            Self::Stall => "stall",
         }
     }
 }
@@ -62,7 +70,7 @@ pub struct OriginCounters {
     /// Attempts sent to this origin.
     pub attempts: AtomicU64,
     /// Failed attempts by kind (same order as [`FailoverReason::ALL`]).
-    errors: [AtomicU64; 9],
+    errors: [AtomicU64; FailoverReason::ALL.len()],
     /// Time to response head: cumulative-free buckets, plus +Inf.
     latency: [AtomicU64; 14],
     latency_sum_us: AtomicU64,
@@ -260,7 +268,7 @@ impl WorkerMetrics {
 pub struct OriginTotals {
     pub attempts: u64,
     pub in_flight: u64,
-    pub errors: [u64; 9],
+    pub errors: [u64; FailoverReason::ALL.len()],
     pub latency: [u64; 14],
     pub latency_sum_secs: f64,
 }

@@ -63,6 +63,15 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// What the kernel's origin index must hold now: every origin's endpoints at the
+    /// address its name resolves to today.
+    pub fn kernel_registrations(&self) -> Vec<crate::kernel::OriginRegistration> {
+        self.config
+            .kernel_registrations_at(|i| self.addresses.get(i).ip())
+    }
+}
+
 /// The snapshot in force, and a generation number workers poll with one relaxed load.
 pub struct Current {
     slot: ArcSwap<Snapshot>,

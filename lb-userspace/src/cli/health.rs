@@ -35,7 +35,15 @@ pub fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     let doc: serde_json::Value = serde_json::from_str(&body)?;
     println!(
         "{:<16} {:<22} {:<11} {:>9} {:>8} {:>8} {:>6} {:>10} {:>8}  REASON",
-        "ORIGIN", "ADDRESS", "STATE", "FOR", "IN_FLIGHT", "FAILED", "EJECT", "LAST_CHECK", "K_RST"
+        "ORIGIN",
+        "ADDRESS",
+        "STATE",
+        "FOR",
+        "IN_FLIGHT",
+        "FAILED",
+        "EJECT",
+        "LAST_CHECK",
+        "K_REFUSED"
     );
     for o in doc["origins"].as_array().into_iter().flatten() {
         let check = if o["active"]["enabled"].as_bool() == Some(true) {
@@ -43,7 +51,7 @@ pub fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
         } else {
             "-".into()
         };
-        let rst = o["kernel"]["rst_run"]
+        let rst = o["kernel"]["connects_refused"]
             .as_u64()
             .map_or("-".into(), |n| n.to_string());
         println!(

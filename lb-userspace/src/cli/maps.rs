@@ -42,12 +42,23 @@ pub fn maps(args: MapsArgs) -> anyhow::Result<ExitCode> {
         println!("kernel maps pinned at {}", maps.dir().display());
         print!("{}", table::origins(&origins));
         println!(
-            "program: {} packets, {} TCP, {} ICMP unreachable, {} counted for origins, {} truncated",
+            "XDP: {} packets, {} TCP, {} ICMP unreachable, {} counted for origins, {} truncated",
             stats.packets,
             stats.tcp_seen,
             stats.icmp_unreachable_seen,
             stats.matched,
             stats.truncated
+        );
+        println!(
+            "socket events: {} state changes and {} retransmissions seen, {} counted for origins{}",
+            stats.state_changes_seen,
+            stats.retransmits_seen,
+            stats.socket_events_matched,
+            if stats.state_changes_seen == 0 {
+                " (none yet: the tracepoints may not be attached, see lb's start-up log)"
+            } else {
+                ""
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

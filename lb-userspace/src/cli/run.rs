@@ -109,6 +109,7 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
     let data_plane = DataPlane::start(SharedState {
         current: Arc::clone(&current),
         kernel: kernel_view.clone(),
+        kernel_events: kernel.as_ref().is_some_and(KernelSignals::socket_events),
     })?;
     let program_logs = kernel.as_mut().and_then(KernelSignals::take_logger);
     let kernel = Arc::new(std::sync::Mutex::new(kernel));

@@ -84,7 +84,8 @@ pub(super) fn to_toml(config: &Config) -> String {
             ejection_time: config.health.ejection_time,
             max_ejection_time: config.health.max_ejection_time,
             slow_start: config.health.slow_start,
-            kernel_rst_run: config.health.kernel_rst_run,
+            tcp_probe_interval: config.health.tcp_probe_interval,
+            tcp_probe_timeout: config.health.tcp_probe_timeout,
             use_kernel_signals: config.health.use_kernel_signals,
         },
         observability: ObservabilityFile {

@@ -245,9 +245,12 @@ pub(super) struct HealthFile {
     /// How long a recovering origin takes to get its full share of traffic.
     #[serde(with = "humantime_serde")]
     pub slow_start: Duration,
-    /// RSTs in a row, with no SYN-ACK since, that mark an origin's port closed.
-    pub kernel_rst_run: u64,
-    /// Use the XDP signals for verdicts (they are still collected when false).
+    /// TCP connect probes of origins without HTTP checks while not healthy.
+    #[serde(with = "humantime_serde")]
+    pub tcp_probe_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub tcp_probe_timeout: Duration,
+    /// Use the kernel's evidence for verdicts (it is still collected when false).
     pub use_kernel_signals: bool,
 }
 
@@ -259,7 +262,8 @@ impl Default for HealthFile {
             ejection_time: d.ejection_time,
             max_ejection_time: d.max_ejection_time,
             slow_start: d.slow_start,
-            kernel_rst_run: d.kernel_rst_run,
+            tcp_probe_interval: d.tcp_probe_interval,
+            tcp_probe_timeout: d.tcp_probe_timeout,
             use_kernel_signals: d.use_kernel_signals,
         }
     }

@@ -36,7 +36,11 @@ pub struct HealthSettings {
     pub ejection_time: Duration,
     pub max_ejection_time: Duration,
     pub slow_start: Duration,
-    pub kernel_rst_run: u64,
+    /// How often an origin without HTTP checks gets a TCP connect probe while it is
+    /// suspect, down or recovering.
+    pub tcp_probe_interval: Duration,
+    /// How long such a probe may take (at most the origin's connect timeout).
+    pub tcp_probe_timeout: Duration,
     pub use_kernel_signals: bool,
 }
 
@@ -47,7 +51,8 @@ impl Default for HealthSettings {
             ejection_time: Duration::from_secs(2),
             max_ejection_time: Duration::from_secs(30),
             slow_start: Duration::from_secs(3),
-            kernel_rst_run: 2,
+            tcp_probe_interval: Duration::from_millis(250),
+            tcp_probe_timeout: Duration::from_secs(1),
             use_kernel_signals: true,
         }
     }
@@ -257,7 +262,11 @@ impl Origin {
 
     /// Every address lb may connect to for this origin (both ports for match-viewer).
     pub fn endpoints(&self) -> Vec<SocketAddr> {
-        let ip = self.address.ip();
+        self.endpoints_at(self.address.ip())
+    }
+
+    /// [`Self::endpoints`] for the origin's name resolved to `ip`.
+    pub fn endpoints_at(&self, ip: std::net::IpAddr) -> Vec<SocketAddr> {
         match self.protocol {
             OriginProtocol::HttpOnly => vec![self.address],
             OriginProtocol::HttpsOnly => vec![SocketAddr::new(ip, self.https_port)],
@@ -452,17 +461,25 @@ impl Config {
     /// Dense kernel slots for the origins, in config order. An origin reached on two
     /// ports (match-viewer) registers both, sharing its slot.
     pub fn kernel_registrations(&self) -> Vec<crate::kernel::OriginRegistration> {
+        self.kernel_registrations_at(|i| self.origins[i].address.ip())
+    }
+
+    /// [`Self::kernel_registrations`] with origin `i` at `ip_of(i)` (names re-resolved).
+    pub fn kernel_registrations_at(
+        &self,
+        ip_of: impl Fn(usize) -> std::net::IpAddr,
+    ) -> Vec<crate::kernel::OriginRegistration> {
         self.origins
             .iter()
             .enumerate()
             .flat_map(|(slot, o)| {
-                o.endpoints()
-                    .into_iter()
-                    .map(move |address| crate::kernel::OriginRegistration {
+                o.endpoints_at(ip_of(slot)).into_iter().map(move |address| {
+                    crate::kernel::OriginRegistration {
                         slot: slot as u32,
                         label: o.id.clone(),
                         address,
-                    })
+                    }
+                })
             })
             .collect()
     }

@@ -5,6 +5,7 @@ use std::{
     net::{SocketAddr, ToSocketAddrs},
     ops::Range,
     path::Path,
+    time::Duration,
 };
 
 use toml::Spanned;
@@ -507,7 +508,8 @@ fn build(
             ejection_time: raw.health.ejection_time,
             max_ejection_time: raw.health.max_ejection_time.max(raw.health.ejection_time),
             slow_start: raw.health.slow_start,
-            kernel_rst_run: raw.health.kernel_rst_run.max(1),
+            tcp_probe_interval: raw.health.tcp_probe_interval.max(Duration::from_millis(10)),
+            tcp_probe_timeout: raw.health.tcp_probe_timeout.max(Duration::from_millis(10)),
             use_kernel_signals: raw.health.use_kernel_signals,
         },
         kernel: raw.kernel,

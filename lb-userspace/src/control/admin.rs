@@ -143,13 +143,16 @@ fn origins_json(state: &State) -> String {
                 .as_ref()
                 .and_then(|v| v.get(i as u32))
                 .map(|s| SignalsReport::new(&s, mono));
+            let verdict = health.kernel_verdict(i, state.kernel.as_deref());
             json!({
                 "id": o.id,
-                "address": o.address.to_string(),
+                "address": snap.addresses.get(i).to_string(),
                 "state": h.state,
                 "reason": h.reason,
                 "state_for_ms": h.state_for_ms,
                 "in_flight": totals.in_flight,
+                "kernel_verdict": verdict.map(|r| r.text()),
+                "stall_ms_ago": h.stall_ms_ago,
                 "kernel": kernel,
                 "passive": {
                     "consecutive_failures": h.consecutive_failures,
@@ -161,6 +164,7 @@ fn origins_json(state: &State) -> String {
                 },
                 "active": {
                     "enabled": o.health_check.is_some(),
+                    "kind": if o.health_check.is_some() { "http" } else { "tcp-connect-while-unhealthy" },
                     "checks_total": h.checks_total,
                     "consecutive_ok": h.check_ok_run,
                     "consecutive_failed": h.check_fail_run,
@@ -314,17 +318,36 @@ fn render_metrics(state: &State) -> String {
         out,
         "# HELP lb_origin_kernel_packets_total Packets the XDP program counted per origin.\n# TYPE lb_origin_kernel_packets_total counter"
     );
+    let _ = writeln!(
+        out,
+        "# HELP lb_origin_kernel_events_total Socket events the kernel's TCP stack reported per origin.\n# TYPE lb_origin_kernel_events_total counter"
+    );
     if let Some(view) = &state.kernel {
         for (i, o) in config.origins.iter().enumerate() {
             if let Some(s) = view.get(i as u32) {
                 for (kind, n) in [
-                    ("rst", s.rst),
-                    ("syn_ack", s.syn_ack),
-                    ("unreachable", s.unreachable),
+                    ("rst", s.rst_packets),
+                    ("syn_ack", s.syn_ack_packets),
+                    ("icmp_unreachable", s.icmp_unreachable_packets),
                 ] {
                     let _ = writeln!(
                         out,
                         "lb_origin_kernel_packets_total{{origin=\"{}\",kind=\"{kind}\"}} {n}",
+                        escape(&o.id)
+                    );
+                }
+                for (kind, n) in [
+                    ("connect_established", s.connects_established),
+                    ("connect_refused", s.connects_refused),
+                    ("connect_unreachable", s.connects_unreachable),
+                    ("connect_timed_out", s.connects_timed_out),
+                    ("syn_retransmit", s.syn_retransmits),
+                    ("retransmit", s.retransmits),
+                    ("reset_established", s.resets_established),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "lb_origin_kernel_events_total{{origin=\"{}\",kind=\"{kind}\"}} {n}",
                         escape(&o.id)
                     );
                 }

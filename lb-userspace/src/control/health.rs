@@ -1,7 +1,8 @@
 //! The control plane's half of the health engine: it runs each origin's active HTTP
-//! checks and evaluates every origin's state every `TICK`. Workers see the result through
-//! the shared [`HealthTable`]. Checks of https-only origins run over TLS, verified like
-//! the data plane's connections, so a bad certificate marks the origin down.
+//! checks (or, for origins without them, TCP connect probes while they are not healthy)
+//! and evaluates every origin's state every `TICK`. Workers see the result through the
+//! shared [`HealthTable`]. Checks of https-only origins run over TLS, verified like the
+//! data plane's connections, so a bad certificate marks the origin down.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{
     config::HealthCheck,
-    health::{HealthState, HealthTable, evaluate, now_ms},
+    health::{Checks, HealthState, HealthTable, evaluate, now_ms},
     kernel::SignalsView,
     resolver::OriginAddresses,
     snapshot::Current,
@@ -35,6 +36,17 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
             generation = seen;
             checkers.drain(..).for_each(|c| c.abort());
             for (index, origin) in snap.config.origins.iter().enumerate() {
+                if origin.health_check.is_none() {
+                    let settings = &snap.config.health;
+                    checkers.push(tokio::spawn(tcp_prober(
+                        Arc::clone(&snap.health),
+                        Arc::clone(&snap.addresses),
+                        index,
+                        origin.endpoints()[0].port(),
+                        settings.tcp_probe_interval,
+                        settings.tcp_probe_timeout.min(origin.connect_timeout),
+                    )));
+                }
                 if let Some(check) = origin.health_check.clone() {
                     // match-viewer origins are checked over plain HTTP.
                     let tls = origin.uses_tls(false);
@@ -71,13 +83,15 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
         }
         let now = now_ms();
         for (index, origin) in snap.config.origins.iter().enumerate() {
-            if let Some((state, reason)) = evaluate(
-                &snap.health,
-                index,
-                origin.health_check.as_ref(),
-                kernel.as_deref(),
-                now,
-            ) {
+            let checks = Some(
+                origin
+                    .health_check
+                    .as_ref()
+                    .map_or(Checks::TcpConnect, Checks::Http),
+            );
+            if let Some((state, reason)) =
+                evaluate(&snap.health, index, checks, kernel.as_deref(), now)
+            {
                 if state == HealthState::Down {
                     tracing::warn!(origin = %origin.id, state = state.as_str(), reason = reason.text(), "origin state changed");
                 } else {
@@ -142,6 +156,36 @@ async fn checker(
             }
         };
         table.record_check(index, status == check.expected_status, status, now_ms());
+    }
+}
+
+/// TCP connect probes of an origin without HTTP checks, while it is not healthy: a
+/// connect that completes is a pass, anything else a failure. They give a down origin a
+/// way back that no client request pays for, and keep a black-holed one down.
+async fn tcp_prober(
+    table: Arc<HealthTable>,
+    addresses: Arc<OriginAddresses>,
+    index: usize,
+    port: u16,
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        if table.state(index) == HealthState::Healthy {
+            continue;
+        }
+        let address = std::net::SocketAddr::new(addresses.get(index).ip(), port);
+        let ok = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await
+        {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) if crate::local_resource::LocalResource::classify(&e).is_some() => {
+                tracing::debug!(origin = index, "TCP probe skipped: lb is out of sockets");
+                continue;
+            }
+            Ok(Err(_)) | Err(_) => false,
+        };
+        table.record_check(index, ok, 0, now_ms());
     }
 }
 

@@ -78,7 +78,7 @@ impl ControlPlane {
         let reloader = Arc::new(reload::Reloader {
             source: reload,
             current: Arc::clone(&current),
-            kernel,
+            kernel: Arc::clone(&kernel),
             workers,
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -94,7 +94,7 @@ impl ControlPlane {
                         tokio::spawn(forward_program_logs(reader));
                     }
                     tokio::spawn(os_signals::watch(events, Arc::clone(&reloader)));
-                    tokio::spawn(dns::refresh(Arc::clone(&current)));
+                    tokio::spawn(dns::refresh(Arc::clone(&current), Arc::clone(&kernel)));
                     tokio::spawn(health::run(Arc::clone(&current), kernel_view.clone()));
                     if let Some(listener) = admin {
                         tokio::spawn(admin::serve(

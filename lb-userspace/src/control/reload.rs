@@ -65,7 +65,7 @@ impl Reloader {
         let snapshot = Snapshot::build(new, tls, self.workers, Some(&old));
         if let Ok(mut kernel) = self.kernel.lock()
             && let Some(k) = kernel.as_mut()
-            && let Err(e) = k.register_origins(&snapshot.config.kernel_registrations())
+            && let Err(e) = k.update_origins(&snapshot.kernel_registrations())
         {
             tracing::warn!("kernel origin index not updated, kernel signals may be stale: {e}");
         }

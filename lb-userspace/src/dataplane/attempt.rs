@@ -4,6 +4,10 @@
 //! [`MAX_INTERIM`] of them). A pooled connection that turns out dead is replaced once by a
 //! fresh one when nothing unrepeatable was sent on it; whether request bytes were sent
 //! is recorded in `sent` for the failover loop, across that retry too.
+//!
+//! With kernel signals, a connect is given up as soon as the kernel retransmits a SYN to
+//! the origin (nothing answers there), and a wait for the head watches for a stall of the
+//! connection, hedging to `hedge_to` when the request may be repeated (see `hedge`).
 
 use std::{net::SocketAddr, time::Instant};
 
@@ -12,6 +16,8 @@ use super::{
     client::ClientConn,
     conn::{BufferedStream, write_all},
     fate::BodyState,
+    hedge::{self, HeadWait, HedgeTarget},
+    kernel_watch::Trouble,
     respond::ResponseStart,
     upstream::{RequestProgress, UpstreamError, UpstreamErrorKind, connect},
     worker::{View, Worker},
@@ -42,6 +48,8 @@ pub(super) enum Failure {
 }
 
 /// Sends the request to origin `index` and waits for a final (non-1xx) response head.
+/// `hedge_to` is the member a stalled attempt may be hedged to; the answer says which
+/// origin it came from.
 pub(super) async fn attempt(
     worker: &Worker,
     view: &View,
@@ -49,6 +57,7 @@ pub(super) async fn attempt(
     index: usize,
     body_mode: BodyMode,
     sent: &mut bool,
+    hedge_to: Option<usize>,
 ) -> Result<ResponseStart, Failure> {
     let config = &view.snap.config;
     let origin = &config.origins[index];
@@ -72,7 +81,7 @@ pub(super) async fn attempt(
             None => {
                 let address = view.snap.addresses.get(index);
                 let address = SocketAddr::new(address.ip(), origin.port(tls));
-                let s = connect(origin, address, tls.then_some(&view.snap.tls.origin))
+                let s = connect_watched(worker, view, index, address, tls)
                     .await
                     .map_err(|e| Failure::Upstream(e.after(*sent)))?;
                 view.metrics()
@@ -86,6 +95,7 @@ pub(super) async fn attempt(
         if body_mode == BodyMode::Buffered {
             conn.out.extend_from_slice(&conn.replay);
         }
+        let written_ns = hedge::now_ns();
         let write = monoio::time::timeout(
             config.limits.body_timeout,
             write_all(&mut up.stream, &mut conn.out),
@@ -112,8 +122,33 @@ pub(super) async fn attempt(
         if body_mode == BodyMode::Stream {
             stream_body(view, conn, &mut up).await?;
         }
-        match read_final_head(view, conn, &mut up, index).await {
-            Ok(status) => return Ok(ResponseStart { origin: up, status }),
+        let hedge_to = hedge_to.filter(|_| {
+            replayable && conn.head.method().fails_over() && hedge::watching(worker, view)
+        });
+        match read_final_head(
+            worker, view, conn, &mut up, index, written_ns, hedge_to, body_mode,
+        )
+        .await
+        {
+            Ok(FinalHead::Own(status)) => {
+                return Ok(ResponseStart {
+                    origin: up,
+                    status,
+                    from: index,
+                });
+            }
+            Ok(FinalHead::Hedged {
+                index: hedged,
+                origin,
+                status,
+            }) => {
+                // The stalled connection is dropped: its read was cut short.
+                return Ok(ResponseStart {
+                    origin,
+                    status,
+                    from: hedged,
+                });
+            }
             Err(Failure::Upstream(e))
                 if e.kind == UpstreamErrorKind::ClosedBeforeResponse
                     && reused
@@ -130,9 +165,60 @@ pub(super) async fn attempt(
     }
 }
 
+/// Connects to origin `index`, giving up at once (nothing was sent) if the kernel
+/// retransmits a SYN to it meanwhile: the origin is a black hole, and waiting out
+/// `connection_attempts` × `connect_timeout` would only hold the client.
+async fn connect_watched(
+    worker: &Worker,
+    view: &View,
+    index: usize,
+    address: SocketAddr,
+    tls: bool,
+) -> Result<super::stream::Stream, UpstreamError> {
+    let origin = &view.snap.config.origins[index];
+    let connecting = connect(origin, address, tls.then_some(&view.snap.tls.origin));
+    if !hedge::watching(worker, view) {
+        return connecting.await;
+    }
+    let alarm = worker
+        .kernel_watch
+        .alarm(index, hedge::now_ns(), Trouble::SynRetransmit);
+    monoio::select! {
+        biased;
+        connected = connecting => connected,
+        () = alarm => Err(UpstreamError::new(
+            UpstreamErrorKind::SynRetransmitted,
+            RequestProgress::NotSent,
+        )),
+    }
+}
+
 /// The request head for origin `index` (its custom headers, its origin path) in
 /// `conn.out`.
 fn write_request_head(view: &View, conn: &mut ClientConn, index: usize, body_mode: BodyMode) {
+    let mut out = std::mem::take(&mut conn.out);
+    request_head_into(view, conn, index, body_mode, &mut out);
+    conn.out = out;
+}
+
+/// The whole request for origin `index`, head and replayable body, in a buffer of its
+/// own: what a hedge sends while `conn.out` belongs to the stalled attempt.
+fn hedge_request(view: &View, conn: &ClientConn, index: usize, body_mode: BodyMode) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512 + conn.replay.len());
+    request_head_into(view, conn, index, body_mode, &mut out);
+    if body_mode == BodyMode::Buffered {
+        out.extend_from_slice(&conn.replay);
+    }
+    out
+}
+
+fn request_head_into(
+    view: &View,
+    conn: &ClientConn,
+    index: usize,
+    body_mode: BodyMode,
+    out: &mut Vec<u8>,
+) {
     let origin = &view.snap.config.origins[index];
     let head = &conn.head;
     let (length, chunked) = match (body_mode, head.framing()) {
@@ -143,7 +229,7 @@ fn write_request_head(view: &View, conn: &mut ClientConn, index: usize, body_mod
     };
     let scheme = if conn.tls() { "https" } else { "http" };
     HeaderRewrite::request(
-        &mut conn.out,
+        out,
         head.method_str(),
         &origin.origin_path,
         head.path(),
@@ -200,24 +286,76 @@ pub(super) async fn send_continue(conn: &mut ClientConn) -> Result<(), BodyError
     Ok(())
 }
 
+/// A final response head, from the attempt's own origin or from its hedge.
+enum FinalHead {
+    Own(u16),
+    Hedged {
+        index: usize,
+        origin: BufferedStream,
+        status: u16,
+    },
+}
+
 /// Waits for the final response head (left unconsumed in `up`), passing interim
 /// responses on.
+#[allow(clippy::too_many_arguments)]
 async fn read_final_head(
+    worker: &Worker,
     view: &View,
     conn: &mut ClientConn,
     up: &mut BufferedStream,
     index: usize,
-) -> Result<u16, Failure> {
+    written_ns: u64,
+    hedge_to: Option<usize>,
+    body_mode: BodyMode,
+) -> Result<FinalHead, Failure> {
     let config = &view.snap.config;
     let deadline = Instant::now() + config.origins[index].response_timeout;
     let sent = |kind| Failure::Upstream(UpstreamError::new(kind, RequestProgress::Sent));
     let mut interim = 0;
     loop {
-        let (status, head_len) = read_response_head(up, deadline, config.limits.max_response_head)
+        // A hedge is possible until a byte of this attempt's response reached the client.
+        let target = hedge_to.filter(|_| !conn.response_started);
+        let waited = {
+            let conn_ref: &ClientConn = conn;
+            let build = |b: usize| move || hedge_request(view, conn_ref, b, body_mode);
+            let builder = target.map(build);
+            let hedge = target
+                .zip(builder.as_ref())
+                .map(|(b, request)| HedgeTarget {
+                    index: b,
+                    request: request as &dyn Fn() -> Vec<u8>,
+                    tls: config.origins[b].uses_tls(conn_ref.tls()),
+                });
+            hedge::wait_head(
+                worker,
+                view,
+                up,
+                index,
+                deadline,
+                config.limits.max_response_head,
+                written_ns,
+                hedge,
+            )
             .await
-            .map_err(sent)?;
+            .map_err(sent)?
+        };
+        let (status, head_len) = match waited {
+            HeadWait::Own { status, head_len } => (status, head_len),
+            HeadWait::Hedged {
+                index,
+                origin,
+                status,
+            } => {
+                return Ok(FinalHead::Hedged {
+                    index,
+                    origin,
+                    status,
+                });
+            }
+        };
         if !(100..200).contains(&status) || status == 101 {
-            return Ok(status);
+            return Ok(FinalHead::Own(status));
         }
         interim += 1;
         if interim > MAX_INTERIM {
@@ -250,41 +388,5 @@ async fn read_final_head(
             }
         }
         up.consume(head_len);
-    }
-}
-
-/// Reads until `up` holds a complete, valid response head (not consumed); returns its
-/// status and length.
-async fn read_response_head(
-    up: &mut BufferedStream,
-    deadline: Instant,
-    max_head: usize,
-) -> Result<(u16, usize), UpstreamErrorKind> {
-    loop {
-        if up.has_data() {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            match parse_response_head(up.data(), max_head, &mut slots, false) {
-                Ok(Some(r)) => return Ok((r.status, r.head_len)),
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(UpstreamErrorKind::MalformedResponse(match e {
-                        crate::http::ResponseHeadError::Malformed(why) => why,
-                        crate::http::ResponseHeadError::TooLarge(_) => "response head too large",
-                    }));
-                }
-            }
-        }
-        match monoio::time::timeout_at(deadline.into(), up.fill()).await {
-            Err(_) => return Err(UpstreamErrorKind::ResponseTimeout),
-            Ok(Ok(0)) | Ok(Err(_)) if !up.has_data() => {
-                return Err(UpstreamErrorKind::ClosedBeforeResponse);
-            }
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                return Err(UpstreamErrorKind::MalformedResponse(
-                    "connection closed inside the response head",
-                ));
-            }
-            Ok(Ok(_)) => {}
-        }
     }
 }

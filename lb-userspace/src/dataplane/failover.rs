@@ -86,19 +86,37 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     // across the retry after a dead pooled connection.
     let mut sent = false;
     let mut last_error: Option<(UpstreamError, usize)> = None;
-    for (k, &index) in order.iter().enumerate() {
+    for (k, &planned) in order.iter().enumerate() {
+        if conn.attempts.iter().any(|a| a.origin == planned) {
+            // Already tried, as the hedge of a stalled attempt.
+            continue;
+        }
         let is_last = k + 1 == order.len();
         let t0 = Instant::now();
-        let counters = view.metrics().origin(index);
-        counters.attempts.fetch_add(1, Ordering::Relaxed);
-        let in_flight = InFlight::start(view, index);
-        let result = attempt::attempt(worker, view, conn, index, body_mode, &mut sent).await;
+        view.metrics()
+            .origin(planned)
+            .attempts
+            .fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight::start(view, planned);
+        let hedge_to = order.get(k + 1).copied();
+        let result =
+            attempt::attempt(worker, view, conn, planned, body_mode, &mut sent, hedge_to).await;
         let elapsed = t0.elapsed();
         let ms = elapsed.as_millis().min(u32::MAX as u128) as u32;
         // Where a request may still go: GET/HEAD/OPTIONS whose body can be sent again, and
         // nothing of any response has reached the client.
         let may_move_sent =
             method.fails_over() && body_mode != BodyMode::Stream && !conn.response_started;
+        // The origin that answered: the planned one, or the member its stall was hedged to.
+        let index = match &result {
+            Ok(start) if start.from != planned => {
+                hedged(view, conn, planned, start.from, group_index, ms);
+                start.from
+            }
+            _ => planned,
+        };
+        let is_last = is_last || (index != planned && k + 2 >= order.len());
+        let counters = view.metrics().origin(index);
         match result {
             Ok(start) => {
                 let status = start.status;
@@ -194,6 +212,32 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     respond::error(worker, conn, status, &reason).await
 }
 
+/// Accounts for an attempt on `stalled` that the kernel showed stalled and whose hedge on
+/// `winner` answered first: the stalled attempt is a failed one.
+fn hedged(
+    view: &View,
+    conn: &mut ClientConn,
+    stalled: usize,
+    winner: usize,
+    group: Option<usize>,
+    ms: u32,
+) {
+    conn.attempts.push(AttemptRecord {
+        origin: stalled,
+        outcome: Outcome::Error("stall"),
+        ms,
+    });
+    view.metrics().origin(stalled).error(FailoverReason::Stall);
+    view.snap.health.record_failure(stalled, now_ms());
+    if let Some(g) = group {
+        view.metrics().failover(g, FailoverReason::Stall);
+    }
+    view.metrics()
+        .origin(winner)
+        .attempts
+        .fetch_add(1, Ordering::Relaxed);
+}
+
 /// An attempt in progress on one origin, counted in flight (for the selector's
 /// least-outstanding and peak-EWMA choices, and the in-flight gauge) until dropped: an
 /// attempt ended by a panic or a dropped task cannot leave its origin looking busy.
@@ -238,6 +282,7 @@ fn failover_reason(e: &UpstreamError) -> FailoverReason {
         UpstreamErrorKind::WriteFailed(_) | UpstreamErrorKind::WriteTimeout => {
             FailoverReason::WriteError
         }
+        UpstreamErrorKind::SynRetransmitted => FailoverReason::SynRetransmit,
     }
 }
 

@@ -15,6 +15,8 @@ mod error_pages;
 mod error_response;
 mod failover;
 mod fate;
+mod hedge;
+mod kernel_watch;
 mod listener;
 mod request_head;
 mod respond;
@@ -41,6 +43,8 @@ use crate::kernel::SignalsView;
 pub struct SharedState {
     pub current: Arc<crate::snapshot::Current>,
     pub kernel: Option<Arc<SignalsView>>,
+    /// The kernel's socket events run: waits on origins can be cut short by them.
+    pub kernel_events: bool,
 }
 
 /// Which I/O driver a worker ended up with.

@@ -83,6 +83,8 @@ pub(super) async fn error(
 pub(super) struct ResponseStart {
     pub origin: BufferedStream,
     pub status: u16,
+    /// The origin that answered: the attempt's own, or the member it was hedged to.
+    pub from: usize,
 }
 
 /// Commits an origin's response to the client: head, then body; then decides about
@@ -95,7 +97,9 @@ pub(super) async fn respond(
     start: ResponseStart,
 ) -> (Next, u16) {
     let config = &view.snap.config;
-    let ResponseStart { mut origin, status } = start;
+    let ResponseStart {
+        mut origin, status, ..
+    } = start;
     let method = conn.head.method();
     let client_http10 = conn.head.is_http10();
     let wants_upgrade = conn.head.upgrade().is_some();

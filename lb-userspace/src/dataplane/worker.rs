@@ -13,8 +13,8 @@ use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use super::{
     DriverKind, SharedState, access_log::AccessLog, buffers::BufferPool, client::serve_client,
-    drain::Drain, error_pages::CachedPage, selection::Selector, stream::Stream,
-    task_guard::Guarded, tls_accept::serve_tls_client, upstream::Pool,
+    drain::Drain, error_pages::CachedPage, kernel_watch::KernelWatch, selection::Selector,
+    stream::Stream, task_guard::Guarded, tls_accept::serve_tls_client, upstream::Pool,
 };
 use crate::{
     config::IoDriver,
@@ -35,6 +35,8 @@ pub(super) struct Worker {
     pub access_log: AccessLog,
     pub error_pages: RefCell<std::collections::HashMap<String, CachedPage>>,
     pub kernel: Option<Arc<crate::kernel::SignalsView>>,
+    /// Wakes waits on origins the kernel reports trouble with.
+    pub kernel_watch: Rc<KernelWatch>,
     /// The HTTPS listener's port (for redirect-to-https); 443 without one.
     pub https_port: u16,
     pub buffers: BufferPool,
@@ -320,6 +322,9 @@ async fn worker_loop(
         access_log: AccessLog::new(config.observability.access_log),
         error_pages: RefCell::new(std::collections::HashMap::new()),
         kernel: shared.kernel.clone(),
+        kernel_watch: Rc::new(KernelWatch::new(
+            shared.kernel.clone().filter(|_| shared.kernel_events),
+        )),
         https_port: tls_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
@@ -335,6 +340,10 @@ async fn worker_loop(
         local_errors: RateLimited::new(),
     });
     monoio::spawn(sweep_pool(Rc::clone(&worker)));
+    {
+        let w = Rc::clone(&worker);
+        monoio::spawn(Rc::clone(&worker.kernel_watch).run(move || w.drain.is_draining()));
+    }
     monoio::spawn(sweep_idle(Rc::clone(&worker)));
     monoio::spawn(flush_access_log(Rc::clone(&worker)));
     if let Some(tls_listener) = tls_listener {

@@ -1,42 +1,86 @@
 //! The state machine, run by the control plane every few tens of milliseconds. Only this
-//! function changes an origin's state; workers contribute evidence (failures, ejections),
-//! the active checker contributes check runs, the kernel contributes packet counters.
+//! function changes an origin's state; workers contribute evidence (failures, ejections,
+//! stalls they confirmed), the active checker contributes check and probe runs, the
+//! kernel contributes socket events (connects refused or unreachable, SYNs retransmitted).
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{HealthState as S, HealthTable, Reason, kernel_says_closed};
+use super::{HealthState as S, HealthTable, Reason};
 use crate::{config::HealthCheck, kernel::SignalsView};
 
 /// A failure-free quiet period after which a suspect origin without checks is healthy.
 const SUSPECT_QUIET_MS: u64 = 1_000;
+
+/// Passing TCP connect probes in a row that bring an origin without HTTP checks back.
+pub const TCP_PROBE_HEALTHY_THRESHOLD: u32 = 2;
+/// Failing TCP connect probes in a row that take a suspect origin down.
+pub const TCP_PROBE_UNHEALTHY_THRESHOLD: u32 = 2;
+
+/// What actively checks an origin.
+#[derive(Clone, Copy, Debug)]
+pub enum Checks<'a> {
+    /// Its configured HTTP checks.
+    Http(&'a HealthCheck),
+    /// Implicit TCP connect probes, for origins without HTTP checks: they run only
+    /// while the origin is not healthy, so that no client request has to be the probe
+    /// that pays a second black-hole wait.
+    TcpConnect,
+}
+
+impl Checks<'_> {
+    fn healthy_threshold(self) -> u32 {
+        match self {
+            Self::Http(c) => c.healthy_threshold,
+            Self::TcpConnect => TCP_PROBE_HEALTHY_THRESHOLD,
+        }
+    }
+
+    fn unhealthy_threshold(self) -> u32 {
+        match self {
+            Self::Http(c) => c.unhealthy_threshold,
+            Self::TcpConnect => TCP_PROBE_UNHEALTHY_THRESHOLD,
+        }
+    }
+
+    fn failing(self) -> Reason {
+        match self {
+            Self::Http(_) => Reason::ActiveChecksFailing,
+            Self::TcpConnect => Reason::TcpProbesFailing,
+        }
+    }
+
+    fn passing(self) -> Reason {
+        match self {
+            Self::Http(_) => Reason::ActiveChecksPassing,
+            Self::TcpConnect => Reason::TcpProbesPassing,
+        }
+    }
+}
 
 /// Moves origin `index` to the state its evidence calls for. Returns the new state if it
 /// changed (the caller logs it).
 pub fn evaluate(
     table: &HealthTable,
     index: usize,
-    checks: Option<&HealthCheck>,
+    checks: Option<Checks>,
     kernel: Option<&SignalsView>,
     now: u64,
 ) -> Option<(S, Reason)> {
     let settings = table.settings();
     let h = table.origin(index);
     let state = table.state(index);
-    let kernel_verdict = settings
-        .use_kernel_signals
-        .then_some(kernel)
-        .flatten()
-        .and_then(|v| kernel_says_closed(v, index, settings.kernel_rst_run));
+    let kernel_verdict = table.kernel_verdict(index, kernel);
     let ejected = now < h.ejected_until_ms.load(Relaxed);
     let fail_run = h.check_fail_run.load(Relaxed);
     let ok_run = h.check_ok_run.load(Relaxed);
-    let checks_failing = checks.is_some_and(|c| fail_run >= c.unhealthy_threshold);
-    let checks_passing = checks.is_some_and(|c| ok_run >= c.healthy_threshold);
+    let checks_failing = checks.is_some_and(|c| fail_run >= c.unhealthy_threshold());
+    let checks_passing = checks.is_some_and(|c| ok_run >= c.healthy_threshold());
     let recent_failure = now.saturating_sub(h.last_failure_ms.load(Relaxed)) < SUSPECT_QUIET_MS
         && h.last_failure_ms.load(Relaxed) != 0;
+    let checks_failing_reason = checks.map_or(Reason::ActiveChecksFailing, Checks::failing);
     let down_reason = kernel_verdict
         .or(ejected.then_some(Reason::Ejected))
-        .or(checks_failing.then_some(Reason::ActiveChecksFailing));
+        .or(checks_failing.then_some(checks_failing_reason));
     let next = match state {
         S::Healthy | S::Suspect => match down_reason {
             Some(r) => Some((S::Down, r)),
@@ -46,7 +90,7 @@ pub fn evaluate(
                 Some((
                     S::Suspect,
                     if fail_run > 0 {
-                        Reason::ActiveChecksFailing
+                        checks_failing_reason
                     } else {
                         Reason::PassiveFailures
                     },
@@ -63,20 +107,22 @@ pub fn evaluate(
             None => None,
         },
         S::Down => {
-            if checks.is_some() {
+            if kernel_verdict.is_some() {
+                // The kernel's evidence still stands (and keeps the request path away).
+                None
+            } else if let Some(c) = checks {
                 // Hysteresis: healthy_threshold passing checks in a row, all after the
-                // ejection began. They end an ejection early only if the checks saw this
-                // failure (one failed since): checks that pass while real traffic fails
-                // say nothing about it, and ending the ejection on them would flap the
-                // origin between down and recovering. Their connects also refresh the
-                // kernel's view (a SYN-ACK ends the RST run).
+                // origin went down (set_state restarts the run). They end an ejection
+                // early only if the checks saw this failure (one failed since): checks
+                // that pass while real traffic fails say nothing about it, and ending
+                // the ejection on them would flap the origin between down and
+                // recovering.
                 let checks_blind = ejected && !h.check_failed_since_ejection.load(Relaxed);
-                (checks_passing && !checks_blind)
-                    .then_some((S::Recovering, Reason::ActiveChecksPassing))
-            } else if kernel_verdict.is_some() || ejected {
+                (checks_passing && !checks_blind).then_some((S::Recovering, c.passing()))
+            } else if ejected {
                 None
             } else {
-                // No checks: live traffic probes it, ramped by slow start.
+                // No checks at all: live traffic probes it, ramped by slow start.
                 Some((S::Recovering, Reason::EjectionOver))
             }
         }
@@ -116,7 +162,8 @@ mod tests {
                 ejection_time: Duration::from_millis(100),
                 max_ejection_time: Duration::from_millis(1000),
                 slow_start: Duration::from_millis(500),
-                kernel_rst_run: 2,
+                tcp_probe_interval: Duration::from_millis(250),
+                tcp_probe_timeout: Duration::from_secs(1),
                 use_kernel_signals: true,
             },
         )
@@ -188,24 +235,24 @@ mod tests {
             t.record_failure(0, now);
         }
         assert_eq!(
-            evaluate(&t, 0, Some(&c), None, 13),
+            evaluate(&t, 0, Some(Checks::Http(&c)), None, 13),
             Some((S::Down, Reason::Ejected))
         );
         assert_eq!(
-            evaluate(&t, 0, Some(&c), None, 14),
+            evaluate(&t, 0, Some(Checks::Http(&c)), None, 14),
             None,
             "passes from before"
         );
         t.record_check(0, true, 200, 20);
         t.record_check(0, true, 200, 30);
         assert_eq!(
-            evaluate(&t, 0, Some(&c), None, 31),
+            evaluate(&t, 0, Some(Checks::Http(&c)), None, 31),
             None,
             "checks that never saw the failure leave the ejection to run its course"
         );
         // Ejected for 100 ms from 12: over at 112, then the passing checks re-admit it.
         assert_eq!(
-            evaluate(&t, 0, Some(&c), None, 113),
+            evaluate(&t, 0, Some(Checks::Http(&c)), None, 113),
             Some((S::Recovering, Reason::ActiveChecksPassing))
         );
     }
@@ -218,7 +265,7 @@ mod tests {
             t.record_failure(0, now);
         }
         assert_eq!(
-            evaluate(&t, 0, Some(&c), None, 13),
+            evaluate(&t, 0, Some(Checks::Http(&c)), None, 13),
             Some((S::Down, Reason::Ejected))
         );
         // The checks saw the failure, then saw it end.
@@ -226,7 +273,7 @@ mod tests {
         t.record_check(0, true, 200, 20);
         t.record_check(0, true, 200, 30);
         assert_eq!(
-            evaluate(&t, 0, Some(&c), None, 30),
+            evaluate(&t, 0, Some(Checks::Http(&c)), None, 30),
             Some((S::Recovering, Reason::ActiveChecksPassing))
         );
         assert!(
@@ -257,36 +304,36 @@ mod tests {
         let c = check();
         t.record_check(0, false, 503, 10);
         assert_eq!(
-            evaluate(&t, 0, Some(&c), None, 10),
+            evaluate(&t, 0, Some(Checks::Http(&c)), None, 10),
             Some((S::Suspect, Reason::ActiveChecksFailing))
         );
         t.record_check(0, false, 503, 20);
         assert_eq!(
-            evaluate(&t, 0, Some(&c), None, 20),
+            evaluate(&t, 0, Some(Checks::Http(&c)), None, 20),
             Some((S::Down, Reason::ActiveChecksFailing))
         );
         t.record_check(0, true, 200, 30);
         assert_eq!(
-            evaluate(&t, 0, Some(&c), None, 30),
+            evaluate(&t, 0, Some(Checks::Http(&c)), None, 30),
             None,
             "one pass is not enough"
         );
         t.record_check(0, false, 0, 40);
         t.record_check(0, true, 200, 50);
         assert_eq!(
-            evaluate(&t, 0, Some(&c), None, 50),
+            evaluate(&t, 0, Some(Checks::Http(&c)), None, 50),
             None,
             "the run restarted"
         );
         t.record_check(0, true, 200, 60);
         assert_eq!(
-            evaluate(&t, 0, Some(&c), None, 60),
+            evaluate(&t, 0, Some(Checks::Http(&c)), None, 60),
             Some((S::Recovering, Reason::ActiveChecksPassing))
         );
         t.record_check(0, false, 500, 70);
         t.record_check(0, false, 500, 80);
         assert_eq!(
-            evaluate(&t, 0, Some(&c), None, 80),
+            evaluate(&t, 0, Some(Checks::Http(&c)), None, 80),
             Some((S::Down, Reason::ActiveChecksFailing)),
             "no flapping back in"
         );

@@ -6,11 +6,11 @@ use serde::Serialize;
 
 use crate::{
     config::HealthSettings,
-    kernel::{SignalsView, monotonic_now_ns},
+    kernel::{KernelFinding, SignalsView, monotonic_now_ns},
 };
 
-/// Kernel evidence older than this is ignored: without new connections nothing refreshes
-/// it, so stale RSTs must not keep an origin down forever.
+/// Kernel evidence older than this is ignored by the request path: the control plane has
+/// turned it into a `down` state by then, which only passing probes end.
 pub const KERNEL_FRESH_MS: u64 = 2_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -49,13 +49,17 @@ pub enum Reason {
     Start = 0,
     PassiveFailures = 1,
     Ejected = 2,
-    KernelPortClosed = 3,
+    KernelConnectRefused = 3,
     KernelUnreachable = 4,
     ActiveChecksFailing = 5,
     ActiveChecksPassing = 6,
     EjectionOver = 7,
     SlowStartDone = 8,
     FailuresStopped = 9,
+    KernelSynRetransmit = 10,
+    KernelStall = 11,
+    TcpProbesFailing = 12,
+    TcpProbesPassing = 13,
 }
 
 impl Reason {
@@ -63,13 +67,17 @@ impl Reason {
         match v {
             1 => Self::PassiveFailures,
             2 => Self::Ejected,
-            3 => Self::KernelPortClosed,
+            3 => Self::KernelConnectRefused,
             4 => Self::KernelUnreachable,
             5 => Self::ActiveChecksFailing,
             6 => Self::ActiveChecksPassing,
             7 => Self::EjectionOver,
             8 => Self::SlowStartDone,
             9 => Self::FailuresStopped,
+            10 => Self::KernelSynRetransmit,
+            11 => Self::KernelStall,
+            12 => Self::TcpProbesFailing,
+            13 => Self::TcpProbesPassing,
             _ => Self::Start,
         }
     }
@@ -79,8 +87,18 @@ impl Reason {
             Self::Start => "no failures seen",
             Self::PassiveFailures => "failed attempts on live traffic",
             Self::Ejected => "ejected after consecutive failed attempts",
-            Self::KernelPortClosed => "kernel: RSTs with no SYN-ACK (port closed)",
-            Self::KernelUnreachable => "kernel: ICMP destination unreachable",
+            Self::KernelConnectRefused => "kernel: connect refused (an RST answered lb's SYN)",
+            Self::KernelUnreachable => {
+                "kernel: connect failed on an ICMP unreachable matching lb's SYN"
+            }
+            Self::KernelSynRetransmit => {
+                "kernel: SYN retransmitted, no answer for 1 s (black hole or dropped SYNs)"
+            }
+            Self::KernelStall => {
+                "kernel: retransmission timeout with request bytes unacknowledged (stall)"
+            }
+            Self::TcpProbesFailing => "TCP connect probes failing",
+            Self::TcpProbesPassing => "TCP connect probes passing again",
             Self::ActiveChecksFailing => "active health checks failing",
             Self::ActiveChecksPassing => "active health checks passing again",
             Self::EjectionOver => "ejection over, probing with live traffic",
@@ -114,6 +132,10 @@ pub struct OriginHealth {
     /// A check failed since the last ejection began: the checks see this failure, so
     /// their passing again may end the ejection early.
     pub(super) check_failed_since_ejection: std::sync::atomic::AtomicBool,
+    /// When a worker last found one of its connections to this origin stalled (a
+    /// retransmission timeout with request bytes unacknowledged, from TCP_INFO);
+    /// CLOCK_MONOTONIC ns, 0: never.
+    pub(super) stall_ns: AtomicU64,
 }
 
 /// Whether a member may get a request now, and what share of its traffic (slow start).
@@ -134,18 +156,25 @@ pub fn now_ms() -> u64 {
     monotonic_now_ns() / 1_000_000
 }
 
-/// The XDP program's verdict on `slot`: a fresh run of RSTs with no SYN-ACK since.
-pub fn kernel_says_closed(view: &SignalsView, slot: usize, rst_run: u64) -> Option<Reason> {
-    let s = view.get(slot as u32)?;
-    let now = monotonic_now_ns();
-    let fresh = |t: u64| t != 0 && now.saturating_sub(t) < KERNEL_FRESH_MS * 1_000_000;
-    if s.rst_run >= rst_run && s.rst_last_ns > s.syn_ack_last_ns && fresh(s.rst_last_ns) {
-        return Some(Reason::KernelPortClosed);
-    }
-    if fresh(s.unreachable_last_ns) && s.unreachable_last_ns > s.syn_ack_last_ns {
-        return Some(Reason::KernelUnreachable);
-    }
-    None
+/// The kernel's verdict on origin `slot`, from validated evidence only (a connect refused
+/// or unreachable, a SYN retransmitted, a stall a worker confirmed on its own connection):
+/// the first such failure that is newer than the last connect that worked and younger than
+/// [`KERNEL_FRESH_MS`]. Packets (RSTs, ICMP) are never evidence: see `lb_common::OriginSignals`.
+pub fn kernel_verdict(
+    view: &SignalsView,
+    slot: usize,
+    stall_ns: u64,
+    now_ns: u64,
+) -> Option<Reason> {
+    let finding =
+        view.evidence(slot as u32)
+            .finding(stall_ns, now_ns, KERNEL_FRESH_MS * 1_000_000)?;
+    Some(match finding {
+        KernelFinding::ConnectRefused => Reason::KernelConnectRefused,
+        KernelFinding::Unreachable => Reason::KernelUnreachable,
+        KernelFinding::SynRetransmit => Reason::KernelSynRetransmit,
+        KernelFinding::Stall => Reason::KernelStall,
+    })
 }
 
 impl HealthTable {
@@ -194,7 +223,7 @@ impl HealthTable {
         }
         if self.settings.use_kernel_signals
             && let Some(view) = kernel
-            && kernel_says_closed(view, index, self.settings.kernel_rst_run).is_some()
+            && kernel_verdict(view, index, h.stall_ns.load(Relaxed), monotonic_now_ns()).is_some()
         {
             return Availability::Down;
         }
@@ -240,6 +269,22 @@ impl HealthTable {
         }
     }
 
+    /// A worker found its connection to origin `index` stalled (TCP_INFO: a retransmission
+    /// timeout with request bytes unacknowledged). Every worker avoids the origin until a
+    /// connect to it works again.
+    pub fn record_stall(&self, index: usize) {
+        self.origins[index]
+            .stall_ns
+            .store(monotonic_now_ns(), Relaxed);
+    }
+
+    /// The kernel's verdict on origin `index` now (None when kernel signals are off).
+    pub fn kernel_verdict(&self, index: usize, kernel: Option<&SignalsView>) -> Option<Reason> {
+        let view = kernel.filter(|_| self.settings.use_kernel_signals)?;
+        let stall = self.origins[index].stall_ns.load(Relaxed);
+        kernel_verdict(view, index, stall, monotonic_now_ns())
+    }
+
     /// An active check finished: `status` 0 means no valid response.
     pub fn record_check(&self, index: usize, ok: bool, status: u16, now: u64) {
         let h = &self.origins[index];
@@ -258,6 +303,10 @@ impl HealthTable {
 
     pub(super) fn set_state(&self, index: usize, state: HealthState, reason: Reason, now: u64) {
         let h = &self.origins[index];
+        if state == HealthState::Down && self.state(index) != HealthState::Down {
+            // Only checks that pass after the origin went down may bring it back.
+            h.check_ok_run.store(0, Relaxed);
+        }
         h.state.store(state as u8, Relaxed);
         h.reason.store(reason as u8, Relaxed);
         h.state_since_ms.store(now, Relaxed);
@@ -310,6 +359,10 @@ impl HealthTable {
             check_fail_run: h.check_fail_run.load(Relaxed),
             last_check_status: h.last_check_status.load(Relaxed) as u16,
             last_check_ms_ago: ago(h.last_check_ms.load(Relaxed)),
+            stall_ms_ago: {
+                let t = h.stall_ns.load(Relaxed);
+                (t != 0).then(|| monotonic_now_ns().saturating_sub(t) / 1_000_000)
+            },
         }
     }
 }
@@ -331,4 +384,6 @@ pub struct OriginSnapshot {
     pub check_fail_run: u32,
     pub last_check_status: u16,
     pub last_check_ms_ago: Option<u64>,
+    /// Since a worker last found a connection to this origin stalled.
+    pub stall_ms_ago: Option<u64>,
 }

@@ -49,6 +49,8 @@ pub enum KernelError {
     SlotOutOfRange { slot: u32, max: u32 },
     #[error("no interface to attach to: {0}")]
     NoInterface(String),
+    #[error("tracefs: {0}")]
+    Tracefs(String),
 }
 
 /// A hint appended to errors that are most often missing privileges.

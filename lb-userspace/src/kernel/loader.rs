@@ -10,16 +10,19 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::{TestRun, TestRunOptions, Xdp, XdpMode},
+    programs::{TestRun, TestRunOptions, TracePoint, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use aya_log::EbpfLogger;
-use lb_common::{MAX_ORIGIN_SLOTS, OriginKey, OriginSignals, OriginSlot, ProgramStats, map_names};
+use lb_common::{
+    MAX_ORIGIN_SLOTS, OriginKey, OriginSignals, OriginSlot, ProgramStats, TraceLayout, map_names,
+};
 use serde::Serialize;
 
 use super::{
     AttachPlan, KernelError, SignalsView,
     error::privilege_hint,
-    object::{XDP_OBJECT, XDP_PROGRAM},
+    object::{SOCK_STATE_PROGRAM, TCP_RETRANSMIT_PROGRAM, XDP_OBJECT, XDP_PROGRAM},
+    tracefs,
 };
 
 /// An origin endpoint and the slot the control plane gave it.
@@ -56,6 +59,9 @@ pub struct ProgramStatsTotal {
     pub icmp_unreachable_seen: u64,
     pub matched: u64,
     pub truncated: u64,
+    pub state_changes_seen: u64,
+    pub retransmits_seen: u64,
+    pub socket_events_matched: u64,
 }
 
 impl ProgramStatsTotal {
@@ -65,13 +71,19 @@ impl ProgramStatsTotal {
         self.icmp_unreachable_seen += s.icmp_unreachable_seen;
         self.matched += s.matched;
         self.truncated += s.truncated;
+        self.state_changes_seen += s.state_changes_seen;
+        self.retransmits_seen += s.retransmits_seen;
+        self.socket_events_matched += s.socket_events_matched;
     }
 }
 
-/// The XDP program, loaded into the kernel and verified, with its maps.
-/// Dropping it detaches the program from every interface and frees unpinned maps.
+/// lb's kernel programs, loaded into the kernel and verified, with their maps: the XDP
+/// packet observer and the two socket-event tracepoints. Dropping it detaches them all
+/// and frees unpinned maps.
 pub struct LoadedProgram {
     ebpf: Ebpf,
+    /// The XDP attachments, by interface, so they can follow the origins' routes.
+    xdp_links: std::collections::HashMap<String, (XdpLinkId, XdpMode)>,
 }
 
 impl LoadedProgram {
@@ -103,7 +115,62 @@ impl LoadedProgram {
                 hint,
             }
         })?;
-        Ok(Self { ebpf })
+        Ok(Self {
+            ebpf,
+            xdp_links: std::collections::HashMap::new(),
+        })
+    }
+
+    /// Loads and attaches the socket-event tracepoints (`sock:inet_sock_set_state`,
+    /// `tcp:tcp_retransmit_skb`), after filling `TRACE_LAYOUT` from tracefs and BTF.
+    /// Without them lb still counts packets, but has no kernel evidence to act on.
+    pub fn start_socket_events(&mut self) -> Result<(), KernelError> {
+        let root = tracefs::ensure_tracefs()?;
+        let layout = tracefs::trace_layout(root)?;
+        self.set_trace_layout(layout)?;
+        for (name, (category, event)) in [
+            (SOCK_STATE_PROGRAM, tracefs::SOCK_STATE),
+            (TCP_RETRANSMIT_PROGRAM, tracefs::TCP_RETRANSMIT),
+        ] {
+            let program: &mut TracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(KernelError::ProgramMissing { name })?
+                .try_into()
+                .map_err(|source| KernelError::Program {
+                    what: format!("finding the tracepoint program {name}"),
+                    source,
+                    hint: "",
+                })?;
+            let failed = |what: String| {
+                move |source: aya::programs::ProgramError| {
+                    let hint = privilege_hint(errno_in(&source));
+                    KernelError::Program { what, source, hint }
+                }
+            };
+            program
+                .load()
+                .map_err(failed(format!("loading the tracepoint program {name}")))?;
+            program.attach(category, event).map_err(failed(format!(
+                "attaching to the tracepoint {category}:{event}"
+            )))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the field layout the tracepoint programs read.
+    pub fn set_trace_layout(&mut self, layout: TraceLayout) -> Result<(), KernelError> {
+        let mut map: Array<&mut MapData, TraceLayout> =
+            Array::try_from(self.map_mut(map_names::TRACE_LAYOUT)?).map_err(|source| {
+                KernelError::Map {
+                    what: "opening TRACE_LAYOUT".into(),
+                    source,
+                }
+            })?;
+        map.set(0, layout, 0).map_err(|source| KernelError::Map {
+            what: "writing TRACE_LAYOUT".into(),
+            source,
+        })
     }
 
     fn xdp(&mut self) -> &mut Xdp {
@@ -114,11 +181,18 @@ impl LoadedProgram {
     }
 
     /// Attaches to `plan.interface`, trying its modes in order; returns the mode used.
+    /// An interface already attached keeps its attachment.
     pub fn attach(&mut self, plan: &AttachPlan) -> Result<XdpMode, KernelError> {
+        if let Some(&(_, mode)) = self.xdp_links.get(&plan.interface) {
+            return Ok(mode);
+        }
         let mut last = None;
         for &mode in &plan.modes {
             match self.xdp().attach(&plan.interface, mode) {
-                Ok(_link) => return Ok(mode),
+                Ok(link) => {
+                    self.xdp_links.insert(plan.interface.clone(), (link, mode));
+                    return Ok(mode);
+                }
                 Err(source) => {
                     tracing::debug!(interface = %plan.interface, ?mode, error = %source, "XDP attach attempt failed");
                     last = Some(source);
@@ -132,6 +206,25 @@ impl LoadedProgram {
             source,
             hint,
         })
+    }
+
+    /// Detaches from `interface` (no origin routes through it any more).
+    pub fn detach(&mut self, interface: &str) -> Result<(), KernelError> {
+        let Some((link, _)) = self.xdp_links.remove(interface) else {
+            return Ok(());
+        };
+        self.xdp()
+            .detach(link)
+            .map_err(|source| KernelError::Program {
+                what: format!("detaching XDP from {interface}"),
+                source,
+                hint: "",
+            })
+    }
+
+    /// The interfaces the XDP program is attached to, with their modes.
+    pub fn attached(&self) -> impl Iterator<Item = (&str, XdpMode)> {
+        self.xdp_links.iter().map(|(i, &(_, m))| (i.as_str(), m))
     }
 
     fn map(&self, name: &'static str) -> Result<&Map, KernelError> {

@@ -30,35 +30,80 @@ pub struct PinnedOrigin {
 }
 
 /// Counters plus each timestamp's age, so output is readable without a clock conversion.
+/// Socket events (validated by the kernel's TCP state machine) come first; packets the
+/// XDP program saw are shown apart, as what they are: claims, never a verdict.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SignalsReport {
+    /// What the validated evidence says now (`connect_refused`, `unreachable`,
+    /// `syn_retransmit`), or `None`. Stalls are found by the workers and shown by lb itself.
+    pub finding: Option<&'static str>,
+    pub connects_established: u64,
+    pub connects_refused: u64,
+    pub connects_unreachable: u64,
+    pub connects_timed_out: u64,
+    pub connects_abandoned: u64,
+    /// errno of the last failed connect (111 refused, 113 no route to host, ...).
+    pub last_connect_errno: u64,
+    pub syn_retransmits: u64,
+    pub retransmits: u64,
+    pub resets_established: u64,
+    /// Milliseconds since each event, or `None` if it never happened.
+    pub connect_established_age_ms: Option<u64>,
+    pub connect_refused_age_ms: Option<u64>,
+    pub connect_unreachable_age_ms: Option<u64>,
+    pub syn_retransmit_age_ms: Option<u64>,
+    pub retransmit_age_ms: Option<u64>,
+    pub reset_established_age_ms: Option<u64>,
+    pub packets: PacketsReport,
+}
+
+/// What the XDP program saw on the wire for one origin.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PacketsReport {
     pub rst: u64,
-    pub rst_run: u64,
     pub syn_ack: u64,
-    pub unreachable: u64,
-    pub rst_last_ns: u64,
-    pub syn_ack_last_ns: u64,
-    pub unreachable_last_ns: u64,
-    /// Milliseconds since the last RST, or `None` if there was none.
+    pub icmp_unreachable: u64,
     pub rst_age_ms: Option<u64>,
     pub syn_ack_age_ms: Option<u64>,
-    pub unreachable_age_ms: Option<u64>,
+    pub icmp_unreachable_age_ms: Option<u64>,
 }
 
 impl SignalsReport {
     pub fn new(s: &OriginSignals, now_ns: u64) -> Self {
         let age = |t: u64| (t != 0).then(|| now_ns.saturating_sub(t) / 1_000_000);
+        let evidence = super::ConnectEvidence {
+            established_ns: s.connect_established_last_ns,
+            refused_ns: s.connect_refused_last_ns,
+            unreachable_ns: s.connect_unreachable_last_ns,
+            syn_retransmit_ns: s.syn_retransmit_last_ns,
+        };
         Self {
-            rst: s.rst,
-            rst_run: s.rst_run,
-            syn_ack: s.syn_ack,
-            unreachable: s.unreachable,
-            rst_last_ns: s.rst_last_ns,
-            syn_ack_last_ns: s.syn_ack_last_ns,
-            unreachable_last_ns: s.unreachable_last_ns,
-            rst_age_ms: age(s.rst_last_ns),
-            syn_ack_age_ms: age(s.syn_ack_last_ns),
-            unreachable_age_ms: age(s.unreachable_last_ns),
+            finding: evidence
+                .finding(0, now_ns, crate::health::KERNEL_FRESH_MS * 1_000_000)
+                .map(super::KernelFinding::label),
+            connects_established: s.connects_established,
+            connects_refused: s.connects_refused,
+            connects_unreachable: s.connects_unreachable,
+            connects_timed_out: s.connects_timed_out,
+            connects_abandoned: s.connects_abandoned,
+            last_connect_errno: s.last_connect_errno,
+            syn_retransmits: s.syn_retransmits,
+            retransmits: s.retransmits,
+            resets_established: s.resets_established,
+            connect_established_age_ms: age(s.connect_established_last_ns),
+            connect_refused_age_ms: age(s.connect_refused_last_ns),
+            connect_unreachable_age_ms: age(s.connect_unreachable_last_ns),
+            syn_retransmit_age_ms: age(s.syn_retransmit_last_ns),
+            retransmit_age_ms: age(s.retransmit_last_ns),
+            reset_established_age_ms: age(s.reset_established_last_ns),
+            packets: PacketsReport {
+                rst: s.rst_packets,
+                syn_ack: s.syn_ack_packets,
+                icmp_unreachable: s.icmp_unreachable_packets,
+                rst_age_ms: age(s.rst_packets_last_ns),
+                syn_ack_age_ms: age(s.syn_ack_packets_last_ns),
+                icmp_unreachable_age_ms: age(s.icmp_unreachable_packets_last_ns),
+            },
         }
     }
 }
@@ -158,12 +203,18 @@ mod tests {
     #[test]
     fn ages_are_none_for_never_seen() {
         let s = OriginSignals {
-            rst: 2,
-            rst_last_ns: 1_000_000_000,
+            rst_packets: 2,
+            rst_packets_last_ns: 1_000_000_000,
+            connects_refused: 1,
+            connect_refused_last_ns: 3_000_000_000,
             ..Default::default()
         };
         let r = SignalsReport::new(&s, 3_500_000_000);
-        assert_eq!(r.rst_age_ms, Some(2500));
-        assert_eq!(r.syn_ack_age_ms, None);
+        assert_eq!(r.packets.rst_age_ms, Some(2500));
+        assert_eq!(r.packets.syn_ack_age_ms, None);
+        assert_eq!(r.connect_refused_age_ms, Some(500));
+        assert_eq!(r.finding, Some("connect_refused"));
+        let r = SignalsReport::new(&s, 6_000_000_000);
+        assert_eq!(r.finding, None, "stale after 2 s");
     }
 }

@@ -1,5 +1,6 @@
 //! The kernel signal source as the rest of lb sees it: start it from the config, get a
-//! shared [`SignalsView`], or learn why it is unavailable.
+//! shared [`SignalsView`], keep it in step with the origins' addresses, or learn why it
+//! is unavailable.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -41,10 +42,16 @@ impl Default for KernelSettings {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum KernelStatus {
     Active {
-        /// Interfaces with the program attached, and the mode used.
+        /// Interfaces with the XDP program attached, and the mode used.
         interfaces: Vec<AttachedInterface>,
         /// Where the maps are pinned, if pinning worked.
         pin_path: Option<PathBuf>,
+        /// Whether the socket-event tracepoints run: without them lb only counts packets
+        /// and has no kernel evidence to act on.
+        socket_events: bool,
+        /// Why they do not, if they do not.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        socket_events_error: Option<String>,
     },
     Disabled {
         reason: String,
@@ -66,49 +73,54 @@ fn mode_name(mode: XdpMode) -> &'static str {
     }
 }
 
-/// The loaded, attached and pinned XDP program. Dropping it detaches the program and
-/// removes the pins, so a stopped lb leaves nothing behind.
+/// The loaded, attached and pinned kernel programs. Dropping it detaches them and removes
+/// the pins, so a stopped lb leaves nothing behind.
 pub struct KernelSignals {
     program: LoadedProgram,
     view: Arc<SignalsView>,
-    status: KernelStatus,
+    settings: KernelSettings,
+    socket_events: Result<(), String>,
     pinned: Option<PathBuf>,
 }
 
 impl KernelSignals {
-    /// Loads the program, registers `origins`, attaches where they route, and pins the maps.
-    /// Failing to attach to some interfaces or to pin is logged and tolerated; failing to
-    /// load, or to attach anywhere, is an error the caller turns into one warning.
+    /// Loads the programs, registers `origins`, attaches XDP where they route and the
+    /// socket-event tracepoints, and pins the maps. Failing to attach to some interfaces,
+    /// to start the tracepoints, or to pin is logged and tolerated; failing to load, or
+    /// to attach XDP anywhere, is an error the caller turns into one warning.
     pub fn start(
         settings: &KernelSettings,
         origins: &[OriginRegistration],
     ) -> Result<Self, KernelError> {
         let mut program = LoadedProgram::load()?;
         program.register_origins(origins)?;
-        let addresses: Vec<_> = origins.iter().map(|o| o.address).collect();
-        let plans = plan_attachments(&addresses, &settings.interfaces, settings.xdp_mode)?;
-        let mut attached = Vec::new();
-        let mut failures = Vec::new();
-        for plan in &plans {
-            match program.attach(plan) {
-                Ok(mode) => {
-                    tracing::info!(interface = %plan.interface, mode = mode_name(mode), reason = %plan.reason, "XDP attached");
-                    attached.push(AttachedInterface {
-                        interface: plan.interface.clone(),
-                        mode: mode_name(mode),
-                    });
-                }
-                Err(e) => failures.push(e.to_string()),
-            }
+        let socket_events = program.start_socket_events().map_err(|e| {
+            tracing::warn!(
+                "kernel socket events unavailable, so no kernel verdicts (packets are still \
+                 counted): {e}"
+            );
+            e.to_string()
+        });
+        if socket_events.is_ok() {
+            tracing::info!(
+                "kernel socket events on: sock:inet_sock_set_state, tcp:tcp_retransmit_skb"
+            );
         }
-        if attached.is_empty() && !plans.is_empty() {
-            return Err(KernelError::NoInterface(failures.join("; ")));
+        let mut kernel_signals = Self {
+            view: Arc::new(program.signals_view()?),
+            program,
+            settings: settings.clone(),
+            socket_events,
+            pinned: None,
+        };
+        let (attached, failures) = kernel_signals.follow_routes(origins)?;
+        if attached == 0 && failures > 0 {
+            return Err(KernelError::NoInterface(
+                "the XDP program attached to no interface".into(),
+            ));
         }
-        for failure in &failures {
-            tracing::warn!("kernel signals incomplete: {failure}");
-        }
-        let pinned = match ensure_bpffs_mounted(&settings.pin_path)
-            .and_then(|()| program.pin_maps(&settings.pin_path))
+        kernel_signals.pinned = match ensure_bpffs_mounted(&settings.pin_path)
+            .and_then(|()| kernel_signals.program.pin_maps(&settings.pin_path))
         {
             Ok(()) => Some(settings.pin_path.clone()),
             Err(e) => {
@@ -116,16 +128,54 @@ impl KernelSignals {
                 None
             }
         };
-        let view = Arc::new(program.signals_view()?);
-        Ok(Self {
-            program,
-            view,
-            status: KernelStatus::Active {
-                interfaces: attached,
-                pin_path: pinned.clone(),
-            },
-            pinned,
-        })
+        Ok(kernel_signals)
+    }
+
+    /// Attaches XDP to every interface the origins route through now and detaches it
+    /// from those no origin uses any more (an explicit `kernel.interfaces` list is kept
+    /// as written). Returns how many interfaces are attached and how many failed.
+    fn follow_routes(
+        &mut self,
+        origins: &[OriginRegistration],
+    ) -> Result<(usize, usize), KernelError> {
+        let addresses: Vec<_> = origins.iter().map(|o| o.address).collect();
+        let plans = plan_attachments(
+            &addresses,
+            &self.settings.interfaces,
+            self.settings.xdp_mode,
+        )?;
+        let mut failures = 0;
+        for plan in &plans {
+            let already = self
+                .program
+                .attached()
+                .any(|(interface, _)| interface == plan.interface);
+            match self.program.attach(plan) {
+                Ok(mode) if !already => {
+                    tracing::info!(interface = %plan.interface, mode = mode_name(mode), reason = %plan.reason, "XDP attached");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!("kernel signals incomplete: {e}");
+                }
+            }
+        }
+        let stale: Vec<String> = self
+            .program
+            .attached()
+            .map(|(interface, _)| interface.to_owned())
+            .filter(|i| !plans.iter().any(|p| &p.interface == i))
+            .collect();
+        for interface in stale {
+            match self.program.detach(&interface) {
+                Ok(()) => {
+                    tracing::info!(%interface, "XDP detached: no origin routes through it any more")
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        Ok((self.program.attached().count(), failures))
     }
 
     /// The zero-syscall counter view, shareable with every worker.
@@ -133,13 +183,34 @@ impl KernelSignals {
         Arc::clone(&self.view)
     }
 
-    pub fn status(&self) -> &KernelStatus {
-        &self.status
+    pub fn status(&self) -> KernelStatus {
+        let mut interfaces: Vec<AttachedInterface> = self
+            .program
+            .attached()
+            .map(|(interface, mode)| AttachedInterface {
+                interface: interface.to_owned(),
+                mode: mode_name(mode),
+            })
+            .collect();
+        interfaces.sort_by(|a, b| a.interface.cmp(&b.interface));
+        KernelStatus::Active {
+            interfaces,
+            pin_path: self.pinned.clone(),
+            socket_events: self.socket_events.is_ok(),
+            socket_events_error: self.socket_events.clone().err(),
+        }
     }
 
-    /// Replaces the registered origins (config reload).
-    pub fn register_origins(&mut self, origins: &[OriginRegistration]) -> Result<(), KernelError> {
-        self.program.register_origins(origins)
+    /// Whether the socket-event tracepoints run (kernel verdicts are possible).
+    pub fn socket_events(&self) -> bool {
+        self.socket_events.is_ok()
+    }
+
+    /// Replaces the registered origins (reload, or a name that now resolves elsewhere)
+    /// and moves the XDP attachments to the interfaces they route through now.
+    pub fn update_origins(&mut self, origins: &[OriginRegistration]) -> Result<(), KernelError> {
+        self.program.register_origins(origins)?;
+        self.follow_routes(origins).map(|_| ())
     }
 
     pub fn take_logger(&mut self) -> Option<super::ProgramLogReader> {

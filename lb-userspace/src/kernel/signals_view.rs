@@ -1,6 +1,6 @@
 //! The data plane's window onto `ORIGIN_SIGNALS`: the BPF array is mmap'd read-only, so
-//! reading an origin's counters is a handful of atomic loads from shared memory, with no
-//! syscall and no lock, from any thread.
+//! reading an origin's counters and stamps is a handful of atomic loads from shared
+//! memory, with no syscall and no lock, from any thread.
 
 use std::{
     os::fd::AsFd,
@@ -104,22 +104,151 @@ impl SignalsView {
     /// All counters of `slot`, or `None` past the end. Fields are read one by one, so
     /// they are individually exact but not a single atomic snapshot.
     pub fn get(&self, slot: u32) -> Option<OriginSignals> {
+        use signal_word as w;
+        let word = |i| self.word(slot, i);
         Some(OriginSignals {
-            rst: self.word(slot, signal_word::RST)?,
-            rst_last_ns: self.word(slot, signal_word::RST_LAST_NS)?,
-            syn_ack: self.word(slot, signal_word::SYN_ACK)?,
-            syn_ack_last_ns: self.word(slot, signal_word::SYN_ACK_LAST_NS)?,
-            unreachable: self.word(slot, signal_word::UNREACHABLE)?,
-            unreachable_last_ns: self.word(slot, signal_word::UNREACHABLE_LAST_NS)?,
-            rst_run: self.word(slot, signal_word::RST_RUN)?,
-            reserved: 0,
+            rst_packets: word(w::RST_PACKETS)?,
+            rst_packets_last_ns: word(w::RST_PACKETS_LAST_NS)?,
+            syn_ack_packets: word(w::SYN_ACK_PACKETS)?,
+            syn_ack_packets_last_ns: word(w::SYN_ACK_PACKETS_LAST_NS)?,
+            icmp_unreachable_packets: word(w::ICMP_UNREACHABLE_PACKETS)?,
+            icmp_unreachable_packets_last_ns: word(w::ICMP_UNREACHABLE_PACKETS_LAST_NS)?,
+            reserved0: 0,
+            reserved1: 0,
+            connects_established: word(w::CONNECTS_ESTABLISHED)?,
+            connect_established_last_ns: word(w::CONNECT_ESTABLISHED_LAST_NS)?,
+            connects_refused: word(w::CONNECTS_REFUSED)?,
+            connect_refused_last_ns: word(w::CONNECT_REFUSED_LAST_NS)?,
+            connects_unreachable: word(w::CONNECTS_UNREACHABLE)?,
+            connect_unreachable_last_ns: word(w::CONNECT_UNREACHABLE_LAST_NS)?,
+            connects_timed_out: word(w::CONNECTS_TIMED_OUT)?,
+            connect_timed_out_last_ns: word(w::CONNECT_TIMED_OUT_LAST_NS)?,
+            syn_retransmits: word(w::SYN_RETRANSMITS)?,
+            syn_retransmit_last_ns: word(w::SYN_RETRANSMIT_LAST_NS)?,
+            retransmits: word(w::RETRANSMITS)?,
+            retransmit_last_ns: word(w::RETRANSMIT_LAST_NS)?,
+            resets_established: word(w::RESETS_ESTABLISHED)?,
+            reset_established_last_ns: word(w::RESET_ESTABLISHED_LAST_NS)?,
+            connects_abandoned: word(w::CONNECTS_ABANDONED)?,
+            last_connect_errno: word(w::LAST_CONNECT_ERRNO)?,
         })
     }
 
-    /// RSTs since the origin's last SYN-ACK: the cheapest "is its port closed?" probe.
+    /// The stamps a health verdict rests on, in four loads: the request path's read.
     #[inline]
-    pub fn rst_run(&self, slot: u32) -> u64 {
-        self.word(slot, signal_word::RST_RUN).unwrap_or(0)
+    pub fn evidence(&self, slot: u32) -> ConnectEvidence {
+        use signal_word as w;
+        let word = |i| self.word(slot, i).unwrap_or(0);
+        ConnectEvidence {
+            established_ns: word(w::CONNECT_ESTABLISHED_LAST_NS),
+            refused_ns: word(w::CONNECT_REFUSED_LAST_NS),
+            unreachable_ns: word(w::CONNECT_UNREACHABLE_LAST_NS),
+            syn_retransmit_ns: word(w::SYN_RETRANSMIT_LAST_NS),
+        }
+    }
+
+    /// When the kernel last retransmitted a segment on an established connection to
+    /// `slot` (0: never): the cue for a waiting exchange to look at its own connection.
+    #[inline]
+    pub fn retransmit_ns(&self, slot: u32) -> u64 {
+        self.word(slot, signal_word::RETRANSMIT_LAST_NS)
+            .unwrap_or(0)
+    }
+}
+
+/// When the kernel last saw each connect outcome for one origin (CLOCK_MONOTONIC ns, 0:
+/// never). Only a failure newer than the last success means anything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectEvidence {
+    pub established_ns: u64,
+    pub refused_ns: u64,
+    pub unreachable_ns: u64,
+    pub syn_retransmit_ns: u64,
+}
+
+/// What validated kernel evidence says is wrong with an origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFinding {
+    /// A connect was refused: an RST answered the SYN (nothing listens on the port).
+    ConnectRefused,
+    /// A connect failed on an ICMP error matching its SYN (host or network gone).
+    Unreachable,
+    /// A SYN was retransmitted: nothing answered for an initial RTO (black hole).
+    SynRetransmit,
+    /// A worker found its connection stalled (retransmission timeout, request bytes
+    /// unacknowledged), from TCP_INFO.
+    Stall,
+}
+
+impl KernelFinding {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ConnectRefused => "connect_refused",
+            Self::Unreachable => "unreachable",
+            Self::SynRetransmit => "syn_retransmit",
+            Self::Stall => "stall",
+        }
+    }
+}
+
+impl ConnectEvidence {
+    /// The first failure that stands: newer than the last connect that worked and
+    /// younger than `fresh_ns`. `stall_ns` is when a worker last confirmed a stall.
+    pub fn finding(&self, stall_ns: u64, now_ns: u64, fresh_ns: u64) -> Option<KernelFinding> {
+        let stands =
+            |t: u64| t != 0 && t > self.established_ns && now_ns.saturating_sub(t) < fresh_ns;
+        if stands(self.refused_ns) {
+            Some(KernelFinding::ConnectRefused)
+        } else if stands(self.unreachable_ns) {
+            Some(KernelFinding::Unreachable)
+        } else if stands(self.syn_retransmit_ns) {
+            Some(KernelFinding::SynRetransmit)
+        } else if stands(stall_ns) {
+            Some(KernelFinding::Stall)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn only_failures_newer_than_the_last_success_and_fresh_stand() {
+        let fresh = 2 * S;
+        let e = ConnectEvidence {
+            established_ns: 10 * S,
+            refused_ns: 9 * S,
+            ..Default::default()
+        };
+        assert_eq!(e.finding(0, 10 * S, fresh), None, "a success came after");
+        let e = ConnectEvidence {
+            refused_ns: 11 * S,
+            ..e
+        };
+        assert_eq!(
+            e.finding(0, 12 * S, fresh),
+            Some(KernelFinding::ConnectRefused)
+        );
+        assert_eq!(e.finding(0, 13 * S + 1, fresh), None, "stale after 2 s");
+        let e = ConnectEvidence {
+            established_ns: 10 * S,
+            syn_retransmit_ns: 11 * S,
+            ..Default::default()
+        };
+        assert_eq!(
+            e.finding(0, 11 * S, fresh),
+            Some(KernelFinding::SynRetransmit)
+        );
+        assert_eq!(
+            ConnectEvidence::default().finding(11 * S, 12 * S, fresh),
+            Some(KernelFinding::Stall)
+        );
+        assert_eq!(ConnectEvidence::default().finding(0, 12 * S, fresh), None);
     }
 }
 

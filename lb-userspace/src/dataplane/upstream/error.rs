@@ -39,6 +39,9 @@ pub(in crate::dataplane) enum UpstreamErrorKind {
     /// lb itself ran out of a resource while connecting (file descriptors, local ports,
     /// kernel buffers): not the origin's failure.
     LocalResource(LocalResource),
+    /// The kernel retransmitted a SYN to the origin while this connect waited: nothing
+    /// answers there (a black hole), so the connect was given up at once.
+    SynRetransmitted,
 }
 
 /// Who a failure belongs to (as Pingora's errors record it): only the origin's own
@@ -162,6 +165,7 @@ impl UpstreamError {
             UpstreamErrorKind::WriteFailed(_) => "write-error",
             UpstreamErrorKind::WriteTimeout => "write-timeout",
             UpstreamErrorKind::LocalResource(_) => "lb-overloaded",
+            UpstreamErrorKind::SynRetransmitted => "syn-retransmit",
         }
     }
 
@@ -197,6 +201,9 @@ impl UpstreamError {
             }
             UpstreamErrorKind::WriteTimeout => {
                 format!("origin {origin} did not take the request in time")
+            }
+            UpstreamErrorKind::SynRetransmitted => {
+                format!("could not connect to origin {origin}: no answer to the SYN (black hole)")
             }
             UpstreamErrorKind::LocalResource(r) => {
                 format!(
