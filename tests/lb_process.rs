@@ -84,18 +84,26 @@ fn lb_maps_json_shows_counters_of_a_running_lb() {
     let _c2 = TcpStream::connect(open).unwrap();
     let doc = wait_for("counters in lb maps", Duration::from_secs(3), || {
         let doc = maps_json(&pin)?;
-        (origin(&doc, "dead")["rst"].as_u64()? >= 3
-            && origin(&doc, "alive")["syn_ack"].as_u64()? >= 2)
+        (origin(&doc, "dead")["connects_refused"].as_u64()? >= 3
+            && origin(&doc, "alive")["connects_established"].as_u64()? >= 2
+            && origin(&doc, "dead")["packets"]["rst"].as_u64()? >= 3)
             .then_some(doc)
     });
+    // Socket events: what the kernel's TCP state machine concluded.
     let dead = origin(&doc, "dead");
     assert_eq!(dead["address"], closed.to_string());
-    assert_eq!(dead["syn_ack"], 0);
-    assert!(dead["rst_run"].as_u64().unwrap() >= 3);
-    assert!(dead["rst_age_ms"].as_u64().unwrap() < 10_000);
+    assert_eq!(dead["connects_established"], 0);
+    assert_eq!(dead["last_connect_errno"], 111, "ECONNREFUSED");
+    assert!(dead["connect_refused_age_ms"].as_u64().unwrap() < 10_000);
     let alive = origin(&doc, "alive");
-    assert_eq!(alive["rst"], 0);
+    assert_eq!(alive["connects_refused"], 0);
+    assert_eq!(alive["finding"], serde_json::Value::Null);
+    // Packets: what the XDP program saw on the wire.
+    assert_eq!(dead["packets"]["syn_ack"], 0);
+    assert_eq!(alive["packets"]["rst"], 0);
+    assert!(alive["packets"]["syn_ack"].as_u64().unwrap() >= 2);
     assert!(doc["program"]["matched"].as_u64().unwrap() >= 5);
+    assert!(doc["program"]["socket_events_matched"].as_u64().unwrap() >= 5);
 
     // The table form names the origins too.
     let table = lb(&["maps", "--pin-path", pin.to_str().unwrap()]);

@@ -77,14 +77,17 @@ fn ipv4_rst_and_syn_ack_count_on_the_origin_slot() {
         Flags::RstAck,
     ));
     let s = h.slot(0);
-    assert_eq!((s.rst, s.rst_run, s.syn_ack, s.unreachable), (2, 2, 0, 0));
+    assert_eq!(
+        (s.rst_packets, s.syn_ack_packets, s.icmp_unreachable_packets),
+        (2, 0, 0)
+    );
     let after = monotonic_now_ns();
     assert!(
-        (before..=after).contains(&s.rst_last_ns),
+        (before..=after).contains(&s.rst_packets_last_ns),
         "RST stamp {} must be CLOCK_MONOTONIC between {before} and {after}",
-        s.rst_last_ns
+        s.rst_packets_last_ns
     );
-    assert_eq!(s.syn_ack_last_ns, 0);
+    assert_eq!(s.syn_ack_packets_last_ns, 0);
 
     h.run(&packets::tcp(
         addr(V4_ORIGIN),
@@ -92,12 +95,8 @@ fn ipv4_rst_and_syn_ack_count_on_the_origin_slot() {
         Flags::SynAck,
     ));
     let s = h.slot(0);
-    assert_eq!(
-        (s.rst, s.rst_run, s.syn_ack),
-        (2, 0, 1),
-        "a SYN-ACK ends the RST run"
-    );
-    assert!(s.syn_ack_last_ns >= s.rst_last_ns);
+    assert_eq!((s.rst_packets, s.syn_ack_packets), (2, 1));
+    assert!(s.syn_ack_packets_last_ns >= s.rst_packets_last_ns);
     for other in [1, 2, 3] {
         assert_eq!(
             h.slot(other),
@@ -120,8 +119,11 @@ fn ipv6_rst_and_syn_ack_count_on_the_origin_slot() {
     h.run(&packets::tcp(addr(V6_ORIGIN), addr(V6_CLIENT), Flags::Rst));
     h.run(&packets::tcp(addr(V6_ORIGIN), addr(V6_CLIENT), Flags::Rst));
     let s = h.slot(1);
-    assert_eq!((s.rst, s.rst_run, s.syn_ack, s.unreachable), (2, 2, 1, 0));
-    assert!(s.rst_last_ns > 0 && s.syn_ack_last_ns > 0);
+    assert_eq!(
+        (s.rst_packets, s.syn_ack_packets, s.icmp_unreachable_packets),
+        (2, 1, 0)
+    );
+    assert!(s.rst_packets_last_ns > 0 && s.syn_ack_packets_last_ns > 0);
     assert_eq!(h.slot(0), OriginSignals::default());
 }
 
@@ -145,9 +147,23 @@ fn icmp_unreachable_quoting_the_origin_is_counted() {
     ));
     let v4 = h.slot(0);
     let v6 = h.slot(1);
-    assert_eq!((v4.unreachable, v4.rst, v4.syn_ack), (1, 0, 0));
-    assert_eq!((v6.unreachable, v6.rst, v6.syn_ack), (1, 0, 0));
-    assert!(v4.unreachable_last_ns > 0 && v6.unreachable_last_ns > 0);
+    assert_eq!(
+        (
+            v4.icmp_unreachable_packets,
+            v4.rst_packets,
+            v4.syn_ack_packets
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(
+        (
+            v6.icmp_unreachable_packets,
+            v6.rst_packets,
+            v6.syn_ack_packets
+        ),
+        (1, 0, 0)
+    );
+    assert!(v4.icmp_unreachable_packets_last_ns > 0 && v6.icmp_unreachable_packets_last_ns > 0);
 }
 
 #[test]
@@ -161,7 +177,7 @@ fn ipv4_options_and_vlan_tags_do_not_hide_the_origin() {
     let icmp = packets::icmpv4_unreachable([10, 0, 0, 254], addr(V4_CLIENT), addr(V4_ORIGIN));
     h.run(&packets::vlan_tagged(&icmp, 7));
     let s = h.slot(0);
-    assert_eq!((s.rst, s.unreachable), (2, 1));
+    assert_eq!((s.rst_packets, s.icmp_unreachable_packets), (2, 1));
 }
 
 #[test]
@@ -291,16 +307,16 @@ fn mmap_view_matches_map_lookup() {
         assert_eq!(
             mapped,
             OriginSignals {
-                reserved: 0,
+                reserved0: 0,
+                reserved1: 0,
                 ..looked_up
             },
             "slot {slot}"
         );
     }
-    assert_eq!(h.slot(0).rst, 5);
-    assert_eq!(h.slot(1).syn_ack, 3);
-    assert_eq!(h.slot(2).unreachable, 1);
-    assert_eq!(h.view.rst_run(0), 5);
+    assert_eq!(h.slot(0).rst_packets, 5);
+    assert_eq!(h.slot(1).syn_ack_packets, 3);
+    assert_eq!(h.slot(2).icmp_unreachable_packets, 1);
     assert!(
         h.view.get(h.view.slots()).is_none(),
         "reads past the end are refused"
@@ -329,12 +345,20 @@ fn re_registering_keeps_history_of_unchanged_origins_and_clears_moved_slots() {
             },
         ])
         .unwrap();
-    assert_eq!(h.slot(0).rst, 1, "unchanged origin keeps its counters");
+    assert_eq!(
+        h.slot(0).rst_packets,
+        1,
+        "unchanged origin keeps its counters"
+    );
     assert_eq!(
         h.slot(1),
         OriginSignals::default(),
         "reassigned slot starts clean"
     );
     h.run(&packets::tcp(addr(V6_ORIGIN), addr(V6_CLIENT), Flags::Rst));
-    assert_eq!(h.slot(1).rst, 0, "the removed origin is no longer counted");
+    assert_eq!(
+        h.slot(1).rst_packets,
+        0,
+        "the removed origin is no longer counted"
+    );
 }

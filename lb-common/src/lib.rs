@@ -243,7 +243,10 @@ pub struct TraceLayout {
     /// Byte offset of `sk_err` in `struct sock` (from BTF); 0 when unknown, and then a
     /// failed connect cannot be told refused from unreachable from abandoned.
     pub sock_sk_err: u32,
-    pub reserved: u32,
+    /// Byte offset of `sk_err_soft`: where the kernel keeps a validated ICMP error that
+    /// arrived while the socket was locked by its owner (it then does not end the connect
+    /// at once; the owner gives up on it later). 0 when unknown.
+    pub sock_sk_err_soft: u32,
 }
 
 /// TCP states as the kernel numbers them (include/net/tcp_states.h).

@@ -87,7 +87,10 @@ fn peer_key(
     }
 }
 
-/// `sk->sk_err` of the socket the record is about, or `None` when its offset is unknown.
+/// The error the kernel recorded on the socket the record is about: `sk_err`, or, if that
+/// is clear, `sk_err_soft` (an ICMP error the kernel matched to the connect while the
+/// socket's owner held its lock, and so did not act on at once). `None` when the offsets
+/// are unknown.
 #[inline(always)]
 fn socket_error(ctx: &TracePointContext, l: &TraceLayout) -> Result<Option<i32>, i32> {
     if l.sock_sk_err == 0 {
@@ -97,10 +100,17 @@ fn socket_error(ctx: &TracePointContext, l: &TraceLayout) -> Result<Option<i32>,
     if sk == 0 {
         return Ok(None);
     }
-    let at = (sk + u64::from(l.sock_sk_err)) as *const i32;
-    // SAFETY: bpf_probe_read_kernel checks the address; `sk` is the tracepoint's socket,
-    // alive for the duration of the event, and the offset comes from the kernel's BTF.
-    Ok(Some(unsafe { bpf_probe_read_kernel(at)? }))
+    let read = |offset: u32| -> Result<i32, i32> {
+        let at = (sk + u64::from(offset)) as *const i32;
+        // SAFETY: bpf_probe_read_kernel checks the address; `sk` is the tracepoint's
+        // socket, alive for the duration of the event, and the offset comes from BTF.
+        unsafe { bpf_probe_read_kernel(at) }
+    };
+    let err = read(l.sock_sk_err)?;
+    if err != 0 || l.sock_sk_err_soft == 0 {
+        return Ok(Some(err));
+    }
+    Ok(Some(read(l.sock_sk_err_soft)?))
 }
 
 fn on_state_change(ctx: &TracePointContext) -> Result<(), i32> {

@@ -178,6 +178,12 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
                 });
                 counters.error(failover_reason(&e));
                 view.snap.health.record_failure(index, now_ms());
+                if let UpstreamErrorKind::ConnectFailed(
+                    std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable,
+                ) = e.kind
+                {
+                    view.snap.health.record_unreachable(index);
+                }
                 drop(in_flight);
                 let may_move = if e.progress == RequestProgress::NotSent && !sent {
                     !conn.response_started

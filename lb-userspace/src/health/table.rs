@@ -136,6 +136,29 @@ pub struct OriginHealth {
     /// retransmission timeout with request bytes unacknowledged, from TCP_INFO);
     /// CLOCK_MONOTONIC ns, 0: never.
     pub(super) stall_ns: AtomicU64,
+    /// When a worker's connect to this origin failed with host or network unreachable:
+    /// the kernel's own verdict on lb's SYN (it checked the ICMP error against it), as
+    /// the socket reports it. The tracepoint sees the same when the ICMP error ends the
+    /// connect at once; when it arrives while the connecting thread holds the socket
+    /// (a fast local path), only the socket error tells. CLOCK_MONOTONIC ns, 0: never.
+    pub(super) unreachable_ns: AtomicU64,
+}
+
+impl OriginHealth {
+    /// What the workers read off their own sockets, for [`kernel_verdict`].
+    fn reported(&self) -> Reported {
+        Reported {
+            stall_ns: self.stall_ns.load(Relaxed),
+            unreachable_ns: self.unreachable_ns.load(Relaxed),
+        }
+    }
+}
+
+/// Kernel verdicts the workers read off their own sockets (TCP_INFO, a connect's error).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reported {
+    pub stall_ns: u64,
+    pub unreachable_ns: u64,
 }
 
 /// Whether a member may get a request now, and what share of its traffic (slow start).
@@ -163,12 +186,12 @@ pub fn now_ms() -> u64 {
 pub fn kernel_verdict(
     view: &SignalsView,
     slot: usize,
-    stall_ns: u64,
+    reported: Reported,
     now_ns: u64,
 ) -> Option<Reason> {
-    let finding =
-        view.evidence(slot as u32)
-            .finding(stall_ns, now_ns, KERNEL_FRESH_MS * 1_000_000)?;
+    let mut evidence = view.evidence(slot as u32);
+    evidence.unreachable_ns = evidence.unreachable_ns.max(reported.unreachable_ns);
+    let finding = evidence.finding(reported.stall_ns, now_ns, KERNEL_FRESH_MS * 1_000_000)?;
     Some(match finding {
         KernelFinding::ConnectRefused => Reason::KernelConnectRefused,
         KernelFinding::Unreachable => Reason::KernelUnreachable,
@@ -223,7 +246,7 @@ impl HealthTable {
         }
         if self.settings.use_kernel_signals
             && let Some(view) = kernel
-            && kernel_verdict(view, index, h.stall_ns.load(Relaxed), monotonic_now_ns()).is_some()
+            && kernel_verdict(view, index, h.reported(), monotonic_now_ns()).is_some()
         {
             return Availability::Down;
         }
@@ -281,8 +304,15 @@ impl HealthTable {
     /// The kernel's verdict on origin `index` now (None when kernel signals are off).
     pub fn kernel_verdict(&self, index: usize, kernel: Option<&SignalsView>) -> Option<Reason> {
         let view = kernel.filter(|_| self.settings.use_kernel_signals)?;
-        let stall = self.origins[index].stall_ns.load(Relaxed);
-        kernel_verdict(view, index, stall, monotonic_now_ns())
+        let h = &self.origins[index];
+        kernel_verdict(view, index, h.reported(), monotonic_now_ns())
+    }
+
+    /// A worker's connect to origin `index` failed with host or network unreachable.
+    pub fn record_unreachable(&self, index: usize) {
+        self.origins[index]
+            .unreachable_ns
+            .store(monotonic_now_ns(), Relaxed);
     }
 
     /// An active check finished: `status` 0 means no valid response.

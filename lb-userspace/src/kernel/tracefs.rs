@@ -128,15 +128,21 @@ pub fn trace_layout(root: &Path) -> Result<TraceLayout, KernelError> {
     let rtx = format_of(root, TCP_RETRANSMIT)?;
     let s = |name, size| offset(&state, SOCK_STATE, name, size);
     let r = |name, size| offset(&rtx, TCP_RETRANSMIT, name, size);
-    let sock_sk_err = match Btf::vmlinux().and_then(|b| b.member_offset("sock", "sk_err")) {
-        Ok(off) => off,
+    let offsets = Btf::vmlinux().and_then(|b| {
+        Ok((
+            b.member_offset("sock", "sk_err")?,
+            b.member_offset("sock", "sk_err_soft")?,
+        ))
+    });
+    let (sock_sk_err, sock_sk_err_soft) = match offsets {
+        Ok(offsets) => offsets,
         Err(e) => {
             tracing::warn!(
                 error = %e,
                 "no kernel BTF for struct sock: failed connects are counted but not told \
                  refused from unreachable, so only SYN retransmits give kernel verdicts"
             );
-            0
+            (0, 0)
         }
     };
     Ok(TraceLayout {
@@ -155,7 +161,7 @@ pub fn trace_layout(root: &Path) -> Result<TraceLayout, KernelError> {
         retransmit_daddr: r("daddr", 4)?,
         retransmit_daddr_v6: r("daddr_v6", 16)?,
         sock_sk_err,
-        reserved: 0,
+        sock_sk_err_soft,
     })
 }
 
