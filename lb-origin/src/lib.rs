@@ -14,6 +14,7 @@
 //! | `fail=hang` | never answer (until the peer closes) |
 //! | `fail=close-mid-body` | announce `size` bytes, send half, close |
 //! | `fail=slow` | send the body 1 KiB at a time, `slow_ms` apart (default 50) |
+//! | `fail=reject-body` | answer 413 without reading the body, then close (the unread body makes the kernel reset) |
 //!
 //! Paths: `/health` (health status, 200 by default), `/echo` (echoes the request body),
 //! `/count` (reads the body, answers with its length), `/headers` (answers with the request
@@ -75,6 +76,8 @@ struct Shared {
     forced_fault: std::sync::atomic::AtomicU8,
     /// Server-wide delay before every response head, in ms.
     forced_delay_ms: AtomicU64,
+    /// Keep-alive connections idle this long are reset (SO_LINGER 0), in ms; 0: never.
+    idle_reset_ms: AtomicU64,
 }
 
 /// A way to fail every request, set for the whole server with [`Origin::set_fault`].
@@ -184,6 +187,14 @@ impl Origin {
         self.shared
             .forced_delay_ms
             .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resets (RST, SO_LINGER 0) every keep-alive connection left idle for `after`, as
+    /// some servers and middleboxes do (None: keep them open).
+    pub fn set_idle_reset(&self, after: Option<Duration>) {
+        self.shared
+            .idle_reset_ms
+            .store(after.map_or(0, |d| d.as_millis() as u64), Ordering::Relaxed);
     }
 
     /// What `/health` answers.
@@ -305,7 +316,24 @@ const PATTERN: &[u8; 64 * 1024] = &{
 async fn serve<S: Conn>(mut stream: S, shared: Arc<Shared>) {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
-        let Some(req) = read_head(&mut stream, &mut buf).await else {
+        let idle_reset = shared.idle_reset_ms.load(Ordering::Relaxed);
+        let next = if idle_reset > 0 && buf.is_empty() {
+            match tokio::time::timeout(
+                Duration::from_millis(idle_reset),
+                read_head(&mut stream, &mut buf),
+            )
+            .await
+            {
+                Ok(next) => next,
+                Err(_) => {
+                    let _ = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO));
+                    return;
+                }
+            }
+        } else {
+            read_head(&mut stream, &mut buf).await
+        };
+        let Some(req) = next else {
             return;
         };
         shared.requests.fetch_add(1, Ordering::Relaxed);
@@ -316,6 +344,18 @@ async fn serve<S: Conn>(mut stream: S, shared: Arc<Shared>) {
                 .is_err()
                 || stream.flush().await.is_err())
         {
+            return;
+        }
+        if req.param("fail") == Some("reject-body") {
+            // Like a server enforcing a body limit from the head alone: answer, close,
+            // and let the unread body turn the close into a reset.
+            let head = format!(
+                "HTTP/1.1 413 Payload Too Large\r\nx-origin: {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                shared.name
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.flush().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
             return;
         }
         let mut body = Vec::new();

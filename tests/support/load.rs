@@ -15,6 +15,10 @@ use crate::http::Client;
 pub struct Sample {
     /// When the request was sent, from the start of the run.
     pub at: Duration,
+    /// How long until its response (or the error) arrived.
+    pub took: Duration,
+    /// The request's path.
+    pub path: String,
     /// 0: no response (connection error).
     pub status: u16,
     pub origin: String,
@@ -35,6 +39,29 @@ impl Load {
         conns: usize,
         path: &str,
     ) -> Self {
+        Self::start_with(addr, rate, duration, conns, path, false)
+    }
+
+    /// Like [`Load::start`], but every request gets a path of its own,
+    /// `{prefix}/{connection}-{n}`, so it can be found in lb's access log.
+    pub fn start_tagged(
+        addr: SocketAddr,
+        rate: u32,
+        duration: Duration,
+        conns: usize,
+        prefix: &str,
+    ) -> Self {
+        Self::start_with(addr, rate, duration, conns, prefix, true)
+    }
+
+    fn start_with(
+        addr: SocketAddr,
+        rate: u32,
+        duration: Duration,
+        conns: usize,
+        path: &str,
+        tagged: bool,
+    ) -> Self {
         let start = Instant::now();
         let interval = Duration::from_secs_f64(conns as f64 / f64::from(rate.max(1)));
         let path = Arc::new(path.to_owned());
@@ -51,13 +78,20 @@ impl Load {
                             std::thread::sleep(wait);
                         }
                         let at = start.elapsed();
-                        let raw = format!("GET {path} HTTP/1.1\r\nHost: load\r\n\r\n");
+                        let this_path = if tagged {
+                            format!("{path}/{t}-{}", samples.len())
+                        } else {
+                            path.to_string()
+                        };
+                        let raw = format!("GET {this_path} HTTP/1.1\r\nHost: load\r\n\r\n");
                         let sample =
                             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                                 client.request(&raw)
                             })) {
                                 Ok(r) => Sample {
                                     at,
+                                    took: start.elapsed() - at,
+                                    path: this_path,
                                     status: r.status,
                                     origin: r.header("x-origin").unwrap_or("-").to_owned(),
                                     attempts: r.header("x-lb-attempts").unwrap_or("-").to_owned(),
@@ -66,6 +100,8 @@ impl Load {
                                     client = Client::connect(addr);
                                     Sample {
                                         at,
+                                        took: start.elapsed() - at,
+                                        path: this_path,
                                         status: 0,
                                         origin: "-".into(),
                                         attempts: "-".into(),

@@ -115,9 +115,16 @@ impl KernelSignals {
         };
         let (attached, failures) = kernel_signals.follow_routes(origins)?;
         if attached == 0 && failures > 0 {
-            return Err(KernelError::NoInterface(
-                "the XDP program attached to no interface".into(),
-            ));
+            if kernel_signals.socket_events.is_err() {
+                return Err(KernelError::NoInterface(
+                    "the XDP program attached to no interface".into(),
+                ));
+            }
+            // The verdicts come from the socket events; only the packet counts are lost.
+            tracing::warn!(
+                "the XDP program attached to no interface: packets are not counted, \
+                 socket events still give kernel verdicts"
+            );
         }
         kernel_signals.pinned = match ensure_bpffs_mounted(&settings.pin_path)
             .and_then(|()| kernel_signals.program.pin_maps(&settings.pin_path))
