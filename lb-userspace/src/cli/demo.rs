@@ -3,8 +3,9 @@
 //!
 //! 1. healthy: every request is served by the primary;
 //! 2. the primary answers 503: each request fails over to the secondary within itself;
-//! 3. the primary crashes (its port closes): lb stops trying it (passive ejection, and the
-//!    kernel's RST signal when the XDP program is loaded);
+//! 3. the primary crashes (its port closes): lb stops trying it after the first refused
+//!    connect (the kernel's socket event, when the kernel programs are loaded; passive
+//!    ejection otherwise);
 //! 4. the primary comes back: traffic returns to it.
 //!
 //! Each line shows which origin served the request and the attempts lb made.

@@ -211,6 +211,32 @@ impl ConnectEvidence {
     }
 }
 
+impl Drop for SignalsView {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly what mmap returned, and no reference derived
+        // from the mapping outlives `self` (all reads copy values out).
+        if let Err(e) = unsafe { munmap(self.base.cast(), self.len) } {
+            tracing::warn!(error = %e, "munmap of ORIGIN_SIGNALS failed");
+        }
+    }
+}
+
+impl std::fmt::Debug for SignalsView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalsView")
+            .field("slots", &self.slots)
+            .finish()
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`, so it can be compared
+/// with the kernel's last-seen stamps. Served by the vDSO, so no syscall.
+pub fn monotonic_now_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available on Linux");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,30 +276,4 @@ mod tests {
         );
         assert_eq!(ConnectEvidence::default().finding(0, 12 * S, fresh), None);
     }
-}
-
-impl Drop for SignalsView {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly what mmap returned, and no reference derived
-        // from the mapping outlives `self` (all reads copy values out).
-        if let Err(e) = unsafe { munmap(self.base.cast(), self.len) } {
-            tracing::warn!(error = %e, "munmap of ORIGIN_SIGNALS failed");
-        }
-    }
-}
-
-impl std::fmt::Debug for SignalsView {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignalsView")
-            .field("slots", &self.slots)
-            .finish()
-    }
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`, so it can be compared
-/// with the kernel's last-seen stamps. Served by the vDSO, so no syscall.
-pub fn monotonic_now_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .expect("CLOCK_MONOTONIC is always available on Linux");
-    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
