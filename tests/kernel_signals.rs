@@ -550,3 +550,64 @@ fn lb_maps_shows_socket_events_and_packets_apart() {
     assert!(dead_line.ends_with("connect_refused"), "{dead_line}");
     println!("{out}(after {:?})", started.elapsed());
 }
+
+/// A reload that moves an origin to another address moves the kernel's origin index with
+/// it: the refusals at the new address are the origin's evidence.
+#[test]
+fn a_reload_moves_the_kernel_origin_index_with_the_origin() {
+    if !require_root("a_reload_moves_... (kernel signals)") {
+        return;
+    }
+    let _lo = LoopbackXdpLock::acquire();
+    let first = Origin::start("first", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let backup = Origin::start("backup", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let moved_to = free_port(); // nothing listens there
+    let admin = free_port();
+    let pin = unique_pin_dir();
+    let before = config_pinned(
+        &[("a", first.addr()), ("b", backup.addr())],
+        "",
+        admin,
+        &pin,
+    );
+    let lb = LbServer::start_file("lb.toml", &before, &[], "info");
+    assert_eq!(get(lb.addr, "/r").header("x-origin"), Some("first"));
+    let after = config_pinned(&[("a", moved_to), ("b", backup.addr())], "", admin, &pin);
+    lb.dir.write("lb.toml", &after);
+    let mut c = Client::connect(admin);
+    let r = c.request("POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get(lb.addr, "/r");
+    assert_eq!(r.header("x-origin"), Some("backup"));
+    assert!(
+        r.header("x-lb-attempts").unwrap().starts_with("a:refused:"),
+        "{:?}",
+        r.header("x-lb-attempts")
+    );
+    let doc = wait_for("the refusal in /origins", Duration::from_secs(3), || {
+        let doc = origins(admin);
+        (origin_doc(&doc, "a")["kernel"]["connects_refused"].as_u64()? >= 1).then_some(doc)
+    });
+    let a = origin_doc(&doc, "a");
+    assert_eq!(a["address"], moved_to.to_string(), "{a}");
+    assert!(
+        a["kernel_verdict"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused"),
+        "{a}"
+    );
+    let maps = lb(&["maps", "--json", "--pin-path", pin.to_str().unwrap()]);
+    let maps: serde_json::Value = serde_json::from_slice(&maps.stdout).unwrap();
+    let registered: Vec<String> = maps["origins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["address"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        registered.contains(&moved_to.to_string())
+            && !registered.contains(&first.addr().to_string()),
+        "the kernel index follows the reload: {registered:?}"
+    );
+}

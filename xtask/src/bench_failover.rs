@@ -26,12 +26,17 @@ const KILL_AT: Duration = Duration::from_secs(2);
 const RESTART_AT: Duration = Duration::from_secs(4);
 const RUN_FOR: Duration = Duration::from_secs(7);
 
+/// One request of a load run.
 #[derive(Clone)]
-struct Sample {
-    at: Duration,
-    status: u16,
-    origin: String,
-    attempts: String,
+pub(crate) struct Sample {
+    /// When it was sent, from the start of the run.
+    pub(crate) at: Duration,
+    /// How long its response took (the client's read timeout if none came).
+    pub(crate) took: Duration,
+    /// 0: no response (connection error or the client's timeout).
+    pub(crate) status: u16,
+    pub(crate) origin: String,
+    pub(crate) attempts: String,
 }
 
 struct Outcome {
@@ -44,6 +49,18 @@ struct Outcome {
 
 pub fn bench_failover() -> anyhow::Result<()> {
     crate::bench::build_release()?;
+    if crate::setup::is_root() {
+        crate::bench_failover_peers::compare()?;
+        if std::env::var_os("LB_FAILOVER_ONLY").is_some()
+            || std::env::var_os("LB_FAILOVER_PEER").is_some()
+        {
+            return Ok(());
+        }
+    } else {
+        eprintln!(
+            "xtask: the black-hole comparison with nginx and HAProxy needs root (a network namespace); skipped"
+        );
+    }
     let mut outcomes = Vec::new();
     for kernel in [true, false] {
         eprintln!(
@@ -158,7 +175,7 @@ fn run(kernel: bool) -> anyhow::Result<Outcome> {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
             let start = Arc::clone(&start);
-            std::thread::spawn(move || client(*start, i))
+            std::thread::spawn(move || client(LB, *start, i, CLIENTS, INTERVAL, RUN_FOR))
         })
         .collect();
     std::thread::sleep(KILL_AT.saturating_sub(start.elapsed()));
@@ -196,52 +213,68 @@ fn run(kernel: bool) -> anyhow::Result<Outcome> {
     })
 }
 
-/// One keep-alive connection sending a GET every `INTERVAL` until `RUN_FOR`.
-fn client(start: Instant, index: usize) -> Vec<Sample> {
+/// How long a client waits for a response before counting the request as failed.
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One keep-alive connection to `addr` (client `index` of `clients`) sending a GET every
+/// `interval` until `run_for`, staggered against the other clients.
+pub(crate) fn client(
+    addr: &str,
+    start: Instant,
+    index: usize,
+    clients: usize,
+    interval: Duration,
+    run_for: Duration,
+) -> Vec<Sample> {
     let mut out = Vec::new();
     let mut stream: Option<TcpStream> = None;
-    let mut next = start + INTERVAL.mul_f64(index as f64 / CLIENTS as f64);
-    while next < start + RUN_FOR {
+    let mut next = start + interval.mul_f64(index as f64 / clients as f64);
+    while next < start + run_for {
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
         let at = start.elapsed();
         let result = (|| -> std::io::Result<(u16, String, String)> {
             if stream.is_none() {
-                let s = TcpStream::connect(LB)?;
+                let s = TcpStream::connect(addr)?;
                 s.set_nodelay(true)?;
-                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
                 stream = Some(s);
             }
             let s = stream.as_mut().expect("just connected");
             s.write_all(b"GET /timeline HTTP/1.1\r\nHost: bench\r\n\r\n")?;
             read_response(s)
         })();
+        let took = start.elapsed() - at;
         let sample = match result {
             Ok((status, origin, attempts)) => Sample {
                 at,
+                took,
                 status,
                 origin,
                 attempts,
             },
-            Err(_) => {
+            Err(e) => {
                 stream = None;
                 Sample {
                     at,
+                    took,
                     status: 0,
                     origin: "-".into(),
-                    attempts: "-".into(),
+                    attempts: e.to_string(),
                 }
             }
         };
         out.push(sample);
-        next += INTERVAL;
+        // A request that took longer than the interval delays the next one (a client
+        // waits for its answer), as a real client would.
+        next = (next + interval).max(Instant::now());
     }
     out
 }
 
 /// Reads one response with a Content-Length body; returns status, x-origin, x-lb-attempts.
-fn read_response(s: &mut TcpStream) -> std::io::Result<(u16, String, String)> {
+pub(crate) fn read_response(s: &mut TcpStream) -> std::io::Result<(u16, String, String)> {
     let mut buf = Vec::with_capacity(512);
     let mut byte = [0u8; 512];
     let head_end = loop {

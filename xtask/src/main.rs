@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_failover;
+mod bench_failover_peers;
 mod bench_memory;
 mod bench_tls;
 mod pinned;

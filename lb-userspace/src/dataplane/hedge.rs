@@ -109,7 +109,12 @@ pub(super) async fn wait_head(
         answer = &mut other => match answer {
             Ok((origin, status)) => Ok(HeadWait::Hedged { index: target.index, origin, status }),
             // The hedge failed: the stalled attempt is all that is left.
-            Err(_) => own.await.map(|(status, head_len)| HeadWait::Own { status, head_len }),
+            Err(e) => {
+                if e.source() == super::upstream::ErrorSource::Origin {
+                    view.snap.health.record_failure(target.index, crate::health::now_ms());
+                }
+                own.await.map(|(status, head_len)| HeadWait::Own { status, head_len })
+            }
         },
     }
 }
