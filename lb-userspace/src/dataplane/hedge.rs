@@ -5,12 +5,14 @@
 //! kernel retransmits anything to that origin. The exchange then asks `TCP_INFO` about
 //! its own connection: a retransmission timeout with request bytes unacknowledged means
 //! the origin (or the path to it) went silent. Every worker then avoids that origin
-//! ([`HealthTable::record_stall`](crate::health::HealthTable::record_stall)), and a
-//! GET/HEAD/OPTIONS whose body can be replayed is *hedged*: the same request goes to the
-//! next member while the stalled attempt keeps waiting, and the first final head wins;
-//! the other attempt is dropped (its connection closed). A request that cannot be hedged
-//! keeps waiting for its own answer, up to the response timeout: a stall is no reason to
-//! give up on a request that may not be repeated.
+//! ([`HealthTable::record_stall`](crate::health::HealthTable::record_stall)). A request
+//! the origin did acknowledge is treated the same once the kernel's evidence from other
+//! connections stands against the origin (their stall, a SYN without answer). A
+//! GET/HEAD/OPTIONS whose body can be replayed is then *hedged*: the same request goes to
+//! the next member while the stalled attempt keeps waiting, and the first final head
+//! wins; the other attempt is dropped (its connection closed). A request that cannot be
+//! hedged keeps waiting for its own answer, up to the response timeout: a stall is no
+//! reason to give up on a request that may not be repeated.
 
 use std::{net::SocketAddr, os::fd::AsRawFd, pin::pin, time::Instant};
 
@@ -79,14 +81,19 @@ pub(super) async fn wait_head(
                 return head.map(|(status, head_len)| HeadWait::Own { status, head_len });
             }
             () = &mut alarm => {
-                if !tcp_progress(fd).is_some_and(|p| p.stalled()) {
-                    // Another connection's retransmission, or a loss probe: keep waiting.
-                    alarm.rearm();
-                    continue;
+                if tcp_progress(fd).is_some_and(|p| p.stalled()) {
+                    view.snap.health.record_stall(index);
+                    tracing::debug!(origin = %view.snap.config.origins[index].id, "connection stalled: request unacknowledged after a retransmission timeout");
+                    break;
                 }
-                view.snap.health.record_stall(index);
-                tracing::debug!(origin = %view.snap.config.origins[index].id, "connection stalled: request unacknowledged after a retransmission timeout");
-                break;
+                // The origin acknowledged this request, but other connections show it
+                // went silent since (a stall, a SYN without answer): the answer to this
+                // one may never come either.
+                if view.snap.health.kernel_verdict(index, worker.kernel.as_deref()).is_some() {
+                    break;
+                }
+                // Another connection's loss probe or fast retransmit: keep waiting.
+                alarm.rearm();
             }
         }
     }

@@ -29,8 +29,9 @@ const TICK: Duration = Duration::from_millis(10);
 pub(super) enum Trouble {
     /// A SYN to the origin retransmitted: nothing answers connects (a black hole).
     SynRetransmit,
-    /// A segment retransmitted on an established connection to the origin: maybe this
-    /// exchange's own connection stalled (the waiter checks with TCP_INFO).
+    /// Any retransmission to the origin (a segment on an established connection, or a
+    /// SYN): maybe this exchange's own connection stalled (the waiter checks with
+    /// TCP_INFO), or the origin went silent for everyone (its health says so).
     Retransmit,
 }
 
@@ -72,7 +73,9 @@ impl KernelWatch {
         };
         let stamp = match trouble {
             Trouble::SynRetransmit => view.evidence(slot).syn_retransmit_ns,
-            Trouble::Retransmit => view.retransmit_ns(slot),
+            Trouble::Retransmit => view
+                .retransmit_ns(slot)
+                .max(view.evidence(slot).syn_retransmit_ns),
         };
         stamp > since_ns
     }
