@@ -185,6 +185,8 @@ fn forged_rsts_and_icmp_unreachables_never_mark_an_origin_down() {
     if !require_root("forged_rsts_... (creates a network namespace)") {
         return;
     }
+    // lb attaches XDP to lo too (the secondary is on loopback).
+    let _lo = LoopbackXdpLock::acquire();
     let ns = VethNamespace::create();
     let primary_addr = SocketAddr::new(ns.ns_ip.into(), 8080);
     let primary = ns.run_inside(move || Origin::start("primary", primary_addr).unwrap());
@@ -503,6 +505,8 @@ fn a_black_hole_with_cloudfront_defaults_costs_no_get_more_than_1_5_s() {
     if !require_root("a_black_hole_... (creates a network namespace)") {
         return;
     }
+    // lb attaches XDP to lo too (the secondary is on loopback).
+    let _lo = LoopbackXdpLock::acquire();
     black_hole_run(false);
 }
 
@@ -511,6 +515,8 @@ fn a_black_hole_under_requests_in_flight_on_pooled_connections_is_hedged() {
     if !require_root("a_black_hole_under_... (creates a network namespace)") {
         return;
     }
+    // lb attaches XDP to lo too (the secondary is on loopback).
+    let _lo = LoopbackXdpLock::acquire();
     black_hole_run(true);
 }
 
@@ -570,14 +576,14 @@ fn a_reload_moves_the_kernel_origin_index_with_the_origin() {
         admin,
         &pin,
     );
-    let lb = LbServer::start_file("lb.toml", &before, &[], "info");
-    assert_eq!(get(lb.addr, "/r").header("x-origin"), Some("first"));
+    let server = LbServer::start_file("lb.toml", &before, &[], "info");
+    assert_eq!(get(server.addr, "/r").header("x-origin"), Some("first"));
     let after = config_pinned(&[("a", moved_to), ("b", backup.addr())], "", admin, &pin);
-    lb.dir.write("lb.toml", &after);
+    server.dir.write("lb.toml", &after);
     let mut c = Client::connect(admin);
     let r = c.request("POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = get(lb.addr, "/r");
+    let r = get(server.addr, "/r");
     assert_eq!(r.header("x-origin"), Some("backup"));
     assert!(
         r.header("x-lb-attempts").unwrap().starts_with("a:refused:"),

@@ -318,15 +318,12 @@ async fn read_final_head(
         let target = hedge_to.filter(|_| !conn.response_started);
         let waited = {
             let conn_ref: &ClientConn = conn;
-            let build = |b: usize| move || hedge_request(view, conn_ref, b, body_mode);
-            let builder = target.map(build);
-            let hedge = target
-                .zip(builder.as_ref())
-                .map(|(b, request)| HedgeTarget {
-                    index: b,
-                    request: request as &dyn Fn() -> Vec<u8>,
-                    tls: config.origins[b].uses_tls(conn_ref.tls()),
-                });
+            let build = |b: usize| hedge_request(view, conn_ref, b, body_mode);
+            let hedge = target.map(|b| HedgeTarget {
+                index: b,
+                request: &build,
+                tls: config.origins[b].uses_tls(conn_ref.tls()),
+            });
             hedge::wait_head(
                 worker,
                 view,

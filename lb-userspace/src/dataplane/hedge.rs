@@ -42,9 +42,9 @@ pub(super) enum HeadWait {
 /// The member a stalled attempt may be hedged to, and how to build its request.
 pub(super) struct HedgeTarget<'a> {
     pub index: usize,
-    /// Builds the request for that member: its head (its custom headers, its origin path)
+    /// Builds the request for a member: its head (its custom headers, its origin path)
     /// and the replayable body.
-    pub request: &'a dyn Fn() -> Vec<u8>,
+    pub request: &'a dyn Fn(usize) -> Vec<u8>,
     /// Whether that member is reached over TLS.
     pub tls: bool,
 }
@@ -102,7 +102,7 @@ pub(super) async fn wait_head(
             .await
             .map(|(status, head_len)| HeadWait::Own { status, head_len });
     };
-    let request = (target.request)();
+    let request = (target.request)(target.index);
     let mut other = pin!(hedge_attempt(
         worker,
         view,
