@@ -27,6 +27,7 @@ use lb_tests::{
     netns::VethNamespace,
     packets::{self, Flags},
     process::{LbServer, lb, wait_for},
+    raw_origin::{RawOrigin, Step, ok},
     require_root, unique_pin_dir,
 };
 
@@ -616,4 +617,66 @@ fn a_reload_moves_the_kernel_origin_index_with_the_origin() {
             && !registered.contains(&first.addr().to_string()),
         "the kernel index follows the reload: {registered:?}"
     );
+}
+
+/// The stale-pool race, made deterministic: the origin resets a kept-alive connection as
+/// lb's next request arrives on it (as when a server's idle close crosses a request).
+/// lb retries once on a fresh connection; the origin is never blamed or marked down.
+#[test]
+fn the_stale_pool_race_is_retried_and_never_blamed_on_the_origin() {
+    if !require_root("the_stale_pool_race_... (kernel signals)") {
+        return;
+    }
+    let _lo = LoopbackXdpLock::acquire();
+    let primary = RawOrigin::start(|r| {
+        if r.on_connection == 0 {
+            vec![ok("primary")]
+        } else {
+            vec![Step::Reset]
+        }
+    });
+    let secondary = Origin::start("secondary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let admin = free_port();
+    let server = LbServer::start_file(
+        "lb.toml",
+        &config(
+            &[("primary", primary.addr()), ("secondary", secondary.addr())],
+            "",
+            admin,
+        ),
+        &[],
+        "info",
+    );
+    let mut c = Client::connect(server.addr);
+    for i in 0..10 {
+        let r = c.request(&format!("GET /race/{i} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "primary");
+        let attempts = r.header("x-lb-attempts").unwrap();
+        assert!(
+            attempts.starts_with("primary:200:") && !attempts.contains(','),
+            "{attempts}"
+        );
+    }
+    // The first connection served one request, every later one was reset on reuse and
+    // replaced: each reset request reached a fresh connection.
+    assert!(
+        primary
+            .requests()
+            .iter()
+            .filter(|r| r.on_connection == 1)
+            .count()
+            >= 5,
+        "the race was met: {:?}",
+        primary.requests().len()
+    );
+    let doc = origins(admin);
+    let p = origin_doc(&doc, "primary");
+    assert_eq!(p["state"], "healthy", "{p}");
+    assert_eq!(p["passive"]["failures_total"], 0, "{p}");
+    assert!(
+        p["kernel"]["resets_established"].as_u64().unwrap() >= 5,
+        "{p}"
+    );
+    assert_eq!(p["kernel_verdict"], serde_json::Value::Null, "{p}");
 }

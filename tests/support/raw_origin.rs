@@ -16,6 +16,8 @@ pub enum Step {
     Sleep(Duration),
     /// Close the connection (FIN).
     Close,
+    /// Reset the connection (RST: SO_LINGER 0, then close).
+    Reset,
     /// Keep the connection open without answering, until lb closes it.
     Hang,
 }
@@ -142,6 +144,10 @@ fn serve(
                 }
                 Step::Sleep(d) => std::thread::sleep(d),
                 Step::Close => return,
+                Step::Reset => {
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    return;
+                }
                 Step::Hang => {
                     let mut sink = [0u8; 1024];
                     while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
