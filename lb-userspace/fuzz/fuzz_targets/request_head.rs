@@ -7,7 +7,8 @@
 #![no_main]
 
 use lb_userspace::http::{
-    BodyFraming, ForwardedFor, HeadLimits, HeadScan, HeaderRewrite, Version, parse_request_head,
+    BodyFraming, ForwardedFor, HeadLimits, HeadScan, HeaderRewrite, OnBehalfOf, UpstreamRequest,
+    Version, parse_request_head,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -68,17 +69,21 @@ fuzz_target!(|input: &[u8]| {
     let mut out = Vec::new();
     HeaderRewrite::request(
         &mut out,
-        r.method_str,
-        "",
-        r.path,
-        r.authority.map(str::as_bytes).or(r.host),
-        fields,
-        ForwardedFor("192.0.2.1".parse().unwrap()),
-        "http",
-        length,
-        chunked,
-        None,
-        &[],
+        &UpstreamRequest {
+            method: r.method_str,
+            path_prefix: "",
+            path: r.path,
+            host: r.authority.map(str::as_bytes).or(r.host),
+            fields,
+            on_behalf_of: OnBehalfOf::Client {
+                address: ForwardedFor("192.0.2.1".parse().unwrap()),
+                proto: "http",
+            },
+            length,
+            chunked,
+            upgrade: None,
+            origin_headers: &[],
+        },
     );
     let mut slots2 = [httparse::EMPTY_HEADER; 64];
     let again = parse_request_head(

@@ -68,7 +68,8 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
                             .host
                             .clone()
                             .unwrap_or_else(|| origin.address.to_string()),
-                        path: format!("{}{}", origin.origin_path, check.path),
+                        path_prefix: origin.origin_path.clone(),
+                        path: check.path.clone(),
                         custom_headers: origin.custom_headers.clone(),
                     };
                     checkers.push(tokio::spawn(checker(
@@ -108,6 +109,8 @@ struct Target {
     /// For HTTPS: the client config and the name the certificate must match.
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     host: String,
+    /// The origin's path prefix, then the check's path.
+    path_prefix: String,
     path: String,
     /// The origin's custom headers: an origin that requires one (`X-Origin-Verify`)
     /// would fail checks without it.
@@ -220,6 +223,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let mut request = Vec::with_capacity(256);
     crate::http::HeaderRewrite::lb_request(
         &mut request,
+        &target.path_prefix,
         &target.path,
         &target.host,
         &target.custom_headers,

@@ -23,8 +23,8 @@ use super::{
     worker::{View, Worker},
 };
 use crate::http::{
-    BodyFraming, ForwardedFor, HeaderRewrite, MAX_HEADERS, ResponseConnection, httparse_headers,
-    parse_response_head,
+    BodyFraming, ForwardedFor, HeaderRewrite, MAX_HEADERS, OnBehalfOf, ResponseConnection,
+    UpstreamRequest, httparse_headers, parse_response_head,
 };
 
 /// Interim responses accepted before a final one; more is a flood (502).
@@ -230,17 +230,21 @@ fn request_head_into(
     let scheme = if conn.tls() { "https" } else { "http" };
     HeaderRewrite::request(
         out,
-        head.method_str(),
-        &origin.origin_path,
-        head.path(),
-        head.host(),
-        head.fields(),
-        ForwardedFor(conn.peer.ip()),
-        scheme,
-        length,
-        chunked,
-        head.upgrade(),
-        &origin.custom_headers,
+        &UpstreamRequest {
+            method: head.method_str(),
+            path_prefix: &origin.origin_path,
+            path: head.path(),
+            host: head.host(),
+            fields: head.fields(),
+            on_behalf_of: OnBehalfOf::Client {
+                address: ForwardedFor(conn.peer.ip()),
+                proto: scheme,
+            },
+            length,
+            chunked,
+            upgrade: head.upgrade(),
+            origin_headers: &origin.custom_headers,
+        },
     );
 }
 

@@ -129,7 +129,8 @@ async fn fetch(view: &View, path: &str) -> Option<(Vec<u8>, Vec<u8>)> {
         let mut request = Vec::with_capacity(256);
         crate::http::HeaderRewrite::lb_request(
             &mut request,
-            &format!("{}{path}", origin.origin_path),
+            &origin.origin_path,
+            path,
             &host,
             &origin.custom_headers,
             "lb-error-page",

@@ -130,36 +130,61 @@ pub struct ForwardedFor(pub IpAddr);
 /// Builds forwarded heads into a reusable buffer (no allocation once it has grown).
 pub struct HeaderRewrite;
 
+/// Who a request to an origin is for.
+#[derive(Clone, Copy, Debug)]
+pub enum OnBehalfOf<'r> {
+    /// A client's request being proxied: lb appends it to X-Forwarded-For and says how
+    /// it came (`http`/`https`) in X-Forwarded-Proto.
+    Client {
+        address: ForwardedFor,
+        proto: &'r str,
+    },
+    /// lb's own request (a health check, an error page): it names itself in User-Agent
+    /// and closes the connection after the answer.
+    Lb { user_agent: &'r str },
+}
+
+/// Everything that decides the head of a request lb sends to an origin.
+pub struct UpstreamRequest<'r, H> {
+    pub method: &'r str,
+    /// The origin's path prefix (`origin_path`), written before `path`.
+    pub path_prefix: &'r str,
+    pub path: &'r str,
+    pub host: Option<&'r [u8]>,
+    /// The client's fields; none for lb's own requests.
+    pub fields: H,
+    pub on_behalf_of: OnBehalfOf<'r>,
+    /// The body's framing towards the origin.
+    pub length: Option<u64>,
+    pub chunked: bool,
+    /// The protocol of an Upgrade lb lets through (WebSocket).
+    pub upgrade: Option<&'r [u8]>,
+    /// The origin's custom headers.
+    pub origin_headers: &'r [(String, String)],
+}
+
 impl HeaderRewrite {
-    /// Writes the request head lb sends upstream: origin-form request line in HTTP/1.1,
-    /// end-to-end fields copied, hop-by-hop fields dropped, forwarding fields appended,
-    /// `extra` fields (origin custom headers) added, and framing written by lb.
-    #[allow(clippy::too_many_arguments)]
-    pub fn request<'a>(
-        out: &mut Vec<u8>,
-        method: &str,
-        path_prefix: &str,
-        path: &str,
-        host: Option<&[u8]>,
-        headers: impl Headers<'a>,
-        client: ForwardedFor,
-        proto: &str,
-        upstream_length: Option<u64>,
-        chunked: bool,
-        upgrade: Option<&[u8]>,
-        extra: &[(String, String)],
-    ) {
+    /// Writes the head of a request lb sends to an origin, proxied or its own: request
+    /// line in HTTP/1.1 (origin-form, after the origin's path prefix), Host, the
+    /// client's end-to-end fields (hop-by-hop ones and those lb writes itself dropped),
+    /// who the request is for (X-Forwarded-For/-Proto for a client; User-Agent and
+    /// `Connection: close` for lb's own), Via, the origin's custom headers (they win over
+    /// a client's field of the same name), the upgrade, and framing written by lb. One
+    /// builder for every request, so an origin sees the same custom headers from a
+    /// proxied request, a health check and an error-page fetch.
+    pub fn request<'a, H: Headers<'a>>(out: &mut Vec<u8>, r: &UpstreamRequest<'_, H>) {
         out.clear();
-        out.extend_from_slice(method.as_bytes());
+        out.extend_from_slice(r.method.as_bytes());
         out.push(b' ');
-        if path != "*" {
-            out.extend_from_slice(path_prefix.as_bytes());
+        if r.path != "*" {
+            out.extend_from_slice(r.path_prefix.as_bytes());
         }
-        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(r.path.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        if let Some(host) = host {
+        if let Some(host) = r.host {
             put(out, "host", trim(host));
         }
+        let headers = r.fields.clone();
         let hop = HopByHop::new(headers.clone());
         let mut via_prior = false;
         for (name, value) in headers.clone() {
@@ -169,64 +194,77 @@ impl HeaderRewrite {
             if replaced_by_lb(name) || hop.contains(name) {
                 continue;
             }
-            if extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            if r.origin_headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
                 continue; // the origin's custom header wins over the client's
             }
             put(out, name, value);
         }
-        // One X-Forwarded-For line: every earlier hop, then this client.
-        out.extend_from_slice(b"x-forwarded-for: ");
-        for (_, value) in headers
-            .clone()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
-        {
-            let value = trim(value);
-            if !value.is_empty() {
-                out.extend_from_slice(value);
-                out.extend_from_slice(b", ");
+        match r.on_behalf_of {
+            OnBehalfOf::Client { address, proto } => {
+                // One X-Forwarded-For line: every earlier hop, then this client.
+                out.extend_from_slice(b"x-forwarded-for: ");
+                for (_, value) in headers
+                    .clone()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+                {
+                    let value = trim(value);
+                    if !value.is_empty() {
+                        out.extend_from_slice(value);
+                        out.extend_from_slice(b", ");
+                    }
+                }
+                let _ = write!(out, "{}\r\n", address.0);
+                put(out, "x-forwarded-proto", proto.as_bytes());
+            }
+            OnBehalfOf::Lb { user_agent } => {
+                put(out, "user-agent", user_agent.as_bytes());
+                put(out, "connection", b"close");
             }
         }
-        let _ = write!(out, "{}\r\n", client.0);
-        put(out, "x-forwarded-proto", proto.as_bytes());
         write_via(out, headers, via_prior);
-        for (name, value) in extra {
+        for (name, value) in r.origin_headers {
             put(out, name, value.as_bytes());
         }
-        if let Some(upgrade) = upgrade {
+        if let Some(upgrade) = r.upgrade {
             put(out, "connection", b"upgrade");
             put(out, "upgrade", upgrade);
         }
-        if chunked {
+        if r.chunked {
             put(out, "transfer-encoding", b"chunked");
-        } else if let Some(n) = upstream_length {
+        } else if let Some(n) = r.length {
             let _ = write!(out, "content-length: {n}\r\n");
         }
         out.extend_from_slice(b"\r\n");
     }
 
-    /// Writes a request lb makes on its own behalf (health checks, custom error pages):
-    /// `GET`, the origin's Host and custom headers, `Connection: close`. The same origin
-    /// custom headers as proxied requests get, so an origin that requires one
-    /// (`X-Origin-Verify`) answers lb's own requests too.
+    /// A request lb makes on its own behalf (health checks, custom error pages): `GET
+    /// path_prefix + path` with the origin's Host and custom headers.
     pub fn lb_request(
         out: &mut Vec<u8>,
+        path_prefix: &str,
         path: &str,
         host: &str,
-        extra: &[(String, String)],
+        origin_headers: &[(String, String)],
         user_agent: &str,
     ) {
-        out.clear();
-        out.extend_from_slice(b"GET ");
-        out.extend_from_slice(path.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        put(out, "host", host.as_bytes());
-        put(out, "user-agent", user_agent.as_bytes());
-        put(out, "via", b"1.1 lb");
-        put(out, "connection", b"close");
-        for (name, value) in extra {
-            put(out, name, value.as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
+        Self::request(
+            out,
+            &UpstreamRequest {
+                method: "GET",
+                path_prefix,
+                path,
+                host: Some(host.as_bytes()),
+                fields: std::iter::empty(),
+                on_behalf_of: OnBehalfOf::Lb { user_agent },
+                length: None,
+                chunked: false,
+                upgrade: None,
+                origin_headers,
+            },
+        );
     }
 
     /// Writes the response head lb sends to the client. `length`/`chunked` describe the
@@ -352,23 +390,45 @@ mod tests {
         let mut out = Vec::new();
         HeaderRewrite::request(
             &mut out,
-            "POST",
-            "",
-            "/p",
-            Some(b"h"),
-            f.iter().copied(),
-            ForwardedFor("192.0.2.7".parse().unwrap()),
-            "http",
-            Some(3),
-            false,
-            None,
-            &[("X-Origin-Key".into(), "k".into())],
+            &UpstreamRequest {
+                method: "POST",
+                path_prefix: "",
+                path: "/p",
+                host: Some(b"h"),
+                fields: f.iter().copied(),
+                on_behalf_of: OnBehalfOf::Client {
+                    address: ForwardedFor("192.0.2.7".parse().unwrap()),
+                    proto: "http",
+                },
+                length: Some(3),
+                chunked: false,
+                upgrade: None,
+                origin_headers: &[("X-Origin-Key".into(), "k".into())],
+            },
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /p HTTP/1.1\r\nhost: h\r\nX-End: kept\r\n\
              x-forwarded-for: 10.0.0.1, 10.0.0.2, 192.0.2.7\r\nx-forwarded-proto: http\r\n\
              via: 1.1 lb\r\nX-Origin-Key: k\r\ncontent-length: 3\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn lb_own_requests_use_the_same_builder() {
+        let mut out = Vec::new();
+        HeaderRewrite::lb_request(
+            &mut out,
+            "/v1",
+            "/health",
+            "origin.example",
+            &[("X-Origin-Verify".into(), "s3cr3t".into())],
+            "lb-health-check",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /v1/health HTTP/1.1\r\nhost: origin.example\r\nuser-agent: lb-health-check\r\n\
+             connection: close\r\nvia: 1.1 lb\r\nX-Origin-Verify: s3cr3t\r\n\r\n"
         );
     }
 }
