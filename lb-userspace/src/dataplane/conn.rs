@@ -64,6 +64,15 @@ impl BufferedStream {
         }
     }
 
+    /// Frees the small idle-read buffer, if that is all the stream holds: a connection
+    /// that waits for readability needs none between requests.
+    pub fn shed_idle_buffer(&mut self) {
+        if !self.has_data() && self.buf.capacity() <= IDLE_READ {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+
     /// The read of an idle connection, into a small buffer of its own ([`IDLE_READ`]
     /// bytes): one read per request, as a buffered read costs, without holding a
     /// full-size buffer while idle. (Waiting for readability first would hold none, but

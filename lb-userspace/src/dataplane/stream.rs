@@ -68,6 +68,16 @@ impl Stream {
     pub fn is_tls(&self) -> bool {
         !matches!(self, Self::Plain(_))
     }
+
+    /// Waits until the socket has something to read (or is closed), holding no buffer.
+    /// On TLS a read is the only way to know (rustls may hold decrypted bytes already):
+    /// this returns at once.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.readable(false).await,
+            Self::ServerTls(_) | Self::ClientTls(_) => Ok(()),
+        }
+    }
 }
 
 impl AsRawFd for Stream {
