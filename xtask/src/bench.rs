@@ -49,6 +49,8 @@ enum BenchWhat {
     /// RSS per idle keep-alive client connection after a 64 KiB response, lb vs nginx vs
     /// HAProxy.
     IdleMemory,
+    /// This tree's lb against lb built at another revision, alternating in one run.
+    Ab(crate::bench_ab::AbArgs),
 }
 
 const ORIGIN: &str = "127.0.0.1:19181";
@@ -87,7 +89,7 @@ impl Contender {
     }
 }
 
-fn size_bytes(size: &str) -> anyhow::Result<u64> {
+pub(crate) fn size_bytes(size: &str) -> anyhow::Result<u64> {
     Ok(match size {
         "0" => 0,
         "1k" => 1024,
@@ -109,6 +111,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchWhat::Failover) => return crate::bench_failover::bench_failover(),
         Some(BenchWhat::Tls(tls)) => return crate::bench_tls::bench_tls(tls),
         Some(BenchWhat::IdleMemory) => return crate::bench_memory::bench_idle_memory(),
+        Some(BenchWhat::Ab(ab)) => return crate::bench_ab::bench_ab(ab),
         None => {}
     }
     let started = Instant::now();

@@ -2,6 +2,7 @@
 //! need on a new machine; `test` runs it first, so a fresh clone needs nothing else.
 
 mod bench;
+mod bench_ab;
 mod bench_failover;
 mod bench_failover_peers;
 mod bench_memory;

@@ -95,7 +95,11 @@ pub(super) async fn attempt(
         if body_mode == BodyMode::Buffered {
             conn.out.extend_from_slice(&conn.replay);
         }
-        let written_ns = hedge::now_ns();
+        let written_ns = if hedge::watching(worker, view) {
+            hedge::now_ns()
+        } else {
+            0
+        };
         let write = monoio::time::timeout(
             config.limits.body_timeout,
             write_all(&mut up.stream, &mut conn.out),
