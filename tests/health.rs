@@ -4,26 +4,19 @@
 //! parser) and `lb health`. Each test prints what it measured.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use lb_origin::Origin;
 use lb_tests::{
-    LoopbackXdpLock,
+    LoopbackXdpLock, free_port,
     http::get,
     load::{Load, Sample, share},
     process::{LbServer, lb, origin_binary, wait_for},
     require_root, unique_pin_dir,
 };
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn origin(name: &str) -> Origin {
     Origin::start(name, "127.0.0.1:0".parse().unwrap()).unwrap()

@@ -15,13 +15,13 @@
 
 use std::{
     collections::HashMap,
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use lb_origin::Origin;
 use lb_tests::{
-    LoopbackXdpLock,
+    LoopbackXdpLock, free_port,
     http::{Client, get},
     load::{Load, Sample},
     netns::VethNamespace,
@@ -30,13 +30,6 @@ use lb_tests::{
     raw_origin::{RawOrigin, Step, ok},
     require_root, unique_pin_dir,
 };
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// lb TOML: group `site` over `members` (failover on 5xx), kernel signals on with a pin
 /// directory of its own, an admin API, the attempts header.

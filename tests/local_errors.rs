@@ -5,24 +5,18 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
 use lb_origin::Origin;
 use lb_tests::{
+    free_port,
     http::get,
     process::{LbServer, TestDir, wait_for},
 };
 
 const FD_LIMIT: u64 = 256;
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// The test process holds hundreds of client sockets.
 fn raise_own_fd_limit() {

@@ -2,24 +2,15 @@
 //! between two configs, while ~500 GETs/s run. No client sees an error, origins that stay
 //! keep their health, an invalid config is refused with its error and changes nothing.
 
-use std::{
-    net::{SocketAddr, TcpListener},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use lb_origin::Origin;
 use lb_tests::{
+    free_port,
     http::{Client, get},
     load::Load,
     process::{LbServer, wait_for},
 };
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn config(p: SocketAddr, s: SocketAddr, t: Option<SocketAddr>) -> String {
     let mut c = format!(

@@ -41,6 +41,14 @@ impl LoopbackXdpLock {
     }
 }
 
+/// A loopback address nothing listens on (the port was free a moment ago): for an origin
+/// that refuses connections, or an admin API address.
+pub fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral loopback port")
+}
+
 /// A unique name fragment for kernel objects (pins, namespaces) of one test.
 pub fn unique(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -118,13 +118,7 @@ pub fn bench_ab(args: AbArgs) -> anyhow::Result<()> {
         )?;
     }
     for addr in [ORIGIN, BASE, HEAD] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            if std::time::Instant::now() > deadline {
-                bail!("nothing listens on {addr}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        crate::bench_failover::wait_listening(addr)?;
     }
     let mut md = format!(
         "# lb at {} vs this tree\n\n`cargo xtask bench ab --base {} --rounds {} --seconds {}` ({}): one worker each on core 0, \

@@ -127,7 +127,8 @@ fn spawn(program: &str, args: &[&str]) -> anyhow::Result<Kill> {
     ))
 }
 
-fn wait_listening(addr: &str) -> anyhow::Result<()> {
+/// Waits up to 10 s until something accepts connections on `addr`.
+pub(crate) fn wait_listening(addr: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).is_err() {
         if Instant::now() > deadline {

@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    bench_failover::{Sample, client},
+    bench_failover::{Sample, client, wait_listening},
     workspace_root,
 };
 
@@ -204,18 +204,6 @@ fn start_primary(procs: &mut Procs) -> anyhow::Result<u32> {
             "primary",
         ],
     )
-}
-
-fn wait_listening(addr: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_millis(200)).is_err()
-    {
-        if Instant::now() > deadline {
-            bail!("nothing listens on {addr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// Starts `peer` in front of the two origins; config files go to `work`.
