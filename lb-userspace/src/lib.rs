@@ -7,6 +7,7 @@
 //! - [`cli`]: the `lb` subcommands.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod control;

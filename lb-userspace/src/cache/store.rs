@@ -1,0 +1,269 @@
+//! The memory tier: one store for the whole process, shared by every worker, so the hit
+//! ratio does not divide by the number of workers.
+//!
+//! It is a `moka` cache (TinyLFU admission, LRU eviction, weighted by bytes): lookups are
+//! lock-free reads of a concurrent hash table, and the bookkeeping moka does for eviction
+//! is batched and runs under a `try_lock`, so a worker never waits for another on the
+//! request path. Values are `Arc`s: a hit is a hash lookup, a reference count and,
+//! when the response varies, a comparison of its Vary values.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+
+use super::key::vary_values;
+
+/// Variants kept per primary key (one per combination of the Vary fields' values).
+const MAX_VARIANTS: usize = 8;
+
+/// One stored response.
+#[derive(Debug)]
+pub struct Object {
+    pub status: u16,
+    pub reason: Box<str>,
+    /// End-to-end fields as the origin sent them, without framing and hop-by-hop fields
+    /// and without `Age` (lb writes its own).
+    pub fields: Vec<(Box<str>, Box<[u8]>)>,
+    pub body: Bytes,
+    /// When lb received it, and how old it was then (RFC 9111 §4.2.3).
+    pub received: SystemTime,
+    pub initial_age: Duration,
+    /// How long it is fresh from its creation.
+    pub lifetime: Duration,
+    /// How long after going stale it may still be served while a refresh runs
+    /// (`stale-while-revalidate`) and when the origins fail (`stale-if-error`, or the
+    /// behavior's own allowance).
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    /// `must-revalidate` and friends: never served stale, whatever else allows it.
+    pub must_revalidate: bool,
+    /// The request fields it varies on, and the values the request that filled it had.
+    pub vary: Vec<String>,
+    pub vary_values: Vec<Option<String>>,
+}
+
+impl Object {
+    /// Its current age (RFC 9111 §4.2.3).
+    pub fn age(&self, now: SystemTime) -> Duration {
+        self.initial_age + now.duration_since(self.received).unwrap_or(Duration::ZERO)
+    }
+
+    /// How long it has been stale (`None` while fresh).
+    pub fn staleness(&self, now: SystemTime) -> Option<Duration> {
+        self.age(now)
+            .checked_sub(self.lifetime)
+            .filter(|s| !s.is_zero())
+    }
+
+    /// The bytes it holds, for the byte budget.
+    pub fn weight(&self) -> usize {
+        self.body.len()
+            + self.reason.len()
+            + self
+                .fields
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 32)
+                .sum::<usize>()
+            + 256
+    }
+
+    /// Whether it answers a request with these fields (its Vary values match).
+    pub fn matches<'a>(&self, fields: impl Iterator<Item = (&'a str, &'a [u8])> + Clone) -> bool {
+        self.vary.is_empty() || vary_values(&self.vary, fields) == self.vary_values
+    }
+
+    /// A field of the stored response.
+    pub fn field(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| &v[..])
+    }
+}
+
+/// The variants stored under one primary key.
+#[derive(Debug, Default)]
+struct Variants(Vec<Arc<Object>>);
+
+impl Variants {
+    fn weight(&self) -> u32 {
+        self.0
+            .iter()
+            .map(|o| o.weight())
+            .sum::<usize>()
+            .min(u32::MAX as usize) as u32
+    }
+}
+
+/// What the store holds, for `lb cache stats` and the metrics.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct StoreStats {
+    pub objects: u64,
+    pub bytes: u64,
+    pub budget_bytes: u64,
+}
+
+/// The process's memory tier.
+pub struct Store {
+    memory: moka::sync::Cache<Box<str>, Arc<Variants>>,
+    budget: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("budget", &self.budget)
+            .finish()
+    }
+}
+
+impl Store {
+    /// A store holding at most `budget` bytes (bodies plus an estimate of their heads).
+    pub fn new(budget: u64) -> Self {
+        Self {
+            memory: moka::sync::Cache::builder()
+                .max_capacity(budget)
+                .weigher(|_key: &Box<str>, v: &Arc<Variants>| v.weight())
+                .build(),
+            budget,
+        }
+    }
+
+    /// The stored response for `key` whose Vary values match `fields`.
+    pub fn lookup<'a>(
+        &self,
+        key: &str,
+        fields: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+    ) -> Option<Arc<Object>> {
+        let variants = self.memory.get(key)?;
+        variants
+            .0
+            .iter()
+            .find(|o| o.matches(fields.clone()))
+            .cloned()
+    }
+
+    /// Stores `object` under `key`, replacing the variant with the same Vary values.
+    pub fn insert(&self, key: &str, object: Object) {
+        let object = Arc::new(object);
+        let mut variants: Vec<Arc<Object>> = self
+            .memory
+            .get(key)
+            .map(|v| {
+                v.0.iter()
+                    .filter(|o| o.vary != object.vary || o.vary_values != object.vary_values)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        variants.insert(0, object);
+        variants.truncate(MAX_VARIANTS);
+        self.memory.insert(key.into(), Arc::new(Variants(variants)));
+    }
+
+    /// Drops every variant stored under `key`; whether there was any.
+    pub fn remove(&self, key: &str) -> bool {
+        self.memory.remove(key).is_some()
+    }
+
+    /// Drops every entry whose key `matches`; how many.
+    pub fn remove_where(&self, matches: impl Fn(&str) -> bool) -> u64 {
+        let doomed: Vec<Arc<Box<str>>> = self
+            .memory
+            .iter()
+            .filter(|(k, _)| matches(k))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &doomed {
+            self.memory.invalidate(k.as_ref());
+        }
+        doomed.len() as u64
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        self.memory.run_pending_tasks();
+        StoreStats {
+            objects: self.memory.entry_count(),
+            bytes: self.memory.weighted_size(),
+            budget_bytes: self.budget,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(body: &str, vary: &[&str], values: &[Option<&str>]) -> Object {
+        Object {
+            status: 200,
+            reason: "OK".into(),
+            fields: vec![("content-type".into(), b"text/plain".to_vec().into())],
+            body: Bytes::from(body.to_owned()),
+            received: SystemTime::UNIX_EPOCH + Duration::from_secs(1000),
+            initial_age: Duration::from_secs(5),
+            lifetime: Duration::from_secs(60),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            must_revalidate: false,
+            vary: vary.iter().map(|s| s.to_string()).collect(),
+            vary_values: values.iter().map(|v| v.map(String::from)).collect(),
+        }
+    }
+
+    #[test]
+    fn age_and_staleness() {
+        let o = object("x", &[], &[]);
+        let t = o.received + Duration::from_secs(10);
+        assert_eq!(o.age(t), Duration::from_secs(15));
+        assert_eq!(o.staleness(t), None);
+        let t = o.received + Duration::from_secs(70);
+        assert_eq!(o.staleness(t), Some(Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn variants_are_chosen_by_their_vary_values_and_replaced_one_by_one() {
+        let store = Store::new(1 << 20);
+        store.insert("k", object("gzip", &["accept-encoding"], &[Some("gzip")]));
+        store.insert("k", object("plain", &["accept-encoding"], &[None]));
+        let gz = [("Accept-Encoding", b"gzip".as_slice())];
+        let none: [(&str, &[u8]); 0] = [];
+        assert_eq!(
+            &store.lookup("k", gz.iter().copied()).unwrap().body[..],
+            b"gzip"
+        );
+        assert_eq!(
+            &store.lookup("k", none.iter().copied()).unwrap().body[..],
+            b"plain"
+        );
+        let br = [("Accept-Encoding", b"br".as_slice())];
+        assert!(store.lookup("k", br.iter().copied()).is_none());
+        store.insert("k", object("gzip2", &["accept-encoding"], &[Some("gzip")]));
+        assert_eq!(
+            &store.lookup("k", gz.iter().copied()).unwrap().body[..],
+            b"gzip2"
+        );
+        assert_eq!(
+            &store.lookup("k", none.iter().copied()).unwrap().body[..],
+            b"plain"
+        );
+        assert!(store.remove("k"));
+        assert!(store.lookup("k", gz.iter().copied()).is_none());
+    }
+
+    #[test]
+    fn the_byte_budget_evicts() {
+        let store = Store::new(64 * 1024);
+        let big = "x".repeat(10 * 1024);
+        for i in 0..40 {
+            store.insert(&format!("k{i}"), object(&big, &[], &[]));
+        }
+        let stats = store.stats();
+        assert!(stats.bytes <= 64 * 1024, "{stats:?}");
+        assert!(stats.objects < 40, "{stats:?}");
+        assert_eq!(store.remove_where(|k| k.starts_with('k')), stats.objects);
+    }
+}
