@@ -14,13 +14,15 @@
 //! | `fail=hang` | never answer (until the peer closes) |
 //! | `fail=close-mid-body` | announce `size` bytes, send half, close |
 //! | `fail=slow` | send the body 1 KiB at a time, `slow_ms` apart (default 50) |
+//! | `cc=V`, `vary=V`, `expires=V`, `last_modified=V` (`%20` for spaces), `etag=T`, `set_cookie=1` | add that response field |
+//! | `echo_lang=1` | `x-lang:` the request's Accept-Language |
 //! | `fail=reject-body` | answer 413 without reading the body, then close (the unread body makes the kernel reset) |
 //!
 //! Paths: `/health` (health status, 200 by default), `/echo` (echoes the request body),
 //! `/count` (reads the body, answers with its length), `/headers` (answers with the request
 //! head as received), `/ws` (101 Switching Protocols, then echoes raw bytes),
 //! `/_control?status=N|health=N` (server-wide; `status=0` clears), `/_control/stats`.
-//! Every response carries `x-origin: <name>`.
+//! Every response carries `x-origin: <name>` and `x-served: <requests the server has read>`.
 //!
 //! [`Origin::start_tls`] serves the same over HTTPS (rustls, TLS 1.2/1.3), for tests of
 //! lb's HTTPS origins.
@@ -298,6 +300,15 @@ impl Request {
         })
     }
 
+    /// A request field's value, from the head as received.
+    fn head_field(&self, name: &str) -> Option<String> {
+        String::from_utf8_lossy(&self.head)
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+    }
+
     fn param_u64(&self, key: &str) -> Option<u64> {
         self.param(key).and_then(|v| v.parse().ok())
     }
@@ -453,10 +464,34 @@ async fn respond<S: Conn>(
     let len = body.len();
     let chunked = req.param("chunked") == Some("1") && !no_body;
     let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nx-origin: {}\r\ncontent-type: text/plain\r\n",
+        "HTTP/1.1 {status} {}\r\nx-origin: {}\r\ncontent-type: text/plain\r\nx-served: {}\r\n",
         reason(status),
-        shared.name
+        shared.name,
+        shared.requests.load(Ordering::Relaxed)
     );
+    // Caching fields on request, for the cache's tests.
+    for (param, field) in [
+        ("cc", "cache-control"),
+        ("vary", "vary"),
+        ("expires", "expires"),
+        ("last_modified", "last-modified"),
+    ] {
+        if let Some(v) = req.param(param) {
+            head.push_str(&format!("{field}: {}\r\n", v.replace("%20", " ")));
+        }
+    }
+    if let Some(tag) = req.param("etag") {
+        head.push_str(&format!("etag: \"{tag}\"\r\n"));
+    }
+    if req.param("set_cookie").is_some() {
+        head.push_str("set-cookie: session=secret; Path=/\r\n");
+    }
+    if req.param("echo_lang").is_some() {
+        let lang = req
+            .head_field("accept-language")
+            .unwrap_or_else(|| "-".into());
+        head.push_str(&format!("x-lang: {lang}\r\n"));
+    }
     if chunked {
         head.push_str("transfer-encoding: chunked\r\n");
     } else if status != 204 && !(100..200).contains(&status) {

@@ -56,6 +56,41 @@ impl FailoverReason {
     }
 }
 
+/// What the cache did for one request of a cached behavior.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// Answered by a fresh stored copy.
+    Hit,
+    /// Forwarded; the answer was stored.
+    MissStored,
+    /// Forwarded; the answer was not storable.
+    MissNotStored,
+    /// A stale copy answered at once because every member of the target was down.
+    StaleGroupDown,
+    /// A stale copy answered after every member failed.
+    StaleIfError,
+}
+
+impl CacheEvent {
+    pub const ALL: [Self; 5] = [
+        Self::Hit,
+        Self::MissStored,
+        Self::MissNotStored,
+        Self::StaleGroupDown,
+        Self::StaleIfError,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::MissStored => "miss_stored",
+            Self::MissNotStored => "miss_not_stored",
+            Self::StaleGroupDown => "stale_group_down",
+            Self::StaleIfError => "stale_if_error",
+        }
+    }
+}
+
 /// Status classes counted for responses sent to clients.
 const CLASSES: usize = 6; // 1xx..5xx, plus "other"
 
@@ -114,9 +149,16 @@ pub struct WorkerMetrics {
     /// lb's own resource failures while connecting upstream, by [`LocalResource::index`].
     local_errors: [AtomicU64; LocalResource::ALL.len()],
     origins: Box<[OriginCounters]>,
+    /// By [`CacheEvent`], in `ALL`'s order.
+    cache: [AtomicU64; CacheEvent::ALL.len()],
 }
 
 impl WorkerMetrics {
+    /// Counts what the cache did for one request.
+    pub fn cache(&self, event: CacheEvent) {
+        self.cache[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a failure of lb's own resources.
     pub fn local_error(&self, resource: LocalResource) {
         self.local_errors[resource.index()].fetch_add(1, Ordering::Relaxed);
@@ -144,6 +186,7 @@ impl Metrics {
                     accept_errors: AtomicU64::new(0),
                     local_errors: Default::default(),
                     origins: (0..origins).map(|_| OriginCounters::default()).collect(),
+                    cache: Default::default(),
                 })
                 .collect(),
             groups,
@@ -237,6 +280,11 @@ impl Metrics {
         LocalResource::ALL.map(|r| (r, self.sum(|w| &w.local_errors[r.index()])))
     }
 
+    /// Cache events summed over workers.
+    pub fn cache_events(&self) -> [(CacheEvent, u64); CacheEvent::ALL.len()] {
+        CacheEvent::ALL.map(|e| (e, self.sum(|w| &w.cache[e as usize])))
+    }
+
     fn sum(&self, counter: impl Fn(&WorkerMetrics) -> &AtomicU64) -> u64 {
         self.workers
             .iter()
@@ -293,6 +341,9 @@ impl Metrics {
             .store(old.accept_errors(), Ordering::Relaxed);
         for (r, n) in old.local_errors() {
             w.local_errors[r.index()].store(n, Ordering::Relaxed);
+        }
+        for (e, n) in old.cache_events() {
+            w.cache[e as usize].store(n, Ordering::Relaxed);
         }
         for (i, (_, n)) in old.responses().iter().enumerate() {
             w.responses[i + 1].store(*n, Ordering::Relaxed);

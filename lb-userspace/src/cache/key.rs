@@ -165,14 +165,19 @@ pub fn vary_values<'a>(
         .collect()
 }
 
-/// The field names of a response's `Vary` values, lower-cased; `Err(())` for `Vary: *`.
-pub fn vary_names<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Vec<String>, ()> {
+/// `Vary: *`: the response varies on something outside the request, so no request can
+/// ever match a stored copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VaryAll;
+
+/// The field names of a response's `Vary` values, lower-cased.
+pub fn vary_names<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Vec<String>, VaryAll> {
     let mut names = Vec::new();
     for value in values {
         for name in value.split(|&b| b == b',') {
             let name = String::from_utf8_lossy(name.trim_ascii()).to_ascii_lowercase();
             if name == "*" {
-                return Err(());
+                return Err(VaryAll);
             }
             if !name.is_empty() && !names.contains(&name) {
                 names.push(name);
@@ -271,7 +276,7 @@ mod tests {
                 "accept-language".to_string()
             ])
         );
-        assert_eq!(vary_names([b"a, *".as_slice()].into_iter()), Err(()));
+        assert_eq!(vary_names([b"a, *".as_slice()].into_iter()), Err(VaryAll));
         let f = [("Accept-Encoding", "gzip"), ("accept-encoding", "br ")];
         assert_eq!(
             vary_values(&["accept-encoding".into(), "x".into()], fields(&f)),

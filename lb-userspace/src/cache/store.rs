@@ -126,7 +126,7 @@ impl Store {
         Self {
             memory: moka::sync::Cache::builder()
                 .max_capacity(budget)
-                .weigher(|_key: &Box<str>, v: &Arc<Variants>| v.weight())
+                .weigher(|_key, v: &Arc<Variants>| v.weight())
                 .build(),
             budget,
         }

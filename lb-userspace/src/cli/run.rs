@@ -106,10 +106,14 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
     let admin = config.admin.address;
     let tls = crate::tls::TlsMaterial::load(&config)?;
     let current = Arc::new(Current::new(Snapshot::build(config, tls, workers, None)));
+    let cache = Arc::new(crate::cache::Store::new(
+        current.load().config.cache.memory_bytes,
+    ));
     let data_plane = DataPlane::start(SharedState {
         current: Arc::clone(&current),
         kernel: kernel_view.clone(),
         kernel_events: kernel.as_ref().is_some_and(KernelSignals::socket_events),
+        cache: Arc::clone(&cache),
     })?;
     let program_logs = kernel.as_mut().and_then(KernelSignals::take_logger);
     let kernel = Arc::new(std::sync::Mutex::new(kernel));
@@ -123,6 +127,7 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
             kernel: Arc::clone(&kernel),
             reload: source,
             workers,
+            cache,
         },
         events_tx,
     )

@@ -581,6 +581,7 @@ impl<'a> Cx<'a> {
             target,
             allowed_methods,
             viewer_protocol_policy,
+            cache: None,
         })
     }
 

@@ -25,6 +25,28 @@ pub(super) fn to_toml(config: &Config) -> String {
                 .collect(),
         )),
         viewer_protocol_policy: b.viewer_protocol_policy,
+        cache: b.cache.as_ref().map(|c| {
+            let mut methods = vec!["GET".to_owned(), "HEAD".to_owned()];
+            if c.options {
+                methods.push("OPTIONS".into());
+            }
+            Spanned::new(
+                0..0,
+                BehaviorCacheFile {
+                    enabled: true,
+                    min_ttl: c.ttls.min,
+                    default_ttl: c.ttls.default,
+                    max_ttl: c.ttls.max,
+                    query: c.key.query.clone(),
+                    headers: c.key.headers.clone(),
+                    cookies: c.key.cookies.clone(),
+                    methods: Spanned::new(0..0, methods),
+                    stale_if_error: c.stale_if_error,
+                    allow_authorization: c.allow_authorization,
+                    allow_set_cookie: c.allow_set_cookie,
+                },
+            )
+        }),
     };
     let file = ConfigFile {
         listener: ListenerFile {
@@ -171,6 +193,10 @@ pub(super) fn to_toml(config: &Config) -> String {
             })
             .collect(),
         kernel: config.kernel.clone(),
+        cache: CacheStoreFile {
+            memory_bytes: config.cache.memory_bytes,
+            max_object_bytes: config.cache.max_object_bytes,
+        },
     };
     toml::to_string_pretty(&file).unwrap_or_else(|e| format!("# cannot render TOML: {e}\n"))
 }

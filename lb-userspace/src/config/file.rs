@@ -42,6 +42,66 @@ pub(super) struct ConfigFile {
     pub custom_error_responses: Vec<ErrorResponseFile>,
     #[serde(default)]
     pub kernel: KernelSettings,
+    #[serde(default)]
+    pub cache: CacheStoreFile,
+}
+
+/// `[cache]`: the store every worker shares.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct CacheStoreFile {
+    pub memory_bytes: u64,
+    pub max_object_bytes: u64,
+}
+
+impl Default for CacheStoreFile {
+    fn default() -> Self {
+        let d = super::model::CacheSettings::default();
+        Self {
+            memory_bytes: d.memory_bytes,
+            max_object_bytes: d.max_object_bytes,
+        }
+    }
+}
+
+/// `cache` of a behavior.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct BehaviorCacheFile {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub min_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    pub query: crate::cache::QueryKey,
+    pub headers: Vec<String>,
+    pub cookies: crate::cache::CookieKey,
+    pub methods: Spanned<Vec<String>>,
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    pub allow_authorization: bool,
+    pub allow_set_cookie: bool,
+}
+
+impl Default for BehaviorCacheFile {
+    fn default() -> Self {
+        let t = crate::cache::Ttls::default();
+        Self {
+            enabled: true,
+            min_ttl: t.min,
+            default_ttl: t.default,
+            max_ttl: t.max,
+            query: crate::cache::QueryKey::None,
+            headers: Vec::new(),
+            cookies: crate::cache::CookieKey::None,
+            methods: Spanned::new(0..0, vec!["GET".into(), "HEAD".into()]),
+            stale_if_error: Duration::ZERO,
+            allow_authorization: false,
+            allow_set_cookie: false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -404,6 +464,8 @@ pub(super) struct BehaviorFile {
     pub allowed_methods: Option<Spanned<Vec<String>>>,
     #[serde(default = "default_viewer_policy")]
     pub viewer_protocol_policy: ViewerProtocolPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Spanned<BehaviorCacheFile>>,
 }
 
 fn default_viewer_policy() -> ViewerProtocolPolicy {

@@ -27,6 +27,43 @@ pub struct Config {
     pub observability: Observability,
     pub health: HealthSettings,
     pub kernel: KernelSettings,
+    /// The process-wide cache store (used by behaviors with `cache`).
+    pub cache: CacheSettings,
+}
+
+/// `[cache]`: the store every worker shares. Its size is fixed at start (a reload does
+/// not resize it, nor empty it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// The memory tier's byte budget.
+    pub memory_bytes: u64,
+    /// Larger responses stream to the client without being stored.
+    pub max_object_bytes: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 256 << 20,
+            max_object_bytes: 16 << 20,
+        }
+    }
+}
+
+/// How one behavior caches (CloudFront: its TTLs, `ForwardedValues`, `CachedMethods`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BehaviorCache {
+    pub ttls: crate::cache::Ttls,
+    pub key: crate::cache::KeyPolicy,
+    /// OPTIONS responses are cached too (GET and HEAD always are).
+    pub options: bool,
+    /// A stale copy may answer for this long past its freshness when every member fails,
+    /// even without `stale-if-error` (CloudFront serves stale on origin errors).
+    pub stale_if_error: Duration,
+    /// Store responses to requests with `Authorization` (they are then shared).
+    pub allow_authorization: bool,
+    /// Store responses that set cookies (the cookie is then served to everyone).
+    pub allow_set_cookie: bool,
 }
 
 /// How the health engine turns signals into verdicts.
@@ -406,6 +443,8 @@ pub struct Behavior {
     pub target: Target,
     pub allowed_methods: MethodSet,
     pub viewer_protocol_policy: ViewerProtocolPolicy,
+    /// `None`: responses of this behavior are never stored.
+    pub cache: Option<BehaviorCache>,
 }
 
 /// What to serve when the final answer is an error (CloudFront CustomErrorResponses).

@@ -291,6 +291,13 @@ fn build(
             Some(m) => MethodSet::from_names(m.get_ref().iter().map(String::as_str))
                 .map_err(|why| loc.err(m.span(), format!("{field}.allowed_methods"), why))?,
         };
+        let cache = match &b.cache {
+            Some(c) if c.get_ref().enabled => Some(
+                behavior_cache(c.get_ref())
+                    .map_err(|(sub, why)| loc.err(c.span(), format!("{field}.cache{sub}"), why))?,
+            ),
+            _ => None,
+        };
         Ok(Behavior {
             path_pattern: b
                 .path_pattern
@@ -299,6 +306,7 @@ fn build(
             target,
             allowed_methods,
             viewer_protocol_policy: b.viewer_protocol_policy,
+            cache,
         })
     };
     let mut behaviors = Vec::new();
@@ -336,6 +344,7 @@ fn build(
             target: Target::Origin(0),
             allowed_methods: MethodSet::ALL,
             viewer_protocol_policy: ViewerProtocolPolicy::AllowAll,
+            cache: None,
         },
         None => {
             return Err(loc.err(
@@ -513,6 +522,83 @@ fn build(
             use_kernel_signals: raw.health.use_kernel_signals,
         },
         kernel: raw.kernel,
+        cache: CacheSettings {
+            memory_bytes: raw.cache.memory_bytes,
+            max_object_bytes: raw.cache.max_object_bytes,
+        },
+    })
+}
+
+/// A behavior's `cache` table, checked: TTLs in order (CloudFront: MinTTL <= DefaultTTL
+/// <= MaxTTL), cached methods GET and HEAD (and OPTIONS), keyed headers that lb does not
+/// write itself. Errors: (`.subfield`, why).
+pub(super) fn behavior_cache(
+    c: &super::file::BehaviorCacheFile,
+) -> Result<BehaviorCache, (&'static str, String)> {
+    if c.min_ttl > c.default_ttl || c.default_ttl > c.max_ttl {
+        return Err((
+            ".default_ttl",
+            "needs min_ttl <= default_ttl <= max_ttl".into(),
+        ));
+    }
+    let mut options = false;
+    let (mut get, mut head) = (false, false);
+    for m in c.methods.get_ref() {
+        match m.to_ascii_uppercase().as_str() {
+            "GET" => get = true,
+            "HEAD" => head = true,
+            "OPTIONS" => options = true,
+            other => {
+                return Err((
+                    ".methods",
+                    format!("`{other}` is not cacheable (GET, HEAD, OPTIONS)"),
+                ));
+            }
+        }
+    }
+    if !(get && head) {
+        return Err((".methods", "GET and HEAD are always cached".into()));
+    }
+    let mut headers = Vec::new();
+    for h in &c.headers {
+        let name = h.to_ascii_lowercase();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b))
+        {
+            return Err((".headers", format!("`{h}` is not a header name")));
+        }
+        if matches!(
+            name.as_str(),
+            "x-forwarded-for" | "x-forwarded-proto" | "via" | "host" | "cookie"
+        ) {
+            return Err((
+                ".headers",
+                format!(
+                    "`{h}` cannot be keyed: lb writes it itself (the host is always in the key; cookies are keyed with `cookies`)"
+                ),
+            ));
+        }
+        if !headers.contains(&name) {
+            headers.push(name);
+        }
+    }
+    Ok(BehaviorCache {
+        ttls: crate::cache::Ttls {
+            min: c.min_ttl,
+            default: c.default_ttl,
+            max: c.max_ttl,
+        },
+        key: crate::cache::KeyPolicy {
+            query: c.query.clone(),
+            headers,
+            cookies: c.cookies.clone(),
+        },
+        options,
+        stale_if_error: c.stale_if_error,
+        allow_authorization: c.allow_authorization,
+        allow_set_cookie: c.allow_set_cookie,
     })
 }
 

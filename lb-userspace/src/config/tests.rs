@@ -318,3 +318,71 @@ fn http_settings_and_connection_limits_parse() {
     assert_eq!(crate::config::Listener::default_max_connections(256), 96);
     assert_eq!(crate::config::Listener::default_max_connections(1024), 480);
 }
+
+const CACHED: &str = r#"
+[cache]
+memory_bytes = 1048576
+max_object_bytes = 65536
+
+[[origins]]
+id = "o"
+address = "127.0.0.1:8081"
+
+[default_behavior]
+target = "o"
+[default_behavior.cache]
+min_ttl = "1s"
+default_ttl = "1m"
+max_ttl = "1h"
+query = { only = ["v"] }
+headers = ["Accept-Language"]
+cookies = "all"
+methods = ["GET", "HEAD", "OPTIONS"]
+stale_if_error = "10m"
+"#;
+
+#[test]
+fn cache_settings_build_the_model_and_round_trip() {
+    let c = parse(CACHED);
+    assert_eq!(c.cache.memory_bytes, 1 << 20);
+    let b = c.default_behavior.cache.as_ref().expect("cached");
+    assert_eq!(b.ttls.min, Duration::from_secs(1));
+    assert_eq!(b.ttls.default, Duration::from_secs(60));
+    assert_eq!(b.key.headers, ["accept-language"]);
+    assert_eq!(b.key.query, crate::cache::QueryKey::Only(vec!["v".into()]));
+    assert_eq!(b.key.cookies, crate::cache::CookieKey::All);
+    assert!(b.options);
+    assert_eq!(b.stale_if_error, Duration::from_secs(600));
+    assert_eq!(parse(&c.to_toml()), c);
+    let off = CACHED.replace("min_ttl = \"1s\"", "enabled = false");
+    assert!(parse(&off).default_behavior.cache.is_none());
+}
+
+#[test]
+fn bad_cache_settings_name_their_field() {
+    let err = |text: String| {
+        Config::parse(&text, Path::new("lb.toml"))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(CACHED.replace("default_ttl = \"1m\"", "default_ttl = \"2h\""));
+    assert!(
+        e.contains("default_behavior.cache.default_ttl: needs min_ttl <= default_ttl <= max_ttl"),
+        "{e}"
+    );
+    let e = err(CACHED.replace("\"OPTIONS\"", "\"POST\""));
+    assert!(
+        e.contains("default_behavior.cache.methods") && e.contains("POST"),
+        "{e}"
+    );
+    let e = err(CACHED.replace("[\"Accept-Language\"]", "[\"X-Forwarded-For\"]"));
+    assert!(
+        e.contains("default_behavior.cache.headers") && e.contains("lb writes it itself"),
+        "{e}"
+    );
+    let e = err(CACHED.replace("cookies = \"all\"", "cookies = \"some\""));
+    assert!(
+        e.starts_with("lb.toml:18:") && e.contains("`some`"),
+        "names the file and the cookies line: {e}"
+    );
+}

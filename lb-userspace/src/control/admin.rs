@@ -27,6 +27,7 @@ pub(super) struct State {
     pub current: Arc<Current>,
     pub kernel: Option<Arc<SignalsView>>,
     pub reloader: Arc<Reloader>,
+    pub cache: Arc<crate::cache::Store>,
 }
 
 pub(super) async fn serve(listener: std::net::TcpListener, state: State) {
@@ -257,6 +258,25 @@ fn render_metrics(state: &State) -> String {
             resource.label()
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP lb_cache_requests_total Requests of cached behaviors, by what the cache did.\n# TYPE lb_cache_requests_total counter"
+    );
+    for (event, n) in metrics.cache_events() {
+        let _ = writeln!(
+            out,
+            "lb_cache_requests_total{{result=\"{}\"}} {n}",
+            event.label()
+        );
+    }
+    let store = state.cache.stats();
+    let _ = writeln!(
+        out,
+        "# HELP lb_cache_objects Objects in the cache's memory tier.\n# TYPE lb_cache_objects gauge\nlb_cache_objects{{tier=\"memory\"}} {}\n\
+         # HELP lb_cache_bytes Bytes in the cache's memory tier, and its budget.\n# TYPE lb_cache_bytes gauge\n\
+         lb_cache_bytes{{tier=\"memory\"}} {}\nlb_cache_budget_bytes{{tier=\"memory\"}} {}",
+        store.objects, store.bytes, store.budget_bytes
+    );
     let _ = writeln!(
         out,
         "# HELP lb_origin_attempts_total Attempts sent to each origin.\n# TYPE lb_origin_attempts_total counter"

@@ -40,6 +40,8 @@ pub struct ControlSetup {
     pub reload: Option<ReloadSource>,
     /// Data plane workers (the snapshot's metrics have one block each).
     pub workers: usize,
+    /// The cache store the workers share (for stats and purges).
+    pub cache: Arc<crate::cache::Store>,
 }
 
 /// What the control plane tells the thread that owns the process.
@@ -73,6 +75,7 @@ impl ControlPlane {
             kernel,
             reload,
             workers,
+            cache,
             ..
         } = setup;
         let reloader = Arc::new(reload::Reloader {
@@ -103,6 +106,7 @@ impl ControlPlane {
                                 current,
                                 kernel: kernel_view,
                                 reloader,
+                                cache,
                             },
                         ));
                     }

@@ -13,6 +13,7 @@ use std::{net::SocketAddr, time::Instant};
 
 use super::{
     body::{self, BodyError, BodyErrorKind, BodyPlan, Encoding, Side, Source},
+    cached::Lookup,
     client::ClientConn,
     conn::{BufferedStream, write_all},
     fate::BodyState,
@@ -47,9 +48,15 @@ pub(super) enum Failure {
     Body(BodyError),
 }
 
+/// The cache's view of a request it handles: the behavior's policy (what the origin may
+/// see) and the lookup (the target and cookies that reach it).
+pub(super) type Cached<'a> = Option<(&'a crate::config::BehaviorCache, &'a Lookup)>;
+
 /// Sends the request to origin `index` and waits for a final (non-1xx) response head.
 /// `hedge_to` is the member a stalled attempt may be hedged to; the answer says which
-/// origin it came from.
+/// origin it came from. A request the cache handles reaches the origin with only what is
+/// in its key.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn attempt(
     worker: &Worker,
     view: &View,
@@ -58,6 +65,7 @@ pub(super) async fn attempt(
     body_mode: BodyMode,
     sent: &mut bool,
     hedge_to: Option<usize>,
+    cached: Cached<'_>,
 ) -> Result<ResponseStart, Failure> {
     let config = &view.snap.config;
     let origin = &config.origins[index];
@@ -91,7 +99,7 @@ pub(super) async fn attempt(
             }
         };
         let mut up = BufferedStream::with_buffer(stream, std::mem::take(&mut conn.upstream_buf));
-        write_request_head(view, conn, index, body_mode);
+        write_request_head(view, conn, index, body_mode, cached);
         if body_mode == BodyMode::Buffered {
             conn.out.extend_from_slice(&conn.replay);
         }
@@ -129,8 +137,9 @@ pub(super) async fn attempt(
         let hedge_to = hedge_to.filter(|_| {
             replayable && conn.head.method().fails_over() && hedge::watching(worker, view)
         });
+        let how = Head { body_mode, cached };
         match read_final_head(
-            worker, view, conn, &mut up, index, written_ns, hedge_to, body_mode,
+            worker, view, conn, &mut up, index, written_ns, hedge_to, how,
         )
         .await
         {
@@ -199,18 +208,32 @@ async fn connect_watched(
 
 /// The request head for origin `index` (its custom headers, its origin path) in
 /// `conn.out`.
-fn write_request_head(view: &View, conn: &mut ClientConn, index: usize, body_mode: BodyMode) {
+fn write_request_head(
+    view: &View,
+    conn: &mut ClientConn,
+    index: usize,
+    body_mode: BodyMode,
+    cached: Cached<'_>,
+) {
     let mut out = std::mem::take(&mut conn.out);
-    request_head_into(view, conn, index, body_mode, &mut out);
+    request_head_into(view, conn, index, Head { body_mode, cached }, &mut out);
     conn.out = out;
+}
+
+/// How the request head for an origin is made: the body's mode and, for a request the
+/// cache handles, what of the request may reach the origin.
+#[derive(Clone, Copy)]
+struct Head<'a> {
+    body_mode: BodyMode,
+    cached: Cached<'a>,
 }
 
 /// The whole request for origin `index`, head and replayable body, in a buffer of its
 /// own: what a hedge sends while `conn.out` belongs to the stalled attempt.
-fn hedge_request(view: &View, conn: &ClientConn, index: usize, body_mode: BodyMode) -> Vec<u8> {
+fn hedge_request(view: &View, conn: &ClientConn, index: usize, how: Head<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + conn.replay.len());
-    request_head_into(view, conn, index, body_mode, &mut out);
-    if body_mode == BodyMode::Buffered {
+    request_head_into(view, conn, index, how, &mut out);
+    if how.body_mode == BodyMode::Buffered {
         out.extend_from_slice(&conn.replay);
     }
     out
@@ -220,11 +243,12 @@ fn request_head_into(
     view: &View,
     conn: &ClientConn,
     index: usize,
-    body_mode: BodyMode,
+    how: Head<'_>,
     out: &mut Vec<u8>,
 ) {
     let origin = &view.snap.config.origins[index];
     let head = &conn.head;
+    let body_mode = how.body_mode;
     let (length, chunked) = match (body_mode, head.framing()) {
         (BodyMode::None, _) => (None, false),
         (BodyMode::Buffered, _) => (Some(conn.replay.len() as u64), false),
@@ -232,21 +256,47 @@ fn request_head_into(
         (BodyMode::Stream, _) => (None, true),
     };
     let scheme = if conn.tls() { "https" } else { "http" };
+    let on_behalf_of = OnBehalfOf::Client {
+        address: ForwardedFor(conn.peer.ip()),
+        proto: scheme,
+    };
+    let Some((policy, lookup)) = how.cached else {
+        HeaderRewrite::request(
+            out,
+            &UpstreamRequest {
+                method: head.method_str(),
+                path_prefix: &origin.origin_path,
+                path: head.path(),
+                host: head.host(),
+                fields: head.fields(),
+                on_behalf_of,
+                length,
+                chunked,
+                upgrade: head.upgrade(),
+                origin_headers: &origin.custom_headers,
+            },
+        );
+        return;
+    };
+    // Only what is in the cache key reaches the origin (CloudFront's ForwardedValues):
+    // no unkeyed header, cookie or query parameter can change a stored response.
+    let cookie =
+        (!lookup.origin_cookie.is_empty()).then_some(("cookie", &lookup.origin_cookie[..]));
     HeaderRewrite::request(
         out,
         &UpstreamRequest {
             method: head.method_str(),
             path_prefix: &origin.origin_path,
-            path: head.path(),
+            path: &lookup.origin_target,
             host: head.host(),
-            fields: head.fields(),
-            on_behalf_of: OnBehalfOf::Client {
-                address: ForwardedFor(conn.peer.ip()),
-                proto: scheme,
-            },
+            fields: head
+                .fields()
+                .filter(|(n, _)| policy.key.forwards_header(n))
+                .chain(cookie),
+            on_behalf_of,
             length,
             chunked,
-            upgrade: head.upgrade(),
+            upgrade: None,
             origin_headers: &origin.custom_headers,
         },
     );
@@ -275,7 +325,7 @@ async fn stream_body(
     };
     // Until the body has been forwarded whole, the connection's position is unknown.
     conn.body = BodyState::Lost;
-    body::forward(&mut conn.io, &mut up.stream, plan, &mut conn.scratch)
+    body::forward(&mut conn.io, &mut up.stream, plan, &mut conn.scratch, None)
         .await
         .map_err(Failure::Body)?;
     conn.body = BodyState::Consumed;
@@ -315,7 +365,7 @@ async fn read_final_head(
     index: usize,
     written_ns: u64,
     hedge_to: Option<usize>,
-    body_mode: BodyMode,
+    how: Head<'_>,
 ) -> Result<FinalHead, Failure> {
     let config = &view.snap.config;
     let deadline = Instant::now() + config.origins[index].response_timeout;
@@ -326,7 +376,7 @@ async fn read_final_head(
         let target = hedge_to.filter(|_| !conn.response_started);
         let waited = {
             let conn_ref: &ClientConn = conn;
-            let build = |b: usize| hedge_request(view, conn_ref, b, body_mode);
+            let build = |b: usize| hedge_request(view, conn_ref, b, how);
             let hedge = target.map(|b| HedgeTarget {
                 index: b,
                 request: &build,

@@ -76,12 +76,52 @@ pub(super) struct BodyPlan {
     pub limit: u64,
 }
 
-/// Copies one body from `src` (starting with its buffered bytes) to `dst`.
+/// A copy of a body's decoded bytes, kept while it fits: the cache stores a response
+/// while it streams to the client.
+#[derive(Debug)]
+pub(super) struct Capture {
+    pub bytes: Vec<u8>,
+    limit: usize,
+    /// The body outgrew `limit`: nothing is kept.
+    pub overflowed: bool,
+}
+
+impl Capture {
+    pub fn new(limit: usize, expected: Option<u64>) -> Self {
+        let overflowed = expected.is_some_and(|n| n > limit as u64);
+        let reserve = expected.map_or(0, |n| (n as usize).min(limit));
+        Self {
+            bytes: if overflowed {
+                Vec::new()
+            } else {
+                Vec::with_capacity(reserve)
+            },
+            limit,
+            overflowed,
+        }
+    }
+
+    pub fn take(&mut self, data: &[u8]) {
+        if self.overflowed {
+            return;
+        }
+        if self.bytes.len() + data.len() > self.limit {
+            self.overflowed = true;
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.extend_from_slice(data);
+        }
+    }
+}
+
+/// Copies one body from `src` (starting with its buffered bytes) to `dst`, keeping a
+/// copy of the decoded bytes in `capture` if given.
 pub(super) async fn forward(
     src: &mut BufferedStream,
     dst: &mut Stream,
     plan: BodyPlan,
     scratch: &mut Vec<u8>,
+    mut capture: Option<&mut Capture>,
 ) -> Result<u64, BodyError> {
     let BodyPlan {
         source,
@@ -95,14 +135,26 @@ pub(super) async fn forward(
         Side::Origin => Side::Client,
     };
     match source {
-        Source::Length(n) => copy_length(src, dst, n, src_side, dst_side, idle)
+        Source::Length(n) => copy_length(src, dst, n, src_side, dst_side, idle, &mut capture)
             .await
             .map(|()| n),
         Source::Chunked => {
-            copy_chunked(src, dst, encoding, src_side, dst_side, idle, limit, scratch).await
+            let sides = (src_side, dst_side);
+            copy_chunked(
+                src,
+                dst,
+                encoding,
+                sides,
+                idle,
+                limit,
+                scratch,
+                &mut capture,
+            )
+            .await
         }
         Source::UntilClose => {
-            copy_until_close(src, dst, encoding, src_side, dst_side, idle, scratch).await
+            let sides = (src_side, dst_side);
+            copy_until_close(src, dst, encoding, sides, idle, scratch, &mut capture).await
         }
     }
 }
@@ -133,6 +185,7 @@ async fn copy_length(
     src_side: Side,
     dst_side: Side,
     idle: Duration,
+    capture: &mut Option<&mut Capture>,
 ) -> Result<(), BodyError> {
     let mut left = n;
     while left > 0 {
@@ -140,6 +193,9 @@ async fn copy_length(
             return Err(BodyError::new(src_side, BodyErrorKind::Closed));
         }
         let take = left.min(src.data().len() as u64) as usize;
+        if let Some(c) = capture {
+            c.take(&src.data()[..take]);
+        }
         timed(dst_side, idle, src.forward(dst, take)).await?;
         left -= take as u64;
     }
@@ -151,11 +207,11 @@ async fn copy_chunked(
     src: &mut BufferedStream,
     dst: &mut Stream,
     encoding: Encoding,
-    src_side: Side,
-    dst_side: Side,
+    (src_side, dst_side): (Side, Side),
     idle: Duration,
     limit: u64,
     scratch: &mut Vec<u8>,
+    capture: &mut Option<&mut Capture>,
 ) -> Result<u64, BodyError> {
     let mut decoder = ChunkedDecoder::new();
     let mut total = 0u64;
@@ -178,6 +234,9 @@ async fn copy_chunked(
             return Err(BodyError::new(src_side, BodyErrorKind::TooLarge));
         }
         if produced > 0 {
+            if let Some(c) = capture {
+                c.take(&scratch[base..]);
+            }
             let from = match encoding {
                 Encoding::Chunked => encode_chunk_header(scratch),
                 Encoding::Raw => base,
@@ -197,10 +256,10 @@ async fn copy_until_close(
     src: &mut BufferedStream,
     dst: &mut Stream,
     encoding: Encoding,
-    src_side: Side,
-    dst_side: Side,
+    (src_side, dst_side): (Side, Side),
     idle: Duration,
     scratch: &mut Vec<u8>,
+    capture: &mut Option<&mut Capture>,
 ) -> Result<u64, BodyError> {
     let mut total = 0u64;
     loop {
@@ -212,6 +271,9 @@ async fn copy_until_close(
         }
         let n = src.data().len();
         total += n as u64;
+        if let Some(c) = capture {
+            c.take(src.data());
+        }
         match encoding {
             Encoding::Raw => timed(dst_side, idle, src.forward(dst, n)).await?,
             Encoding::Chunked => {

@@ -12,6 +12,7 @@ use super::{
     access_log::{AttemptRecord, Outcome},
     attempt::{self, BodyMode, Failure},
     body::{BodyError, BodyErrorKind, Side},
+    cached::{self, Decision},
     client::ClientConn,
     error_pages,
     fate::{BodyState, Next},
@@ -40,6 +41,21 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     if !conn.tls() && behavior.viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
         return respond::viewer_policy_reply(worker, conn, behavior.viewer_protocol_policy).await;
     }
+    // The cache answers before any origin is asked: a fresh copy at once, a stale one at
+    // once when every member of the target is down.
+    let cache_policy = behavior.cache.as_ref();
+    let lookup = match cache_policy.and_then(|policy| {
+        cached::lookup(worker, policy, conn, || {
+            target_down(view, worker, behavior.target)
+        })
+    }) {
+        Some(Decision::Serve(obj, status, event)) => {
+            return cached::serve(worker, view, conn, &obj, &status, event).await;
+        }
+        Some(Decision::Forward(lookup)) => Some(lookup),
+        None => None,
+    };
+    let cached = cache_policy.zip(lookup.as_ref());
     if let BodyFraming::ContentLength(n) = framing
         && n > config.limits.max_request_body
     {
@@ -72,6 +88,9 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     ) {
         Plan::Try(order) => order,
         Plan::NoneUsable => {
+            if let Some(r) = serve_stale(worker, view, conn, cached, 503).await {
+                return r;
+            }
             if let Some(custom) = error_pages::lookup(config, 503) {
                 return error_pages::serve(worker, view, conn, custom, 503).await;
             }
@@ -99,8 +118,10 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
             .fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight::start(view, planned);
         let hedge_to = order.get(k + 1).copied();
-        let result =
-            attempt::attempt(worker, view, conn, planned, body_mode, &mut sent, hedge_to).await;
+        let result = attempt::attempt(
+            worker, view, conn, planned, body_mode, &mut sent, hedge_to, cached,
+        )
+        .await;
         let elapsed = t0.elapsed();
         let ms = elapsed.as_millis().min(u32::MAX as u128) as u32;
         // Where a request may still go: GET/HEAD/OPTIONS whose body can be sent again, and
@@ -142,6 +163,12 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
                     drop(in_flight);
                     continue;
                 }
+                if (failover_status || matches!(status, 500 | 502 | 503 | 504))
+                    && !conn.response_started
+                    && let Some(r) = serve_stale(worker, view, conn, cached, status).await
+                {
+                    return r;
+                }
                 if status >= 400
                     && !conn.response_started
                     && let Some(custom) = error_pages::lookup(config, status)
@@ -150,7 +177,7 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
                     drop(in_flight);
                     return error_pages::serve(worker, view, conn, custom, status).await;
                 }
-                let result = respond::respond(worker, view, conn, index, start).await;
+                let result = respond::respond(worker, view, conn, index, start, cached).await;
                 drop(in_flight);
                 return result;
             }
@@ -210,12 +237,53 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     let (e, index) = last_error.expect("the loop only ends without a response after an error");
     let status = e.status();
     if !conn.response_started
+        && let Some(r) = serve_stale(worker, view, conn, cached, status).await
+    {
+        return r;
+    }
+    if !conn.response_started
         && let Some(custom) = error_pages::lookup(config, status)
     {
         return error_pages::serve(worker, view, conn, custom, status).await;
     }
     let reason = e.reason(&config.origins[index].id);
     respond::error(worker, conn, status, &reason).await
+}
+
+/// Whether every member of `target` is down now (the cache then answers stale at once).
+fn target_down(view: &View, worker: &Worker, target: Target) -> bool {
+    let config = &view.snap.config;
+    let now = now_ms();
+    config.members(target).0.iter().all(|&m| {
+        view.snap
+            .health
+            .availability(m, now, worker.kernel.as_deref())
+            == crate::health::Availability::Down
+    })
+}
+
+/// Serves the cached copy instead of an error (`status`: the last member's, or lb's own),
+/// when there is one and its stale-if-error allowance covers it.
+async fn serve_stale(
+    worker: &Worker,
+    view: &View,
+    conn: &mut ClientConn,
+    cached: Option<(&crate::config::BehaviorCache, &cached::Lookup)>,
+    status: u16,
+) -> Option<(Next, u16)> {
+    let (policy, lookup) = cached?;
+    let (obj, cache_status) = cached::stale_on_error(lookup, policy, status)?;
+    Some(
+        cached::serve(
+            worker,
+            view,
+            conn,
+            &obj,
+            &cache_status,
+            crate::metrics::CacheEvent::StaleIfError,
+        )
+        .await,
+    )
 }
 
 /// Accounts for an attempt on `stalled` that the kernel showed stalled and whose hedge on

@@ -8,6 +8,7 @@ mod access_log;
 mod attempt;
 mod body;
 mod buffers;
+mod cached;
 mod client;
 mod conn;
 mod drain;
@@ -45,6 +46,8 @@ pub struct SharedState {
     pub kernel: Option<Arc<SignalsView>>,
     /// The kernel's socket events run: waits on origins can be cut short by them.
     pub kernel_events: bool,
+    /// The process-wide cache store, shared by every worker.
+    pub cache: Arc<crate::cache::Store>,
 }
 
 /// Which I/O driver a worker ended up with.

@@ -4,7 +4,9 @@
 
 use super::{
     access_log::write_attempts,
-    body::{self, BodyError, BodyErrorKind, BodyPlan, Encoding, Side, Source},
+    attempt::Cached,
+    body::{self, BodyError, BodyErrorKind, BodyPlan, Capture, Encoding, Side, Source},
+    cached,
     client::ClientConn,
     conn::BufferedStream,
     error_response,
@@ -17,6 +19,7 @@ use crate::{
         HeaderRewrite, MAX_HEADERS, Method, ResponseConnection, ResponseFraming, httparse_headers,
         parse_response_head,
     },
+    metrics::CacheEvent,
 };
 
 /// A response lb makes itself.
@@ -88,13 +91,16 @@ pub(super) struct ResponseStart {
 }
 
 /// Commits an origin's response to the client: head, then body; then decides about
-/// both connections. Returns what to do next and the status sent.
+/// both connections. Returns what to do next and the status sent. For a request the cache
+/// handles (`cached`), a storable answer is kept as it streams (up to the store's object
+/// size limit) and stored once complete.
 pub(super) async fn respond(
     worker: &Worker,
     view: &View,
     conn: &mut ClientConn,
     index: usize,
     start: ResponseStart,
+    cached: Cached<'_>,
 ) -> (Next, u16) {
     let config = &view.snap.config;
     let ResponseStart {
@@ -108,6 +114,8 @@ pub(super) async fn respond(
     if config.observability.attempts_header {
         write_attempts(&mut attempts_value, &conn.attempts, &config.origins);
     }
+    let mut fill = None;
+    let mut cache_status = String::new();
     // Parse the head once more (it is complete and valid) and write the client's head.
     let (framing, reuse, head_len, upgrade) = {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -148,11 +156,23 @@ pub(super) async fn respond(
         } else {
             fate::connection_field(conn, keep)
         };
-        let extra: &[(&str, &[u8])] = if attempts_value.is_empty() {
-            &[]
-        } else {
-            &[("x-lb-attempts", &attempts_value)]
-        };
+        if let Some((policy, lookup)) = cached {
+            let plan = cached::plan_fill(lookup, policy, conn.head_request, &r);
+            cache_status = cached::miss_status(lookup, &plan);
+            view.metrics().cache(if plan.is_ok() {
+                CacheEvent::MissStored
+            } else {
+                CacheEvent::MissNotStored
+            });
+            fill = plan.ok();
+        }
+        let mut extra: Vec<(&str, &[u8])> = Vec::with_capacity(2);
+        if !attempts_value.is_empty() {
+            extra.push(("x-lb-attempts", &attempts_value));
+        }
+        if !cache_status.is_empty() {
+            extra.push(("cache-status", cache_status.as_bytes()));
+        }
         HeaderRewrite::response(
             &mut conn.out,
             r.status,
@@ -161,7 +181,7 @@ pub(super) async fn respond(
             length,
             chunked,
             connection,
-            extra,
+            &extra,
         );
         (r.framing, r.reuse(), r.head_len, upgrade)
     };
@@ -184,14 +204,40 @@ pub(super) async fn respond(
         ResponseFraming::Chunked => Some((Source::Chunked, client_encoding)),
         ResponseFraming::CloseDelimited => Some((Source::UntilClose, client_encoding)),
     };
+    let expected = match source {
+        Some((Source::Length(n), _)) => Some(n),
+        None => Some(0),
+        _ => None,
+    };
+    let mut capture = fill.as_ref().map(|_| {
+        let limit = view
+            .snap
+            .config
+            .cache
+            .max_object_bytes
+            .min(usize::MAX as u64) as usize;
+        Capture::new(limit, expected)
+    });
     // A small Content-Length body already in the buffer rides with the head.
     if let Some((Source::Length(n), _)) = source
         && (n as usize) <= INLINE_BODY_MAX
         && origin.data().len() >= n as usize
     {
         conn.out.extend_from_slice(&origin.data()[..n as usize]);
+        if let Some(c) = capture.as_mut() {
+            c.take(&origin.data()[..n as usize]);
+        }
         origin.consume(n as usize);
         source = None;
+    }
+    if source.is_none()
+        && let (Some(plan), Some(capture), Some((_, lookup))) =
+            (fill.take(), capture.take(), cached)
+        && !capture.overflowed
+    {
+        // The whole body is in hand: stored before the client sees it, so the client's
+        // next request finds it.
+        plan.finish(worker, lookup, conn, capture.bytes);
     }
     if conn.send_out().await.is_err() {
         return (Next::Abort, status);
@@ -204,13 +250,26 @@ pub(super) async fn respond(
             idle: config.limits.body_timeout,
             limit: u64::MAX,
         };
-        let result = body::forward(&mut origin, &mut conn.io.stream, plan, &mut conn.scratch).await;
+        let result = body::forward(
+            &mut origin,
+            &mut conn.io.stream,
+            plan,
+            &mut conn.scratch,
+            capture.as_mut(),
+        )
+        .await;
         if let Err(e) = result {
             // The head is out: the only honest signal left is closing the connection,
             // which the client sees as a truncated body.
             tracing::debug!(origin = %config.origins[index].id, side = ?e.side, kind = ?e.kind, "response body aborted");
             return (Next::Abort, status);
         }
+    }
+    // The whole body went out: store it (a response cut short is never stored).
+    if let (Some(plan), Some(capture), Some((_, lookup))) = (fill, capture, cached)
+        && !capture.overflowed
+    {
+        plan.finish(worker, lookup, conn, capture.bytes);
     }
     // Bytes beyond the response's end mean the origin's framing cannot be trusted; a
     // connection opened under an older config (a reload happened meanwhile) is not

@@ -37,6 +37,8 @@ pub(super) struct Worker {
     pub kernel: Option<Arc<crate::kernel::SignalsView>>,
     /// Wakes waits on origins the kernel reports trouble with.
     pub kernel_watch: Rc<KernelWatch>,
+    /// The process-wide cache store.
+    pub cache: Arc<crate::cache::Store>,
     /// The HTTPS listener's port (for redirect-to-https); 443 without one.
     pub https_port: u16,
     pub buffers: BufferPool,
@@ -325,6 +327,7 @@ async fn worker_loop(
         kernel_watch: Rc::new(KernelWatch::new(
             shared.kernel.clone().filter(|_| shared.kernel_events),
         )),
+        cache: Arc::clone(&shared.cache),
         https_port: tls_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())

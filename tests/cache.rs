@@ -1,0 +1,429 @@
+//! The HTTP cache through the real lb, against real origins: what is stored and for how
+//! long (RFC 9111: freshness, `no-store`, `private`, `Authorization`, `Set-Cookie`,
+//! `Vary`), HEAD and conditional requests answered from a stored GET, the key and what
+//! reaches the origin, and stale copies served when every member fails (at once when
+//! health says the group is down).
+
+use std::time::{Duration, Instant};
+
+use lb_origin::Origin;
+use lb_tests::{
+    free_port,
+    http::{Client, Response, get},
+    process::LbServer,
+};
+
+/// lb TOML: group `site` over a primary and a secondary, the default behavior cached
+/// with `cache` (extra lines of its table; the query string is keyed and forwarded
+/// unless they say otherwise, since the test origin takes its orders from it), admin
+/// API, attempts header.
+fn config(primary: std::net::SocketAddr, secondary: std::net::SocketAddr, cache: &str) -> String {
+    format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 2\n\n[admin]\naddress = \"{}\"\n\n\
+         [observability]\naccess_log = false\nattempts_header = true\n\n[kernel]\nenabled = false\n\n\
+         [cache]\nmax_object_bytes = 1048576\n\n\
+         [health]\npassive_failures = 2\nejection_time = \"5s\"\n\n\
+         [[origins]]\nid = \"primary\"\naddress = \"{primary}\"\nconnect_timeout = \"300ms\"\nconnection_attempts = 1\nresponse_timeout = \"2s\"\n\n\
+         [[origins]]\nid = \"secondary\"\naddress = \"{secondary}\"\nconnect_timeout = \"300ms\"\nconnection_attempts = 1\nresponse_timeout = \"2s\"\n\n\
+         [[origin_groups]]\nid = \"site\"\nmembers = [\"primary\", \"secondary\"]\nfailover_status_codes = [500, 502, 503, 504]\n\n\
+         [default_behavior]\ntarget = \"site\"\n[default_behavior.cache]\n{cache}\n",
+        free_port()
+    )
+}
+
+struct Setup {
+    primary: Origin,
+    secondary: Origin,
+    lb: LbServer,
+}
+
+fn setup(cache: &str) -> Setup {
+    let cache = if cache.contains("query") {
+        cache.to_owned()
+    } else {
+        format!("query = \"all\"\n{cache}")
+    };
+    let cache = cache.as_str();
+    let primary = Origin::start("primary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let secondary = Origin::start("secondary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let lb = LbServer::start_file(
+        "lb.toml",
+        &config(primary.addr(), secondary.addr(), cache),
+        &[],
+        "info",
+    );
+    Setup {
+        primary,
+        secondary,
+        lb,
+    }
+}
+
+fn request(addr: std::net::SocketAddr, raw: &str) -> Response {
+    Client::connect(addr).request(raw)
+}
+
+fn served(r: &Response) -> String {
+    r.header("x-served").unwrap_or("-").to_owned()
+}
+
+fn cache_status(r: &Response) -> &str {
+    r.header("cache-status").unwrap_or("-")
+}
+
+#[test]
+fn a_fresh_response_is_served_from_the_cache_until_it_expires() {
+    let s = setup("");
+    let path = "/fresh?cc=max-age=2";
+    let first = get(s.lb.addr, path);
+    assert_eq!(first.status, 200);
+    assert_eq!(cache_status(&first), "lb; fwd=uri-miss; stored");
+    let second = get(s.lb.addr, path);
+    assert!(
+        cache_status(&second).starts_with("lb; hit"),
+        "{}",
+        cache_status(&second)
+    );
+    assert_eq!(
+        served(&second),
+        served(&first),
+        "the stored copy, not a new answer"
+    );
+    assert!(second.header("age").is_some());
+    assert_eq!(second.text(), first.text());
+    assert_eq!(s.primary.requests(), 1, "one request reached the origin");
+    std::thread::sleep(Duration::from_millis(2100));
+    let third = get(s.lb.addr, path);
+    assert_eq!(
+        cache_status(&third),
+        "lb; fwd=stale; stored",
+        "expired: asked again"
+    );
+    assert_ne!(served(&third), served(&first));
+    assert_eq!(s.primary.requests(), 2);
+}
+
+#[test]
+fn what_rfc_9111_forbids_is_not_stored() {
+    let s = setup("");
+    for (path, why) in [
+        ("/ns?cc=no-store", "no-store"),
+        ("/p?cc=private,max-age=60", "private"),
+        ("/c?cc=max-age=60&set_cookie=1", "set-cookie"),
+        ("/v?cc=max-age=60&vary=*", "vary-star"),
+        ("/st?status=500", "status"),
+    ] {
+        let a = get(s.lb.addr, path);
+        assert_eq!(
+            cache_status(&a),
+            format!("lb; fwd=uri-miss; detail={why}"),
+            "{path}"
+        );
+        let b = get(s.lb.addr, path);
+        assert_ne!(served(&a), served(&b), "{path} was stored");
+    }
+    // Authorization: not shared unless the response says it may be.
+    let auth = |path: &str| {
+        request(
+            s.lb.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer x\r\n\r\n"),
+        )
+    };
+    let a = auth("/auth?cc=max-age=60");
+    assert_eq!(cache_status(&a), "lb; fwd=uri-miss; detail=authorization");
+    let a = auth("/auth-public?cc=public,max-age=60");
+    assert_eq!(cache_status(&a), "lb; fwd=uri-miss; stored");
+    let b = get(s.lb.addr, "/auth-public?cc=public,max-age=60");
+    assert_eq!(served(&a), served(&b));
+}
+
+#[test]
+fn behaviors_may_store_what_sets_cookies_and_answers_authorization() {
+    let s = setup("allow_set_cookie = true\nallow_authorization = true");
+    let a = get(s.lb.addr, "/c?cc=max-age=60&set_cookie=1");
+    assert_eq!(cache_status(&a), "lb; fwd=uri-miss; stored");
+    let b = get(s.lb.addr, "/c?cc=max-age=60&set_cookie=1");
+    assert_eq!(served(&a), served(&b));
+    assert!(b.header("set-cookie").is_some());
+}
+
+#[test]
+fn vary_keeps_one_variant_per_value() {
+    let s = setup("");
+    let lang = |l: &str| {
+        request(
+            s.lb.addr,
+            &format!(
+                "GET /v?cc=max-age=60&vary=Accept-Language&echo_lang=1 HTTP/1.1\r\nHost: test\r\nAccept-Language: {l}\r\n\r\n"
+            ),
+        )
+    };
+    // Accept-Language is not in the key, so it does not reach the origin: every variant
+    // the origin makes is the one without it. What matters here is that variants do
+    // not mix: a stored response for one value never answers another.
+    let fr = lang("fr");
+    let de = lang("de");
+    assert_eq!(cache_status(&fr), "lb; fwd=uri-miss; stored");
+    assert_eq!(
+        cache_status(&de),
+        "lb; fwd=uri-miss; stored",
+        "another variant"
+    );
+    assert!(cache_status(&lang("fr")).starts_with("lb; hit"));
+    assert!(cache_status(&lang("de")).starts_with("lb; hit"));
+    assert_eq!(s.primary.requests(), 2);
+}
+
+#[test]
+fn keyed_headers_reach_the_origin_and_split_the_cache_others_do_not() {
+    let s =
+        setup("headers = [\"accept-language\"]\nquery = { only = [\"v\", \"echo_lang\", \"cc\"] }");
+    let send = |path: &str, extra: &str| {
+        request(
+            s.lb.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n"),
+        )
+    };
+    let fr = send(
+        "/k?v=1&echo_lang=1&cc=max-age=60",
+        "Accept-Language: fr\r\nX-Evil: 1\r\n",
+    );
+    assert_eq!(fr.header("x-lang"), Some("fr"), "keyed: forwarded");
+    let de = send(
+        "/k?v=1&echo_lang=1&cc=max-age=60",
+        "Accept-Language: de\r\n",
+    );
+    assert_eq!(de.header("x-lang"), Some("de"), "a different key");
+    let fr_again = send(
+        "/k?v=1&echo_lang=1&cc=max-age=60&utm=2",
+        "Accept-Language: fr\r\n",
+    );
+    assert!(
+        cache_status(&fr_again).starts_with("lb; hit"),
+        "unkeyed parameter utm: same entry ({})",
+        cache_status(&fr_again)
+    );
+    assert_eq!(served(&fr_again), served(&fr));
+    // What the origin saw: no unkeyed header, no unkeyed parameter.
+    let seen = send(
+        "/k/headers?v=2&utm=9",
+        "Accept-Language: fr\r\nX-Evil: 1\r\nCookie: a=b\r\n",
+    );
+    let head = seen.text();
+    assert!(head.starts_with("GET /k/headers?v=2 HTTP/1.1"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("accept-language: fr"),
+        "{head}"
+    );
+    assert!(!head.to_ascii_lowercase().contains("x-evil"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("cookie"), "{head}");
+}
+
+#[test]
+fn head_and_conditional_requests_are_answered_from_a_stored_get() {
+    let s = setup("");
+    let path = "/cond?cc=max-age=60&etag=v1&last_modified=Sun,%2006%20Nov%201994%2008:49:37%20GMT";
+    let full = get(s.lb.addr, path);
+    assert_eq!(full.status, 200);
+    let mut c = Client::connect(s.lb.addr);
+    c.send(format!("HEAD {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+    let head = c.read_response(true);
+    assert_eq!(head.status, 200);
+    assert!(
+        cache_status(&head).starts_with("lb; hit"),
+        "{}",
+        cache_status(&head)
+    );
+    assert_eq!(
+        head.header("content-length"),
+        Some(full.body.len().to_string().as_str())
+    );
+    let inm = request(
+        s.lb.addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nIf-None-Match: \"v1\"\r\n\r\n"),
+    );
+    assert_eq!(inm.status, 304);
+    assert!(inm.body.is_empty());
+    let other = request(
+        s.lb.addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nIf-None-Match: \"v2\"\r\n\r\n"),
+    );
+    assert_eq!(other.status, 200);
+    let ims = request(
+        s.lb.addr,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: test\r\nIf-Modified-Since: Mon, 07 Nov 1994 00:00:00 GMT\r\n\r\n"
+        ),
+    );
+    assert_eq!(ims.status, 304);
+    assert_eq!(s.primary.requests(), 1);
+}
+
+#[test]
+fn stale_copies_answer_when_every_member_fails_and_at_once_when_the_group_is_down() {
+    let s = setup("stale_if_error = \"1h\"");
+    let path = "/object?cc=max-age=1";
+    let stored = get(s.lb.addr, path);
+    assert_eq!(cache_status(&stored), "lb; fwd=uri-miss; stored");
+    std::thread::sleep(Duration::from_millis(1100));
+    // Every member answers 503: the stale copy answers instead, after asking them.
+    s.primary.set_forced_status(Some(503));
+    s.secondary.set_forced_status(Some(503));
+    let r = get(s.lb.addr, path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(served(&r), served(&stored));
+    assert!(
+        cache_status(&r).starts_with("lb; fwd=stale; fwd-status=503")
+            && cache_status(&r).contains("detail=stale-if-error"),
+        "{}",
+        cache_status(&r)
+    );
+    // An uncached object gets the error (no stale copy to give).
+    assert_eq!(get(s.lb.addr, "/never-stored").status, 503);
+    // Both members get ejected (passive_failures = 2); then health says the group is
+    // down and the stale copy answers without any origin being asked.
+    for _ in 0..3 {
+        let _ = get(s.lb.addr, "/eject");
+    }
+    let asked = s.primary.requests() + s.secondary.requests();
+    let t0 = Instant::now();
+    let r = get(s.lb.addr, path);
+    let took = t0.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(
+        cache_status(&r).contains("detail=stale-group-down"),
+        "{}",
+        cache_status(&r)
+    );
+    assert_eq!(
+        s.primary.requests() + s.secondary.requests(),
+        asked,
+        "no origin was asked"
+    );
+    assert!(
+        took < Duration::from_millis(100),
+        "answered at once: {took:?}"
+    );
+    // Crashed members (connect refused): the stale copy still answers.
+    drop(s.primary);
+    drop(s.secondary);
+    let r = get(s.lb.addr, path);
+    assert_eq!(r.status, 200);
+    assert_eq!(served(&r), served(&stored));
+}
+
+#[test]
+fn a_stale_copy_past_its_allowance_is_not_served() {
+    let s = setup("");
+    let path = "/object?cc=max-age=1";
+    let _ = get(s.lb.addr, path);
+    std::thread::sleep(Duration::from_millis(1100));
+    s.primary.set_forced_status(Some(503));
+    s.secondary.set_forced_status(Some(503));
+    let r = get(s.lb.addr, path);
+    assert_eq!(r.status, 503, "no stale-if-error: the error goes through");
+    // The origin's own stale-if-error allows it.
+    s.primary.set_forced_status(None);
+    s.secondary.set_forced_status(None);
+    let path = "/sie?cc=max-age=1,stale-if-error=60";
+    let stored = get(s.lb.addr, path);
+    std::thread::sleep(Duration::from_millis(1100));
+    s.primary.set_forced_status(Some(503));
+    s.secondary.set_forced_status(Some(503));
+    let r = get(s.lb.addr, path);
+    assert_eq!(r.status, 200);
+    assert_eq!(served(&r), served(&stored));
+    // must-revalidate forbids it whatever the allowance.
+    s.primary.set_forced_status(None);
+    s.secondary.set_forced_status(None);
+    let path = "/mr?cc=max-age=1,must-revalidate,stale-if-error=60";
+    let _ = get(s.lb.addr, path);
+    std::thread::sleep(Duration::from_millis(1100));
+    s.primary.set_forced_status(Some(503));
+    s.secondary.set_forced_status(Some(503));
+    assert_eq!(get(s.lb.addr, path).status, 503);
+}
+
+#[test]
+fn cache_metrics_count_what_the_cache_did() {
+    let s = setup("");
+    let _ = get(s.lb.addr, "/m?cc=max-age=60");
+    let _ = get(s.lb.addr, "/m?cc=max-age=60");
+    let _ = get(s.lb.addr, "/m2?cc=no-store");
+    let admin = s.lb.dir.path.join("lb.toml");
+    let text = std::fs::read_to_string(admin).unwrap();
+    let admin: std::net::SocketAddr = text
+        .lines()
+        .find(|l| l.starts_with("address") && !l.contains("127.0.0.1:0"))
+        .and_then(|l| l.split('"').nth(1))
+        .and_then(|a| a.parse().ok())
+        .unwrap();
+    let metrics = get(admin, "/metrics").text();
+    assert!(
+        metrics.contains("lb_cache_requests_total{result=\"hit\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lb_cache_requests_total{result=\"miss_stored\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lb_cache_requests_total{result=\"miss_not_stored\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lb_cache_objects{tier=\"memory\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn large_objects_are_stored_while_they_stream_and_too_large_ones_are_not() {
+    let s = setup("");
+    let big = "/big?size=300000&cc=max-age=60";
+    let a = get(s.lb.addr, big);
+    assert_eq!(a.body.len(), 300_000);
+    assert_eq!(cache_status(&a), "lb; fwd=uri-miss; stored");
+    // The store is filled once the last byte went out: wait for that, then read it back.
+    let b = lb_tests::process::wait_for(
+        "the streamed object in the cache",
+        Duration::from_secs(2),
+        || {
+            let b = get(s.lb.addr, big);
+            cache_status(&b).starts_with("lb; hit").then_some(b)
+        },
+    );
+    assert_eq!(b.body, a.body);
+    assert_eq!(served(&b), served(&a));
+    // Above [cache] max_object_bytes (here 1 MiB): streamed, never stored.
+    let huge = "/huge?size=1200000&cc=max-age=60";
+    let a = get(s.lb.addr, huge);
+    assert_eq!(a.body.len(), 1_200_000);
+    std::thread::sleep(Duration::from_millis(200));
+    let b = get(s.lb.addr, huge);
+    assert_ne!(served(&b), served(&a), "not stored");
+}
+
+#[test]
+fn the_host_is_always_part_of_the_key() {
+    let s = setup("");
+    let a = request(
+        s.lb.addr,
+        "GET /h?cc=max-age=60 HTTP/1.1\r\nHost: one.example\r\n\r\n",
+    );
+    let b = request(
+        s.lb.addr,
+        "GET /h?cc=max-age=60 HTTP/1.1\r\nHost: two.example\r\n\r\n",
+    );
+    assert_eq!(cache_status(&b), "lb; fwd=uri-miss; stored");
+    assert_ne!(served(&a), served(&b));
+    let c = request(
+        s.lb.addr,
+        "GET /h?cc=max-age=60 HTTP/1.1\r\nHost: ONE.example\r\n\r\n",
+    );
+    assert!(
+        cache_status(&c).starts_with("lb; hit"),
+        "host names compare without case"
+    );
+    assert_eq!(served(&c), served(&a));
+}
