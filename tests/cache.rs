@@ -427,3 +427,49 @@ fn the_host_is_always_part_of_the_key() {
     );
     assert_eq!(served(&c), served(&a));
 }
+
+#[test]
+fn ranges_are_answered_from_a_stored_object() {
+    let s = setup("");
+    let path = "/r?size=1000&cc=max-age=60&etag=r1";
+    let full = get(s.lb.addr, path);
+    assert_eq!(full.body.len(), 1000);
+    let range = |spec: &str, extra: &str| {
+        request(
+            s.lb.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: test\r\nRange: {spec}\r\n{extra}\r\n"),
+        )
+    };
+    let r = range("bytes=10-19", "");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("bytes 10-19/1000"));
+    assert_eq!(r.body, full.body[10..20]);
+    assert!(cache_status(&r).starts_with("lb; hit"));
+    let r = range("bytes=-5", "");
+    assert_eq!((r.status, &r.body[..]), (206, &full.body[995..]));
+    let r = range("bytes=2000-", "");
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */1000"));
+    let r = range("bytes=0-1,5-6", "");
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 1000),
+        "several ranges: the whole object"
+    );
+    let r = range("bytes=0-9", "If-Range: \"other\"\r\n");
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 1000),
+        "a stale If-Range: the whole object"
+    );
+    let r = range("bytes=0-9", "If-Range: \"r1\"\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(s.primary.requests(), 1, "all from the one stored copy");
+    // A range on a miss goes to the origin as it is, and is not stored.
+    let r = request(
+        s.lb.addr,
+        "GET /other?cc=max-age=60 HTTP/1.1\r\nHost: test\r\nRange: bytes=0-1\r\n\r\n",
+    );
+    assert_eq!(r.header("cache-status"), None, "bypassed");
+    assert_eq!(s.primary.requests(), 2);
+}

@@ -52,7 +52,8 @@ pub(super) enum Decision {
 }
 
 /// Whether the cache handles this request: a GET or HEAD (OPTIONS if the behavior
-/// caches it) without a body, a range or an upgrade. Others bypass it.
+/// caches it) without a body or an upgrade. Others bypass it. (A Range request is
+/// answered from a stored copy, or bypasses the cache on a miss.)
 fn cacheable_request(policy: &BehaviorCache, conn: &ClientConn) -> bool {
     let method_ok = match conn.head.method() {
         Method::Get | Method::Head => true,
@@ -63,13 +64,13 @@ fn cacheable_request(policy: &BehaviorCache, conn: &ClientConn) -> bool {
         conn.head.framing(),
         BodyFraming::None | BodyFraming::ContentLength(0)
     );
-    method_ok
-        && bodiless
-        && conn.head.upgrade().is_none()
-        && !conn
-            .head
-            .fields()
-            .any(|(n, _)| n.eq_ignore_ascii_case("range"))
+    method_ok && bodiless && conn.head.upgrade().is_none()
+}
+
+fn has_range(conn: &ClientConn) -> bool {
+    conn.head
+        .fields()
+        .any(|(n, _)| n.eq_ignore_ascii_case("range"))
 }
 
 /// Looks the request up. `group_down` tells whether every member of the target is down
@@ -123,6 +124,11 @@ pub(super) fn lookup(
             }
             _ => {}
         }
+    }
+    if has_range(conn) {
+        // Only a stored copy answers a range; a miss goes to the origin untouched (the
+        // partial answer is not stored).
+        return None;
     }
     let (origin_path, _) = target.split_once('?').unwrap_or((target, ""));
     let mut forwarded_query = String::new();
@@ -207,39 +213,54 @@ pub(super) async fn serve(
     let connection = fate::connection_field(conn, keep);
     let age = obj.age(SystemTime::now()).as_secs().to_string();
     let not_modified = not_modified(conn, obj);
-    let status = if not_modified { 304 } else { obj.status };
-    let extra: [(&str, &[u8]); 2] = [
+    let range = if not_modified {
+        Range::Full
+    } else {
+        requested_range(conn, obj)
+    };
+    let (status, reason, body) = match range {
+        _ if not_modified => (304, "Not Modified", obj.body.slice(0..0)),
+        Range::Full => (obj.status, &obj.reason[..], obj.body.clone()),
+        Range::Partial(start, end) => (206, "Partial Content", obj.body.slice(start..end + 1)),
+        Range::Unsatisfiable => (416, "Range Not Satisfiable", obj.body.slice(0..0)),
+    };
+    let content_range = match range {
+        Range::Partial(start, end) => format!("bytes {start}-{end}/{}", obj.body.len()),
+        Range::Unsatisfiable => format!("bytes */{}", obj.body.len()),
+        Range::Full => String::new(),
+    };
+    let mut extra: Vec<(&str, &[u8])> = vec![
         ("age", age.as_bytes()),
         ("cache-status", cache_status.as_bytes()),
     ];
+    if !content_range.is_empty() {
+        extra.push(("content-range", content_range.as_bytes()));
+    }
     let fields = obj.fields.iter().map(|(n, v)| (&n[..], &v[..]));
-    let with_body = !not_modified && !conn.head_request && obj.status != 204;
+    let bodiless = not_modified || status == 204;
+    let with_body = !bodiless && !conn.head_request;
     HeaderRewrite::response(
         &mut conn.out,
         status,
-        if not_modified {
-            "Not Modified"
-        } else {
-            &obj.reason
-        },
+        reason,
         fields,
-        (!not_modified && obj.status != 204).then_some(obj.body.len() as u64),
+        (!bodiless).then_some(body.len() as u64),
         false,
         connection,
         &extra,
     );
-    if with_body && obj.body.len() <= INLINE_BODY_MAX {
-        conn.out.extend_from_slice(&obj.body);
+    if with_body && body.len() <= INLINE_BODY_MAX {
+        conn.out.extend_from_slice(&body);
     }
     let mut written = match conn.send_out().await {
         Ok(()) => Written::Complete,
         Err(_) => Written::Broken,
     };
     conn.response_started = true;
-    if with_body && obj.body.len() > INLINE_BODY_MAX && written == Written::Complete {
+    if with_body && body.len() > INLINE_BODY_MAX && written == Written::Complete {
         written = match monoio::time::timeout(
             conn.write_timeout,
-            monoio::io::AsyncWriteRentExt::write_all(&mut conn.io.stream, obj.body.clone()),
+            monoio::io::AsyncWriteRentExt::write_all(&mut conn.io.stream, body),
         )
         .await
         {
@@ -253,6 +274,78 @@ pub(super) async fn serve(
 
 /// Largest stored body sent in the same write as its head.
 const INLINE_BODY_MAX: usize = 64 * 1024;
+
+/// How a request's `Range` applies to a stored copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Range {
+    /// No range, or one lb ignores (several ranges, another unit, a stale `If-Range`):
+    /// the whole object, as RFC 9110 §14.2 allows.
+    Full,
+    /// Bytes `start..=end`.
+    Partial(usize, usize),
+    Unsatisfiable,
+}
+
+/// The range a GET asks of a stored 200 (RFC 9110 §14): one `bytes=` range, honoured
+/// when `If-Range` (if any) names the stored ETag.
+fn requested_range(conn: &ClientConn, obj: &Object) -> Range {
+    if obj.status != 200 || conn.head.method() != Method::Get {
+        return Range::Full;
+    }
+    let fields = conn.head.fields();
+    let Some((_, value)) = fields
+        .clone()
+        .find(|(n, _)| n.eq_ignore_ascii_case("range"))
+    else {
+        return Range::Full;
+    };
+    if let Some((_, if_range)) = fields
+        .clone()
+        .find(|(n, _)| n.eq_ignore_ascii_case("if-range"))
+        && obj.field("etag").map(<[u8]>::trim_ascii) != Some(if_range.trim_ascii())
+    {
+        return Range::Full;
+    }
+    parse_range(value, obj.body.len())
+}
+
+/// One `bytes=first-last`, `bytes=first-` or `bytes=-suffix` range over `len` bytes.
+fn parse_range(value: &[u8], len: usize) -> Range {
+    let Ok(value) = std::str::from_utf8(value) else {
+        return Range::Full;
+    };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Range::Full;
+    };
+    if spec.contains(',') {
+        return Range::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Range::Full;
+    };
+    let number = |s: &str| s.trim().parse::<usize>().ok();
+    let (start, end) = match (first.trim().is_empty(), last.trim().is_empty()) {
+        (true, false) => match number(last) {
+            Some(0) => return Range::Unsatisfiable,
+            Some(n) => (len.saturating_sub(n), len.saturating_sub(1)),
+            None => return Range::Full,
+        },
+        (false, true) => match number(first) {
+            Some(s) => (s, len.saturating_sub(1)),
+            None => return Range::Full,
+        },
+        (false, false) => match (number(first), number(last)) {
+            (Some(s), Some(e)) if s <= e => (s, e.min(len.saturating_sub(1))),
+            _ => return Range::Full,
+        },
+        (true, true) => return Range::Full,
+    };
+    if len == 0 || start >= len {
+        Range::Unsatisfiable
+    } else {
+        Range::Partial(start, end)
+    }
+}
 
 /// A conditional GET/HEAD whose validator matches the stored copy (RFC 9110 §13.1):
 /// `If-None-Match` against the ETag (weak comparison), else `If-Modified-Since` against
@@ -394,5 +487,32 @@ pub(super) fn miss_status(lookup: &Lookup, plan: &Result<FillPlan, NotStored>) -
     match plan {
         Ok(_) => format!("lb; fwd={fwd}; stored"),
         Err(why) => format!("lb; fwd={fwd}; detail={}", why.label()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_ranges() {
+        assert_eq!(parse_range(b"bytes=0-9", 100), Range::Partial(0, 9));
+        assert_eq!(parse_range(b"bytes=90-", 100), Range::Partial(90, 99));
+        assert_eq!(parse_range(b"bytes=-10", 100), Range::Partial(90, 99));
+        assert_eq!(parse_range(b"bytes=-200", 100), Range::Partial(0, 99));
+        assert_eq!(parse_range(b"bytes=50-500", 100), Range::Partial(50, 99));
+        assert_eq!(parse_range(b"bytes=100-", 100), Range::Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=-0", 100), Range::Unsatisfiable);
+        assert_eq!(
+            parse_range(b"bytes=0-1,5-6", 100),
+            Range::Full,
+            "several: whole"
+        );
+        assert_eq!(parse_range(b"items=0-1", 100), Range::Full);
+        assert_eq!(
+            parse_range(b"bytes=9-1", 100),
+            Range::Full,
+            "invalid: ignored"
+        );
     }
 }
