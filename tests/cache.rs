@@ -473,3 +473,33 @@ fn ranges_are_answered_from_a_stored_object() {
     assert_eq!(r.header("cache-status"), None, "bypassed");
     assert_eq!(s.primary.requests(), 2);
 }
+
+#[test]
+fn an_expired_copy_is_revalidated_and_a_304_refreshes_it() {
+    let s = setup("");
+    let path = "/reval?cc=max-age=1&etag=e1";
+    let stored = get(s.lb.addr, path);
+    assert_eq!(cache_status(&stored), "lb; fwd=uri-miss; stored");
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = get(s.lb.addr, path);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body, stored.body,
+        "the stored body, confirmed by the origin"
+    );
+    // The test origin answers 304 only to an If-None-Match naming its ETag: lb sent it.
+    assert!(
+        cache_status(&r).starts_with("lb; fwd=stale; fwd-status=304"),
+        "{}",
+        cache_status(&r)
+    );
+    assert_eq!(s.primary.requests(), 2, "one revalidation");
+    // Fresh again for another max-age: served without asking.
+    let r = get(s.lb.addr, path);
+    assert!(
+        cache_status(&r).starts_with("lb; hit"),
+        "{}",
+        cache_status(&r)
+    );
+    assert_eq!(s.primary.requests(), 2);
+}

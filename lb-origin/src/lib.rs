@@ -16,6 +16,7 @@
 //! | `fail=slow` | send the body 1 KiB at a time, `slow_ms` apart (default 50) |
 //! | `cc=V`, `vary=V`, `expires=V`, `last_modified=V` (`%20` for spaces), `etag=T`, `set_cookie=1` | add that response field |
 //! | `echo_lang=1` | `x-lang:` the request's Accept-Language |
+//! | (with `etag=T`) `If-None-Match: "T"` | 304 |
 //! | `fail=reject-body` | answer 413 without reading the body, then close (the unread body makes the kernel reset) |
 //!
 //! Paths: `/health` (health status, 200 by default), `/echo` (echoes the request body),
@@ -445,7 +446,16 @@ async fn respond<S: Conn>(
             Body::Text(format!("{} forced {forced}\n", shared.name)),
         )
     } else {
-        let status = req.param_u64("status").map_or(200, |s| s as u16);
+        // A conditional request for the ETag this response would carry: 304.
+        let unchanged = req.param("etag").is_some_and(|tag| {
+            req.head_field("if-none-match")
+                .is_some_and(|v| v.contains(&format!("\"{tag}\"")))
+        });
+        let status = if unchanged {
+            304
+        } else {
+            req.param_u64("status").map_or(200, |s| s as u16)
+        };
         let body = if req.path.ends_with("/echo") {
             Body::Bytes(echo)
         } else if req.path.ends_with("/count") {

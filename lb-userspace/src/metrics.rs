@@ -69,15 +69,18 @@ pub enum CacheEvent {
     StaleGroupDown,
     /// A stale copy answered after every member failed.
     StaleIfError,
+    /// An expired copy the origin confirmed unchanged (304): refreshed and served.
+    Revalidated,
 }
 
 impl CacheEvent {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Hit,
         Self::MissStored,
         Self::MissNotStored,
         Self::StaleGroupDown,
         Self::StaleIfError,
+        Self::Revalidated,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -87,6 +90,7 @@ impl CacheEvent {
             Self::MissNotStored => "miss_not_stored",
             Self::StaleGroupDown => "stale_group_down",
             Self::StaleIfError => "stale_if_error",
+            Self::Revalidated => "revalidated",
         }
     }
 }

@@ -148,7 +148,11 @@ impl Store {
 
     /// Stores `object` under `key`, replacing the variant with the same Vary values.
     pub fn insert(&self, key: &str, object: Object) {
-        let object = Arc::new(object);
+        self.insert_shared(key, Arc::new(object));
+    }
+
+    /// [`Store::insert`] of an object the caller also keeps.
+    pub fn insert_shared(&self, key: &str, object: Arc<Object>) {
         let mut variants: Vec<Arc<Object>> = self
             .memory
             .get(key)

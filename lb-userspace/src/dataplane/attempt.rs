@@ -282,6 +282,8 @@ fn request_head_into(
     // no unkeyed header, cookie or query parameter can change a stored response.
     let cookie =
         (!lookup.origin_cookie.is_empty()).then_some(("cookie", &lookup.origin_cookie[..]));
+    // An expired copy with validators is revalidated: a 304 refreshes it.
+    let validators = super::cached::validators(lookup).into_iter().flatten();
     HeaderRewrite::request(
         out,
         &UpstreamRequest {
@@ -292,7 +294,8 @@ fn request_head_into(
             fields: head
                 .fields()
                 .filter(|(n, _)| policy.key.forwards_header(n))
-                .chain(cookie),
+                .chain(cookie)
+                .chain(validators),
             on_behalf_of,
             length,
             chunked,

@@ -382,6 +382,96 @@ fn not_modified(conn: &ClientConn, obj: &Object) -> bool {
     matches!((since, modified), (Some(s), Some(m)) if m <= s)
 }
 
+/// The validators lb sends when it asks the origin about an expired copy: its ETag
+/// (`If-None-Match`) and Last-Modified (`If-Modified-Since`).
+pub(super) fn validators(lookup: &Lookup) -> [Option<(&'static str, &[u8])>; 2] {
+    let Some(obj) = &lookup.stale else {
+        return [None, None];
+    };
+    [
+        obj.field("etag").map(|v| ("if-none-match", v)),
+        obj.field("last-modified").map(|v| ("if-modified-since", v)),
+    ]
+}
+
+/// The stored copy refreshed by the origin's 304 (RFC 9111 §4.3.4): its fields updated
+/// with the 304's, its freshness computed anew from now. `None` if there was no copy or
+/// the 304 says it may no longer be stored.
+pub(super) fn refreshed(
+    lookup: &Lookup,
+    policy: &BehaviorCache,
+    r: &ParsedResponse<'_, '_>,
+) -> Option<Object> {
+    let old = lookup.stale.as_ref()?;
+    let mut fields = old.fields.clone();
+    for h in r.headers {
+        if is_hop_by_hop(h.name, httparse_headers(r.headers))
+            || [
+                "content-length",
+                "age",
+                "transfer-encoding",
+                "content-range",
+            ]
+            .iter()
+            .any(|n| h.name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        fields.retain(|(n, _)| !n.eq_ignore_ascii_case(h.name));
+    }
+    fields.extend(
+        r.headers
+            .iter()
+            .filter(|h| {
+                !is_hop_by_hop(h.name, httparse_headers(r.headers))
+                    && ![
+                        "content-length",
+                        "age",
+                        "transfer-encoding",
+                        "content-range",
+                    ]
+                    .iter()
+                    .any(|n| h.name.eq_ignore_ascii_case(n))
+            })
+            .map(|h| (Box::from(h.name), Box::from(h.value))),
+    );
+    let values = |name: &'static str| {
+        fields
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| &v[..])
+    };
+    let response_cc = CacheControl::parse(values("cache-control"));
+    if response_cc.no_store && policy.ttls.min.is_zero() {
+        return None;
+    }
+    let now = SystemTime::now();
+    let expires = values("expires").next().map(control::http_date);
+    let date = values("date").next().and_then(control::http_date);
+    let age = r
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("age"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.trim().parse().ok());
+    Some(Object {
+        status: old.status,
+        reason: old.reason.clone(),
+        lifetime: control::freshness_lifetime(&response_cc, expires, date, now, &policy.ttls),
+        stale_while_revalidate: Duration::from_secs(
+            response_cc.stale_while_revalidate.unwrap_or(0),
+        ),
+        stale_if_error: Duration::from_secs(response_cc.stale_if_error.unwrap_or(0)),
+        must_revalidate: response_cc.forbids_stale(),
+        fields,
+        body: old.body.clone(),
+        received: now,
+        initial_age: control::initial_age(age, date, lookup.request_time, now),
+        vary: old.vary.clone(),
+        vary_values: old.vary_values.clone(),
+    })
+}
+
 /// What will be stored once the body is in (everything but the body), or why not.
 pub(super) struct FillPlan {
     pub object: Object,

@@ -163,6 +163,14 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
                     drop(in_flight);
                     continue;
                 }
+                if status == 304
+                    && !conn.response_started
+                    && let Some((policy, lookup)) = cached
+                    && lookup.stale.is_some()
+                {
+                    drop(in_flight);
+                    return revalidated(worker, view, conn, index, start, policy, lookup).await;
+                }
                 if (failover_status || matches!(status, 500 | 502 | 503 | 504))
                     && !conn.response_started
                     && let Some(r) = serve_stale(worker, view, conn, cached, status).await
@@ -248,6 +256,36 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     }
     let reason = e.reason(&config.origins[index].id);
     respond::error(worker, conn, status, &reason).await
+}
+
+/// The origin answered lb's revalidation of an expired copy with 304: the copy is
+/// refreshed, stored again and served.
+async fn revalidated(
+    worker: &Worker,
+    view: &View,
+    conn: &mut ClientConn,
+    index: usize,
+    start: respond::ResponseStart,
+    policy: &crate::config::BehaviorCache,
+    lookup: &cached::Lookup,
+) -> (Next, u16) {
+    let refreshed = respond::consume_bodiless(worker, view, conn, index, start, |r| {
+        cached::refreshed(lookup, policy, r)
+    });
+    let Some(obj) = refreshed else {
+        let reason = "the origin answered 304, but its answer may not be stored";
+        return respond::error(worker, conn, 502, reason).await;
+    };
+    let obj = std::sync::Arc::new(obj);
+    worker
+        .cache
+        .insert_shared(&lookup.key, std::sync::Arc::clone(&obj));
+    let status = format!(
+        "lb; fwd=stale; fwd-status=304; ttl={}",
+        obj.lifetime.as_secs()
+    );
+    let event = crate::metrics::CacheEvent::Revalidated;
+    cached::serve(worker, view, conn, &obj, &status, event).await
 }
 
 /// Whether every member of `target` is down now (the cache then answers stale at once).

@@ -291,6 +291,37 @@ pub(super) async fn respond(
     )
 }
 
+/// An origin's bodiless answer that lb does not forward as it is (a 304 to lb's own
+/// revalidation): `read` sees its head, then the connection goes back to the pool if it
+/// may carry another request.
+pub(super) fn consume_bodiless<T>(
+    worker: &Worker,
+    view: &View,
+    conn: &mut ClientConn,
+    index: usize,
+    start: ResponseStart,
+    read: impl FnOnce(&crate::http::ParsedResponse<'_, '_>) -> T,
+) -> T {
+    let mut origin = start.origin;
+    let (out, reuse, head_len) = {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let Ok(Some(r)) = parse_response_head(origin.data(), usize::MAX, &mut slots, true) else {
+            unreachable!("read_response_head validated this head");
+        };
+        (read(&r), r.reuse(), r.head_len)
+    };
+    origin.consume(head_len);
+    if reuse.allowed() && !origin.has_data() && view.is_current(worker) {
+        let (stream, buf) = origin.into_parts();
+        worker
+            .pool
+            .borrow_mut()
+            .checkin(index, stream, reuse == crate::http::Reuse::AfterCheck);
+        conn.upstream_buf = buf;
+    }
+    out
+}
+
 /// Largest body lb sends in the same write as its head.
 const INLINE_BODY_MAX: usize = 64 * 1024;
 
