@@ -503,3 +503,54 @@ fn an_expired_copy_is_revalidated_and_a_304_refreshes_it() {
     );
     assert_eq!(s.primary.requests(), 2);
 }
+
+#[test]
+fn concurrent_misses_of_one_key_reach_the_origin_once() {
+    let s = setup("");
+    // A slow answer, so every request arrives while the first is still being filled.
+    let path = "/collapse?cc=max-age=60&delay_ms=400";
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            let addr = s.lb.addr;
+            std::thread::spawn(move || get(addr, path))
+        })
+        .collect();
+    let answers: Vec<Response> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(answers.iter().all(|r| r.status == 200));
+    assert_eq!(s.primary.requests(), 1, "one request reached the origins");
+    let first = served(&answers[0]);
+    assert!(
+        answers.iter().all(|r| served(r) == first),
+        "all got the one answer"
+    );
+    let collapsed = answers
+        .iter()
+        .filter(|r| cache_status(r).ends_with("; collapsed"))
+        .count();
+    let stored = answers
+        .iter()
+        .filter(|r| cache_status(r) == "lb; fwd=uri-miss; stored")
+        .count();
+    assert_eq!(stored, 1, "one miss led the fill");
+    assert!(collapsed >= 30, "most waited for it: {collapsed}");
+
+    // An answer that cannot be stored releases the waiters, who then ask for themselves
+    // (rather than waiting for one another in turn).
+    let path = "/nocollapse?cc=no-store&delay_ms=300";
+    let started = Instant::now();
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let addr = s.lb.addr;
+            std::thread::spawn(move || get(addr, path))
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().status, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "waiters were not serialised: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.primary.requests(), 1 + 10);
+}

@@ -71,16 +71,19 @@ pub enum CacheEvent {
     StaleIfError,
     /// An expired copy the origin confirmed unchanged (304): refreshed and served.
     Revalidated,
+    /// A miss that waited for a concurrent one's answer and was served from it.
+    Collapsed,
 }
 
 impl CacheEvent {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Hit,
         Self::MissStored,
         Self::MissNotStored,
         Self::StaleGroupDown,
         Self::StaleIfError,
         Self::Revalidated,
+        Self::Collapsed,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -91,6 +94,7 @@ impl CacheEvent {
             Self::StaleGroupDown => "stale_group_down",
             Self::StaleIfError => "stale_if_error",
             Self::Revalidated => "revalidated",
+            Self::Collapsed => "collapsed",
         }
     }
 }

@@ -4,9 +4,11 @@
 //! (`store`). It sits between behavior matching and the group's failover loop.
 
 pub mod control;
+pub mod inflight;
 pub mod key;
 pub mod store;
 
 pub use control::{CacheControl, NotStored, Ttls};
+pub use inflight::{Inflight, Join, Lead};
 pub use key::{CookieKey, KeyPolicy, QueryKey};
 pub use store::{Object, Store, StoreStats};

@@ -110,6 +110,7 @@ pub struct StoreStats {
 pub struct Store {
     memory: moka::sync::Cache<Box<str>, Arc<Variants>>,
     budget: u64,
+    inflight: Arc<super::Inflight>,
 }
 
 impl std::fmt::Debug for Store {
@@ -129,7 +130,13 @@ impl Store {
                 .weigher(|_key, v: &Arc<Variants>| v.weight())
                 .build(),
             budget,
+            inflight: Arc::default(),
         }
+    }
+
+    /// Leads the fill of `key`, or waits for the one in flight (collapsed forwarding).
+    pub fn join(&self, key: &str) -> super::Join {
+        self.inflight.join(key)
     }
 
     /// The stored response for `key` whose Vary values match `fields`.

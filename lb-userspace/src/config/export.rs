@@ -44,6 +44,7 @@ pub(super) fn to_toml(config: &Config) -> String {
                     stale_if_error: c.stale_if_error,
                     allow_authorization: c.allow_authorization,
                     allow_set_cookie: c.allow_set_cookie,
+                    collapse_wait: c.collapse_wait,
                 },
             )
         }),

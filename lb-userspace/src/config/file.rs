@@ -83,6 +83,8 @@ pub(super) struct BehaviorCacheFile {
     pub stale_if_error: Duration,
     pub allow_authorization: bool,
     pub allow_set_cookie: bool,
+    #[serde(with = "humantime_serde")]
+    pub collapse_wait: Duration,
 }
 
 impl Default for BehaviorCacheFile {
@@ -100,6 +102,7 @@ impl Default for BehaviorCacheFile {
             stale_if_error: Duration::ZERO,
             allow_authorization: false,
             allow_set_cookie: false,
+            collapse_wait: Duration::from_secs(10),
         }
     }
 }

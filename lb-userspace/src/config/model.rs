@@ -64,6 +64,9 @@ pub struct BehaviorCache {
     pub allow_authorization: bool,
     /// Store responses that set cookies (the cookie is then served to everyone).
     pub allow_set_cookie: bool,
+    /// How long concurrent misses of one key wait for the one request that went to the
+    /// origins (collapsed forwarding) before asking themselves.
+    pub collapse_wait: Duration,
 }
 
 /// How the health engine turns signals into verdicts.

@@ -599,6 +599,7 @@ pub(super) fn behavior_cache(
         stale_if_error: c.stale_if_error,
         allow_authorization: c.allow_authorization,
         allow_set_cookie: c.allow_set_cookie,
+        collapse_wait: c.collapse_wait,
     })
 }
 

@@ -41,6 +41,10 @@ pub(super) struct Lookup {
     /// A stored copy that could not answer at once: served if every member fails and
     /// its stale allowance covers it.
     pub stale: Option<Arc<Object>>,
+    /// This request leads the fill of its key: concurrent misses wait for it until it is
+    /// dropped (after the answer is stored, or was not storable).
+    #[expect(dead_code, reason = "held for its Drop, which wakes the waiters")]
+    pub lead: Option<crate::cache::Lead>,
 }
 
 /// What to do with a request of a cached behavior.
@@ -49,6 +53,8 @@ pub(super) enum Decision {
     Serve(Arc<Object>, String, CacheEvent),
     /// Ask the origins.
     Forward(Lookup),
+    /// A concurrent miss of the same key is asking: wait for it, then look again.
+    Wait(futures_channel::oneshot::Receiver<()>),
 }
 
 /// Whether the cache handles this request: a GET or HEAD (OPTIONS if the behavior
@@ -80,6 +86,7 @@ pub(super) fn lookup(
     policy: &BehaviorCache,
     conn: &ClientConn,
     group_down: impl FnOnce() -> bool,
+    collapse: bool,
 ) -> Option<Decision> {
     if !cacheable_request(policy, conn) {
         return None;
@@ -104,8 +111,9 @@ pub(super) fn lookup(
     );
     let now = SystemTime::now();
     let stored = worker.cache.lookup(&key, fields.clone());
+    // The client asks for the origin's answer, not one fetched for someone else.
+    let revalidate = request_cc.no_cache || request_cc.max_age == Some(0);
     if let Some(obj) = &stored {
-        let revalidate = request_cc.no_cache || request_cc.max_age == Some(0);
         match obj.staleness(now) {
             None if !revalidate => {
                 let ttl = obj.lifetime.saturating_sub(obj.age(now)).as_secs();
@@ -138,6 +146,15 @@ pub(super) fn lookup(
     } else {
         format!("{origin_path}?{forwarded_query}")
     };
+    // One request per key goes to the origins; the others wait for its answer.
+    let lead = if collapse && !revalidate {
+        match worker.cache.join(&key) {
+            crate::cache::Join::Lead(lead) => Some(lead),
+            crate::cache::Join::Wait(rx) => return Some(Decision::Wait(rx)),
+        }
+    } else {
+        None
+    };
     let mut origin_cookie = Vec::new();
     policy.key.forwarded_cookies(
         fields
@@ -156,6 +173,7 @@ pub(super) fn lookup(
         origin_target,
         origin_cookie,
         stale: stored,
+        lead,
     }))
 }
 
@@ -287,7 +305,7 @@ enum Range {
 }
 
 /// The range a GET asks of a stored 200 (RFC 9110 §14): one `bytes=` range, honoured
-/// when `If-Range` (if any) names the stored ETag.
+/// when `If-Range` (if any) names the stored strong ETag.
 fn requested_range(conn: &ClientConn, obj: &Object) -> Range {
     if obj.status != 200 || conn.head.method() != Method::Get {
         return Range::Full;
@@ -302,8 +320,10 @@ fn requested_range(conn: &ClientConn, obj: &Object) -> Range {
     if let Some((_, if_range)) = fields
         .clone()
         .find(|(n, _)| n.eq_ignore_ascii_case("if-range"))
-        && obj.field("etag").map(<[u8]>::trim_ascii) != Some(if_range.trim_ascii())
+        && (if_range.trim_ascii().starts_with(b"W/")
+            || obj.field("etag").map(<[u8]>::trim_ascii) != Some(if_range.trim_ascii()))
     {
+        // Strong comparison only (RFC 9110 §13.1.5); a date is not trusted either.
         return Range::Full;
     }
     parse_range(value, obj.body.len())

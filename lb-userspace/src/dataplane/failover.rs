@@ -25,6 +25,7 @@ use crate::{
     config::{Target, ViewerProtocolPolicy},
     health::now_ms,
     http::BodyFraming,
+    metrics::CacheEvent,
     metrics::FailoverReason,
 };
 
@@ -44,17 +45,31 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     // The cache answers before any origin is asked: a fresh copy at once, a stale one at
     // once when every member of the target is down.
     let cache_policy = behavior.cache.as_ref();
-    let lookup = match cache_policy.and_then(|policy| {
-        cached::lookup(worker, policy, conn, || {
-            target_down(view, worker, behavior.target)
-        })
-    }) {
-        Some(Decision::Serve(obj, status, event)) => {
-            return cached::serve(worker, view, conn, &obj, &status, event).await;
+    let mut lookup = None;
+    if let Some(policy) = cache_policy {
+        let down = || target_down(view, worker, behavior.target);
+        let mut decision = cached::lookup(worker, policy, conn, down, true);
+        if let Some(Decision::Wait(filled)) = decision {
+            // Collapsed forwarding: a concurrent miss of this key is asking the origins.
+            // Its answer is in the store when it is done (or it was not storable: then
+            // this request asks itself, without waiting again).
+            let _ = monoio::time::timeout(policy.collapse_wait, filled).await;
+            let down = || target_down(view, worker, behavior.target);
+            decision = cached::lookup(worker, policy, conn, down, false);
+            if let Some(Decision::Serve(obj, status, CacheEvent::Hit)) = decision {
+                let status = format!("{status}; collapsed");
+                return cached::serve(worker, view, conn, &obj, &status, CacheEvent::Collapsed)
+                    .await;
+            }
         }
-        Some(Decision::Forward(lookup)) => Some(lookup),
-        None => None,
-    };
+        match decision {
+            Some(Decision::Serve(obj, status, event)) => {
+                return cached::serve(worker, view, conn, &obj, &status, event).await;
+            }
+            Some(Decision::Forward(found)) => lookup = Some(found),
+            Some(Decision::Wait(_)) | None => {}
+        }
+    }
     let cached = cache_policy.zip(lookup.as_ref());
     if let BodyFraming::ContentLength(n) = framing
         && n > config.limits.max_request_body
