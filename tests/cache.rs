@@ -554,3 +554,137 @@ fn concurrent_misses_of_one_key_reach_the_origin_once() {
     );
     assert_eq!(s.primary.requests(), 1 + 10);
 }
+
+/// A DistributionConfig whose default behavior caches with legacy `ForwardedValues` and
+/// TTLs, `/off/*` with the managed CachingDisabled policy and `/opt/*` with
+/// CachingOptimized.
+fn distribution(primary: std::net::SocketAddr, secondary: std::net::SocketAddr) -> String {
+    let origin = |id: &str, port: u16| {
+        format!(
+            r#"{{"Id": "{id}", "DomainName": "127.0.0.1", "ConnectionAttempts": 1, "ConnectionTimeout": 1,
+               "CustomOriginConfig": {{"HTTPPort": {port}, "HTTPSPort": 443, "OriginProtocolPolicy": "http-only"}}}}"#
+        )
+    };
+    format!(
+        r#"{{
+  "Origins": {{"Quantity": 2, "Items": [{}, {}]}},
+  "OriginGroups": {{"Quantity": 1, "Items": [{{"Id": "site",
+    "FailoverCriteria": {{"StatusCodes": {{"Quantity": 1, "Items": [503]}}}},
+    "Members": {{"Quantity": 2, "Items": [{{"OriginId": "primary"}}, {{"OriginId": "secondary"}}]}}}}]}},
+  "DefaultCacheBehavior": {{
+    "TargetOriginId": "site",
+    "ViewerProtocolPolicy": "allow-all",
+    "AllowedMethods": {{"Quantity": 2, "Items": ["GET", "HEAD"],
+      "CachedMethods": {{"Quantity": 2, "Items": ["GET", "HEAD"]}}}},
+    "ForwardedValues": {{
+      "QueryString": true,
+      "QueryStringCacheKeys": {{"Quantity": 2, "Items": ["v", "cc"]}},
+      "Cookies": {{"Forward": "whitelist", "WhitelistedNames": {{"Quantity": 1, "Items": ["session"]}}}},
+      "Headers": {{"Quantity": 1, "Items": ["Accept-Language"]}}
+    }},
+    "MinTTL": 2, "DefaultTTL": 30, "MaxTTL": 60
+  }},
+  "CacheBehaviors": {{"Quantity": 2, "Items": [
+    {{"PathPattern": "/off/*", "TargetOriginId": "site", "ViewerProtocolPolicy": "allow-all",
+      "CachePolicyId": "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"}},
+    {{"PathPattern": "/opt/*", "TargetOriginId": "site", "ViewerProtocolPolicy": "allow-all",
+      "CachePolicyId": "658327ea-f89d-4fab-a63d-7e88639e58f6"}}
+  ]}}
+}}"#,
+        origin("primary", primary.port()),
+        origin("secondary", secondary.port()),
+    )
+}
+
+fn ttl(r: &Response) -> u64 {
+    let status = cache_status(r);
+    status
+        .split("ttl=")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ttl in {status}"))
+}
+
+#[test]
+fn a_cloudfront_distribution_caches_by_its_ttls_and_forwarded_values() {
+    let primary = Origin::start("primary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let secondary = Origin::start("secondary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let lb = LbServer::start_file(
+        "dist.json",
+        &distribution(primary.addr(), secondary.addr()),
+        &["--listen", "127.0.0.1:0"],
+        "info",
+    );
+    let log = lb.stderr();
+    assert!(!log.contains("not implemented by lb"), "{log}");
+    let send = |path: &str, extra: &str| {
+        request(
+            lb.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n"),
+        )
+    };
+    // DefaultTTL for an answer without a lifetime; MaxTTL and MinTTL clamp the origin's.
+    let a = send("/a?v=1", "");
+    assert_eq!(cache_status(&a), "lb; fwd=uri-miss; stored");
+    let hit = send("/a?v=1&utm=x", "Cookie: other=1\r\n");
+    assert!(
+        cache_status(&hit).starts_with("lb; hit"),
+        "{}",
+        cache_status(&hit)
+    );
+    assert!(
+        (29..=30).contains(&ttl(&hit)),
+        "DefaultTTL 30: {}",
+        ttl(&hit)
+    );
+    assert_eq!(served(&hit), served(&a));
+    send("/long?cc=max-age=3600", "");
+    assert!(ttl(&send("/long?cc=max-age=3600", "")) <= 60, "MaxTTL 60");
+    send("/short?cc=no-cache", "");
+    let short = send("/short?cc=no-cache", "");
+    assert!(
+        cache_status(&short).starts_with("lb; hit"),
+        "MinTTL 2 stores even no-cache: {}",
+        cache_status(&short)
+    );
+    // Keyed: the whitelisted cookie and header split the cache and reach the origin.
+    let s1 = send("/c?v=1", "Cookie: session=a; other=1\r\n");
+    let s2 = send("/c?v=1", "Cookie: session=b\r\n");
+    assert_eq!(
+        cache_status(&s2),
+        "lb; fwd=uri-miss; stored",
+        "another session"
+    );
+    assert_ne!(served(&s1), served(&s2));
+    let seen = send(
+        "/c/headers?v=3&utm=9",
+        "Accept-Language: fr\r\nX-Evil: 1\r\nCookie: session=a; other=1\r\n",
+    );
+    let head = seen.text().to_ascii_lowercase();
+    assert!(head.starts_with("get /c/headers?v=3 http/1.1"), "{head}");
+    assert!(head.contains("accept-language: fr"), "{head}");
+    assert!(head.contains("cookie: session=a\r\n"), "{head}");
+    assert!(
+        !head.contains("x-evil") && !head.contains("other=1"),
+        "{head}"
+    );
+    // CachingDisabled: not a cached behavior; CachingOptimized: nothing but the path keyed.
+    let off = send("/off/x", "");
+    assert_eq!(off.header("cache-status"), None);
+    send("/off/x", "");
+    let opt = send("/opt/x?v=1", "");
+    assert_eq!(cache_status(&opt), "lb; fwd=uri-miss; stored");
+    let opt2 = send("/opt/x?v=2", "Accept-Language: de\r\n");
+    assert!(
+        cache_status(&opt2).starts_with("lb; hit"),
+        "query not keyed"
+    );
+    let before = primary.requests();
+    send("/off/x", "");
+    assert_eq!(
+        primary.requests(),
+        before + 1,
+        "CachingDisabled: always asked"
+    );
+}

@@ -5,8 +5,9 @@
 //! DomainName, OriginPath, CustomHeaders, ConnectionAttempts, ConnectionTimeout,
 //! CustomOriginConfig ports, protocol policy, read and keep-alive timeouts), OriginGroups
 //! (Id, FailoverCriteria.StatusCodes, Members), DefaultCacheBehavior and CacheBehaviors
-//! (PathPattern, TargetOriginId, AllowedMethods, ViewerProtocolPolicy) and
-//! CustomErrorResponses. Every other field is named in one warning; none is silently
+//! (PathPattern, TargetOriginId, AllowedMethods with CachedMethods, ViewerProtocolPolicy,
+//! MinTTL/DefaultTTL/MaxTTL, ForwardedValues, and the managed CachingOptimized and
+//! CachingDisabled cache policies) and CustomErrorResponses. Every other field is named in one warning; none is silently
 //! ignored. Absent fields take CloudFront's defaults (3 attempts, 10 s connect, 30 s read,
 //! 5 s keep-alive).
 
@@ -46,6 +47,25 @@ const BEHAVIOR_KEYS: &[&str] = &[
     "TargetOriginId",
     "AllowedMethods",
     "ViewerProtocolPolicy",
+    "ForwardedValues",
+    "MinTTL",
+    "DefaultTTL",
+    "MaxTTL",
+    "CachePolicyId",
+];
+const FORWARDED_VALUES_KEYS: &[&str] =
+    &["QueryString", "Cookies", "Headers", "QueryStringCacheKeys"];
+
+/// AWS's managed cache policies lb knows by id (their settings are published, not part
+/// of the DistributionConfig). `None`: caching disabled.
+const MANAGED_CACHE_POLICIES: &[(&str, Option<[u64; 3]>)] = &[
+    // CachingOptimized: MinTTL 1 s, DefaultTTL 1 day, MaxTTL 1 year, nothing keyed.
+    (
+        "658327ea-f89d-4fab-a63d-7e88639e58f6",
+        Some([1, 86_400, 31_536_000]),
+    ),
+    // CachingDisabled.
+    ("4135ea2d-6df8-44a3-9df3-4b5a84be39ad", None),
 ];
 const ERROR_RESPONSE_KEYS: &[&str] = &["ErrorCode", "ResponsePagePath", "ResponseCode"];
 
@@ -545,13 +565,20 @@ impl<'a> Cx<'a> {
             }
             (false, _) => None,
         };
+        let mut cached_methods = vec!["GET".to_owned(), "HEAD".to_owned()];
         let allowed_methods = match obj.get("AllowedMethods") {
             None => MethodSet::from_names(["GET", "HEAD"]).expect("known methods"),
             Some(am) => {
                 if let Some(cached) = am.get("CachedMethods") {
-                    let _ = cached;
-                    self.unimplemented
-                        .push(format!("{field}.AllowedMethods.CachedMethods"));
+                    cached_methods = self
+                        .items(
+                            Some(cached),
+                            &format!("{field}.AllowedMethods.CachedMethods"),
+                        )?
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect();
                 }
                 let names: Vec<&str> = self
                     .items(Some(am), &format!("{field}.AllowedMethods"))?
@@ -576,12 +603,142 @@ impl<'a> Cx<'a> {
                 ));
             }
         };
+        let cache = self.behavior_cache(obj, field, cached_methods)?;
         Ok(Behavior {
             path_pattern,
             target,
             allowed_methods,
             viewer_protocol_policy,
-            cache: None,
+            cache,
+        })
+    }
+
+    /// How a behavior caches: its legacy `ForwardedValues` and TTLs, or a managed cache
+    /// policy lb knows. `None` when CloudFront would not cache (MaxTTL 0, CachingDisabled,
+    /// every header forwarded) or when the settings live outside the DistributionConfig
+    /// (a custom cache policy; said in a note).
+    fn behavior_cache(
+        &mut self,
+        obj: &Map<String, Value>,
+        field: &str,
+        cached_methods: Vec<String>,
+    ) -> Result<Option<BehaviorCache>, ConfigError> {
+        let mut c = super::file::BehaviorCacheFile {
+            methods: toml::Spanned::new(0..0, cached_methods),
+            ..Default::default()
+        };
+        if let Some(id) = self.str_field(obj, "CachePolicyId", field)? {
+            let Some((_, ttls)) = MANAGED_CACHE_POLICIES.iter().find(|(i, _)| *i == id) else {
+                self.notes.push(format!(
+                    "{field}.CachePolicyId `{id}` is a cache policy defined outside the DistributionConfig: \
+                     lb does not cache this behavior (give it ForwardedValues and TTLs, or a [behaviors.cache] table in TOML)"
+                ));
+                return Ok(None);
+            };
+            let Some([min, default, max]) = ttls else {
+                return Ok(None);
+            };
+            c.min_ttl = Duration::from_secs(*min);
+            c.default_ttl = Duration::from_secs(*default);
+            c.max_ttl = Duration::from_secs(*max);
+        } else if let Some(fv) = obj.get("ForwardedValues") {
+            let ffield = format!("{field}.ForwardedValues");
+            let fv = self.object(fv, &ffield)?;
+            self.unknown_keys(fv, FORWARDED_VALUES_KEYS, &format!("{ffield}."));
+            let ttl = |cx: &Self, key: &str, default: u64| -> Result<Duration, ConfigError> {
+                Ok(Duration::from_secs(
+                    cx.num_field(obj, key, field)?.unwrap_or(default),
+                ))
+            };
+            c.min_ttl = ttl(self, "MinTTL", 0)?;
+            c.default_ttl = ttl(self, "DefaultTTL", 86_400)?;
+            c.max_ttl = ttl(self, "MaxTTL", 31_536_000)?;
+            c.query = match fv.get("QueryString") {
+                Some(Value::Bool(true)) => {
+                    let keys: Vec<String> = self
+                        .items(
+                            fv.get("QueryStringCacheKeys"),
+                            &format!("{ffield}.QueryStringCacheKeys"),
+                        )?
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect();
+                    if keys.is_empty() {
+                        crate::cache::QueryKey::All
+                    } else {
+                        crate::cache::QueryKey::Only(keys)
+                    }
+                }
+                None | Some(Value::Bool(false)) => crate::cache::QueryKey::None,
+                Some(_) => {
+                    return Err(self.err(
+                        "QueryString",
+                        &format!("{ffield}.QueryString"),
+                        "must be true or false",
+                    ));
+                }
+            };
+            if let Some(cookies) = fv.get("Cookies") {
+                let cfield = format!("{ffield}.Cookies");
+                let cookies = self.object(cookies, &cfield)?;
+                c.cookies = match self.str_field(cookies, "Forward", &cfield)? {
+                    None | Some("none") => crate::cache::CookieKey::None,
+                    Some("all") => crate::cache::CookieKey::All,
+                    Some("whitelist") => crate::cache::CookieKey::Only(
+                        self.items(
+                            cookies.get("WhitelistedNames"),
+                            &format!("{cfield}.WhitelistedNames"),
+                        )?
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect(),
+                    ),
+                    Some(other) => {
+                        return Err(self.err_at_value(
+                            "Forward",
+                            other,
+                            &format!("{cfield}.Forward"),
+                            format!("`{other}` is not none, whitelist or all"),
+                        ));
+                    }
+                };
+            }
+            for h in self
+                .items(fv.get("Headers"), &format!("{ffield}.Headers"))?
+                .iter()
+                .filter_map(Value::as_str)
+            {
+                if h == "*" {
+                    // CloudFront does not cache a behavior that forwards every header.
+                    return Ok(None);
+                }
+                // The host is always in lb's key and always reaches the origin.
+                if !h.eq_ignore_ascii_case("host") {
+                    c.headers.push(h.to_owned());
+                }
+            }
+        } else {
+            self.notes.push(format!(
+                "{field} has neither ForwardedValues nor CachePolicyId (CloudFront requires one): lb does not cache it"
+            ));
+            return Ok(None);
+        }
+        if c.max_ttl.is_zero() {
+            return Ok(None);
+        }
+        // CloudFront serves an expired copy instead of an origin error for as long as it
+        // holds one; lb bounds that by the behavior's MaxTTL.
+        c.stale_if_error = c.max_ttl;
+        native::behavior_cache(&c).map(Some).map_err(|(sub, why)| {
+            let (key, json) = match sub {
+                ".default_ttl" => ("DefaultTTL", "DefaultTTL"),
+                ".methods" => ("CachedMethods", "AllowedMethods.CachedMethods"),
+                ".headers" => ("Headers", "ForwardedValues.Headers"),
+                _ => ("ForwardedValues", "ForwardedValues"),
+            };
+            self.err(key, &format!("{field}.{json}"), why)
         })
     }
 
