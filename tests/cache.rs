@@ -10,7 +10,7 @@ use lb_origin::Origin;
 use lb_tests::{
     free_port,
     http::{Client, Response, get},
-    process::LbServer,
+    process::{LbServer, lb},
 };
 
 /// lb TOML: group `site` over a primary and a secondary, the default behavior cached
@@ -57,6 +57,16 @@ fn setup(cache: &str) -> Setup {
         secondary,
         lb,
     }
+}
+
+/// The admin API address `config` wrote into lb.toml.
+fn admin_addr(lb: &LbServer) -> std::net::SocketAddr {
+    let text = std::fs::read_to_string(lb.dir.path.join("lb.toml")).unwrap();
+    text.lines()
+        .find(|l| l.starts_with("address") && !l.contains("127.0.0.1:0"))
+        .and_then(|l| l.split('"').nth(1))
+        .and_then(|a| a.parse().ok())
+        .unwrap()
 }
 
 fn request(addr: std::net::SocketAddr, raw: &str) -> Response {
@@ -350,14 +360,7 @@ fn cache_metrics_count_what_the_cache_did() {
     let _ = get(s.lb.addr, "/m?cc=max-age=60");
     let _ = get(s.lb.addr, "/m?cc=max-age=60");
     let _ = get(s.lb.addr, "/m2?cc=no-store");
-    let admin = s.lb.dir.path.join("lb.toml");
-    let text = std::fs::read_to_string(admin).unwrap();
-    let admin: std::net::SocketAddr = text
-        .lines()
-        .find(|l| l.starts_with("address") && !l.contains("127.0.0.1:0"))
-        .and_then(|l| l.split('"').nth(1))
-        .and_then(|a| a.parse().ok())
-        .unwrap();
+    let admin = admin_addr(&s.lb);
     let metrics = get(admin, "/metrics").text();
     assert!(
         metrics.contains("lb_cache_requests_total{result=\"hit\"} 1"),
@@ -687,4 +690,106 @@ fn a_cloudfront_distribution_caches_by_its_ttls_and_forwarded_values() {
         before + 1,
         "CachingDisabled: always asked"
     );
+}
+
+#[test]
+fn lb_cache_stats_and_purge_work_on_a_running_lb() {
+    let s = setup("headers = [\"accept-language\"]");
+    let send = |path: &str, lang: &str| {
+        request(
+            s.lb.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nAccept-Language: {lang}\r\n\r\n"),
+        )
+    };
+    for path in [
+        "/img/1.png?cc=max-age=600",
+        "/img/2.png?cc=max-age=600",
+        "/css/a.css?cc=max-age=600",
+    ] {
+        send(path, "fr");
+        send(path, "de");
+    }
+    assert!(cache_status(&send("/img/1.png?cc=max-age=600", "fr")).starts_with("lb; hit"));
+    let admin = admin_addr(&s.lb).to_string();
+    let run = |args: &[&str]| {
+        let out = lb(args);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let stats: serde_json::Value = serde_json::from_str(&run(&[
+        "cache", "stats", "--admin", &admin, "--json", "--keys", "10",
+    ]))
+    .unwrap();
+    assert_eq!(stats["tiers"]["memory"]["objects"], 6, "{stats}");
+    assert_eq!(stats["requests"]["hit"], 1, "{stats}");
+    assert_eq!(stats["requests"]["miss_stored"], 6, "{stats}");
+    assert_eq!(stats["keys"].as_array().unwrap().len(), 6, "{stats}");
+    let table = run(&["cache", "stats", "--admin", &admin]);
+    assert!(
+        table.contains("memory") && table.contains("miss_stored"),
+        "{table}"
+    );
+
+    // A path pattern takes every variant of every matching path, on one host.
+    let other_host = run(&[
+        "cache",
+        "purge",
+        "/img/*",
+        "--host",
+        "other.test",
+        "--admin",
+        &admin,
+        "--json",
+    ]);
+    assert!(other_host.contains("\"purged\":0"), "{other_host}");
+    let purged: serde_json::Value = serde_json::from_str(&run(&[
+        "cache",
+        "purge",
+        "/img/*",
+        "--host",
+        "shop.test",
+        "--admin",
+        &admin,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(purged["purged"], 4, "{purged}");
+    assert_eq!(
+        cache_status(&send("/img/1.png?cc=max-age=600", "fr")),
+        "lb; fwd=uri-miss; stored"
+    );
+    assert!(cache_status(&send("/css/a.css?cc=max-age=600", "fr")).starts_with("lb; hit"));
+
+    // One exact key, in the form stats lists it.
+    let stats: serde_json::Value = serde_json::from_str(&run(&[
+        "cache", "stats", "--admin", &admin, "--json", "--keys", "10",
+    ]))
+    .unwrap();
+    let key = stats["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k.as_str())
+        .find(|k| k.contains("/css/a.css") && k.contains("de"))
+        .unwrap()
+        .replace('\n', "\\n");
+    let out = run(&["cache", "purge", "--key", &key, "--admin", &admin]);
+    assert!(out.starts_with("purged 1 entries"), "{out}");
+    assert_eq!(
+        cache_status(&send("/css/a.css?cc=max-age=600", "de")),
+        "lb; fwd=uri-miss; stored"
+    );
+    assert!(cache_status(&send("/css/a.css?cc=max-age=600", "fr")).starts_with("lb; hit"));
+
+    // Bad requests are refused with the reason.
+    let bad = lb(&["cache", "purge", "img/*", "--admin", &admin]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("must start with /"));
+    let nobody = lb(&["cache", "stats", "--admin", &free_port().to_string()]);
+    assert_eq!(nobody.status.code(), Some(3));
 }

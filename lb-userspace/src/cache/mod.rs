@@ -11,4 +11,4 @@ pub mod store;
 pub use control::{CacheControl, NotStored, Ttls};
 pub use inflight::{Inflight, Join, Lead};
 pub use key::{CookieKey, KeyPolicy, QueryKey};
-pub use store::{Object, Store, StoreStats};
+pub use store::{Object, Purge, Store, StoreStats};

@@ -8,7 +8,10 @@
 //! when the response varies, a comparison of its Vary values.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -101,9 +104,44 @@ impl Variants {
 /// What the store holds, for `lb cache stats` and the metrics.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct StoreStats {
+    /// Keys held (each with up to 8 Vary variants).
     pub objects: u64,
     pub bytes: u64,
     pub budget_bytes: u64,
+    /// Keys evicted to stay within the budget (not expiries or purges).
+    pub evictions: u64,
+    /// Keys being filled now by one request that others wait for.
+    pub filling: u64,
+}
+
+/// Which entries `lb cache purge` drops.
+#[derive(Clone, Debug)]
+pub enum Purge {
+    /// One key exactly as `lb cache stats --keys` lists it.
+    Key(String),
+    /// Every entry whose path matches a CloudFront-style pattern (`/img/*`, `/a.css`),
+    /// with all of its query, header and cookie variants; on one host if given.
+    Path {
+        pattern: crate::config::PathPattern,
+        host: Option<String>,
+    },
+}
+
+impl Purge {
+    fn matches(&self, key: &str) -> bool {
+        match self {
+            Self::Key(k) => k == key,
+            Self::Path { pattern, host } => {
+                let primary = key.split('\n').next().unwrap_or("");
+                let (key_host, path) = primary
+                    .find('/')
+                    .map_or((primary, ""), |at| primary.split_at(at));
+                host.as_deref()
+                    .is_none_or(|h| h.eq_ignore_ascii_case(key_host))
+                    && pattern.matches(path)
+            }
+        }
+    }
 }
 
 /// The process's memory tier.
@@ -111,6 +149,7 @@ pub struct Store {
     memory: moka::sync::Cache<Box<str>, Arc<Variants>>,
     budget: u64,
     inflight: Arc<super::Inflight>,
+    evictions: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -124,13 +163,21 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// A store holding at most `budget` bytes (bodies plus an estimate of their heads).
     pub fn new(budget: u64) -> Self {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&evictions);
         Self {
             memory: moka::sync::Cache::builder()
                 .max_capacity(budget)
                 .weigher(|_key, v: &Arc<Variants>| v.weight())
+                .eviction_listener(move |_key, _value, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
                 .build(),
             budget,
             inflight: Arc::default(),
+            evictions,
         }
     }
 
@@ -175,23 +222,34 @@ impl Store {
         self.memory.insert(key.into(), Arc::new(Variants(variants)));
     }
 
-    /// Drops every variant stored under `key`; whether there was any.
-    pub fn remove(&self, key: &str) -> bool {
-        self.memory.remove(key).is_some()
-    }
-
-    /// Drops every entry whose key `matches`; how many.
-    pub fn remove_where(&self, matches: impl Fn(&str) -> bool) -> u64 {
+    /// Drops the entries `purge` names (every Vary variant of each); the keys dropped.
+    /// A control-plane operation: it walks the whole table.
+    pub fn purge(&self, purge: &Purge) -> Vec<String> {
+        if let Purge::Key(key) = purge {
+            return match self.memory.remove(key.as_str()) {
+                Some(_) => vec![key.clone()],
+                None => Vec::new(),
+            };
+        }
         let doomed: Vec<Arc<Box<str>>> = self
             .memory
             .iter()
-            .filter(|(k, _)| matches(k))
+            .filter(|(k, _)| purge.matches(k))
             .map(|(k, _)| k)
             .collect();
         for k in &doomed {
             self.memory.invalidate(k.as_ref());
         }
-        doomed.len() as u64
+        doomed.iter().map(|k| k.to_string()).collect()
+    }
+
+    /// Up to `limit` keys, for `lb cache stats --keys`.
+    pub fn keys(&self, limit: usize) -> Vec<String> {
+        self.memory
+            .iter()
+            .take(limit)
+            .map(|(k, _)| k.to_string())
+            .collect()
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -200,6 +258,8 @@ impl Store {
             objects: self.memory.entry_count(),
             bytes: self.memory.weighted_size(),
             budget_bytes: self.budget,
+            evictions: self.evictions.load(Ordering::Relaxed),
+            filling: self.inflight.len() as u64,
         }
     }
 }
@@ -261,8 +321,9 @@ mod tests {
             &store.lookup("k", none.iter().copied()).unwrap().body[..],
             b"plain"
         );
-        assert!(store.remove("k"));
+        assert_eq!(store.purge(&Purge::Key("k".into())), ["k"]);
         assert!(store.lookup("k", gz.iter().copied()).is_none());
+        assert!(store.purge(&Purge::Key("k".into())).is_empty());
     }
 
     #[test]
@@ -275,6 +336,37 @@ mod tests {
         let stats = store.stats();
         assert!(stats.bytes <= 64 * 1024, "{stats:?}");
         assert!(stats.objects < 40, "{stats:?}");
-        assert_eq!(store.remove_where(|k| k.starts_with('k')), stats.objects);
+        assert_eq!(stats.evictions, 40 - stats.objects, "{stats:?}");
+    }
+
+    #[test]
+    fn purge_by_path_pattern_takes_every_variant_and_respects_the_host() {
+        let store = Store::new(1 << 20);
+        for key in [
+            "a.test/img/1.png",
+            "a.test/img/2.png?v=1",
+            "a.test/img/2.png?v=1\naccept-language:fr,",
+            "b.test/img/1.png",
+            "a.test/css/site.css",
+        ] {
+            store.insert(key, object("x", &[], &[]));
+        }
+        let path = |pattern: &str, host: Option<&str>| Purge::Path {
+            pattern: crate::config::PathPattern::new(pattern),
+            host: host.map(str::to_owned),
+        };
+        let mut gone = store.purge(&path("/img/*", Some("A.test")));
+        gone.sort();
+        assert_eq!(
+            gone,
+            [
+                "a.test/img/1.png",
+                "a.test/img/2.png?v=1",
+                "a.test/img/2.png?v=1\naccept-language:fr,"
+            ]
+        );
+        assert_eq!(store.purge(&path("/img/1.png", None)), ["b.test/img/1.png"]);
+        assert!(store.purge(&path("/css/other.css", None)).is_empty());
+        assert_eq!(store.keys(10), ["a.test/css/site.css"]);
     }
 }

@@ -77,20 +77,35 @@ pub fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// GET `path` from the admin API; the body.
-pub fn fetch(admin: SocketAddr, path: &str) -> std::io::Result<String> {
+pub fn fetch(admin: SocketAddr, path: &str) -> Result<String, AdminError> {
+    admin_request(admin, "GET", path)
+}
+
+/// Why an admin API request got no 200.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Nothing answered (lb not running, or without an admin API there).
+    #[error("{0}")]
+    Unreachable(#[from] std::io::Error),
+    /// lb answered and refused: the status line and its reason.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// One request to the admin API; the body of a 200.
+pub fn admin_request(admin: SocketAddr, method: &str, path: &str) -> Result<String, AdminError> {
     let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nhost: lb-admin\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: lb-admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
     )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(
-            head.lines().next().unwrap_or("no response").to_owned(),
-        ));
+        let status = head.lines().next().unwrap_or("no response");
+        return Err(AdminError::Refused(format!("{status}: {}", body.trim())));
     }
     Ok(body.to_owned())
 }

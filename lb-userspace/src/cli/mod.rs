@@ -1,5 +1,6 @@
 //! The `lb` command line.
 
+mod cache;
 mod demo;
 mod health;
 mod maps;
@@ -32,6 +33,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Print each origin's health from a running lb's admin API.
     Health(health::HealthArgs),
+    /// The cache of a running lb: statistics and purges (through its admin API).
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Validate a config file (TOML or CloudFront JSON) and exit.
     Check {
         #[arg(long, short)]
@@ -63,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Maps(args) => maps::maps(args),
         Command::Demo(args) => demo::demo(args),
         Command::Health(args) => health::health(args),
+        Command::Cache(command) => cache::cache(command),
         Command::Check { config, tls } => check(&config, &tls.overrides(None, None)),
         Command::Import(ImportCommand::Cloudfront { file }) => import_cloudfront(&file),
     };

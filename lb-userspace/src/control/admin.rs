@@ -4,6 +4,10 @@
 //! - `GET /origins`: JSON, one entry per origin: state and reason, kernel counters,
 //!   passive and active results, in-flight requests.
 //! - `GET /metrics`: Prometheus text format.
+//! - `POST /reload`: re-read the config file.
+//! - `GET /cache/stats[?keys=N]`: what the cache holds and did, as JSON.
+//! - `POST /cache/purge?key=K` or `?path=PATTERN[&host=H]`: drop entries (like a
+//!   CloudFront invalidation); JSON with the keys dropped.
 
 use std::{fmt::Write as _, sync::Arc};
 
@@ -105,6 +109,18 @@ async fn handle(mut stream: TcpStream, state: State) {
         ("GET", "/healthz") => (200, "text/plain", "ok\n".to_owned()),
         ("GET", "/origins") => (200, "application/json", origins_json(&state)),
         ("GET", "/metrics") => (200, "text/plain; version=0.0.4", render_metrics(&state)),
+        ("GET", p) if p == "/cache/stats" || p.starts_with("/cache/stats?") => {
+            (200, "application/json", cache_stats_json(&state, query(p)))
+        }
+        ("POST", p) if p.starts_with("/cache/purge") => match purge_request(query(p)) {
+            Ok(purge) => {
+                let gone = state.cache.purge(&purge);
+                tracing::info!(?purge, purged = gone.len(), "cache purge");
+                let body = json!({ "purged": gone.len(), "keys": gone });
+                (200, "application/json", format!("{body}\n"))
+            }
+            Err(why) => (400, "text/plain", format!("{why}\n")),
+        },
         ("POST", "/reload") => match state.reloader.reload() {
             Ok(summary) => (200, "text/plain", format!("{summary}\n")),
             Err(e) => {
@@ -125,6 +141,97 @@ async fn handle(mut stream: TcpStream, state: State) {
     );
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.write_all(body.as_bytes()).await;
+}
+
+/// The query string of an admin request target, decoded into pairs.
+fn query(target: &str) -> Vec<(String, String)> {
+    target
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// `%XX` and `+` decoded; malformed escapes are kept as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len()
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit() =>
+            {
+                let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(bytes[i + 1]) << 4 | hex(bytes[i + 2]));
+                i += 3;
+                continue;
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn purge_request(query: Vec<(String, String)>) -> Result<crate::cache::Purge, String> {
+    let get = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    match (get("key"), get("path")) {
+        (Some(key), None) if !key.is_empty() => Ok(crate::cache::Purge::Key(key)),
+        (None, Some(path)) if path.starts_with('/') => Ok(crate::cache::Purge::Path {
+            pattern: crate::config::PathPattern::new(&path),
+            host: get("host").filter(|h| !h.is_empty()),
+        }),
+        (None, Some(path)) => Err(format!(
+            "path `{path}` must start with / (a CloudFront invalidation path such as /img/*)"
+        )),
+        _ => Err("give exactly one of key=KEY or path=PATTERN (with optional host=HOST)".into()),
+    }
+}
+
+fn cache_stats_json(state: &State, query: Vec<(String, String)>) -> String {
+    let stats = state.cache.stats();
+    let snap = state.current.load();
+    let requests: serde_json::Map<String, serde_json::Value> = snap
+        .metrics
+        .cache_events()
+        .into_iter()
+        .map(|(event, n)| (event.label().to_owned(), n.into()))
+        .collect();
+    let keys_limit = query
+        .iter()
+        .find(|(k, _)| k == "keys")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut doc = json!({
+        "tiers": {
+            "memory": {
+                "objects": stats.objects,
+                "bytes": stats.bytes,
+                "budget_bytes": stats.budget_bytes,
+                "evictions": stats.evictions,
+            }
+        },
+        "filling": stats.filling,
+        "requests": requests,
+    });
+    if keys_limit > 0 {
+        doc["keys"] = state.cache.keys(keys_limit).into();
+    }
+    format!("{doc}\n")
 }
 
 fn origins_json(state: &State) -> String {
@@ -274,8 +381,12 @@ fn render_metrics(state: &State) -> String {
         out,
         "# HELP lb_cache_objects Objects in the cache's memory tier.\n# TYPE lb_cache_objects gauge\nlb_cache_objects{{tier=\"memory\"}} {}\n\
          # HELP lb_cache_bytes Bytes in the cache's memory tier, and its budget.\n# TYPE lb_cache_bytes gauge\n\
-         lb_cache_bytes{{tier=\"memory\"}} {}\nlb_cache_budget_bytes{{tier=\"memory\"}} {}",
-        store.objects, store.bytes, store.budget_bytes
+         lb_cache_bytes{{tier=\"memory\"}} {}\nlb_cache_budget_bytes{{tier=\"memory\"}} {}\n\
+         # HELP lb_cache_evictions_total Keys evicted to stay within a tier's budget.\n# TYPE lb_cache_evictions_total counter\n\
+         lb_cache_evictions_total{{tier=\"memory\"}} {}\n\
+         # HELP lb_cache_filling Keys being filled by one request that concurrent misses wait for.\n# TYPE lb_cache_filling gauge\n\
+         lb_cache_filling {}",
+        store.objects, store.bytes, store.budget_bytes, store.evictions, store.filling
     );
     let _ = writeln!(
         out,
