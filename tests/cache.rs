@@ -793,3 +793,75 @@ fn lb_cache_stats_and_purge_work_on_a_running_lb() {
     let nobody = lb(&["cache", "stats", "--admin", &free_port().to_string()]);
     assert_eq!(nobody.status.code(), Some(3));
 }
+
+#[test]
+fn stale_while_revalidate_serves_at_once_and_refreshes_once_in_the_background() {
+    let s = setup("");
+    // The origin takes 600 ms to answer: only a background refresh can absorb that.
+    let path = "/swr?cc=max-age=2,stale-while-revalidate=30&delay_ms=600";
+    let first = get(s.lb.addr, path);
+    assert_eq!(cache_status(&first), "lb; fwd=uri-miss; stored");
+    std::thread::sleep(Duration::from_millis(2200));
+    let started = Instant::now();
+    let stale = get(s.lb.addr, path);
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "the stale copy did not wait for the origin: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        cache_status(&stale).contains("detail=stale-while-revalidate"),
+        "{}",
+        cache_status(&stale)
+    );
+    assert_eq!(served(&stale), served(&first));
+    // While the refresh runs, others get the stale copy too, and no second refresh.
+    let again = get(s.lb.addr, path);
+    assert!(cache_status(&again).contains("stale-while-revalidate"));
+    std::thread::sleep(Duration::from_millis(900));
+    assert_eq!(s.primary.requests(), 2, "one refresh");
+    let fresh = get(s.lb.addr, path);
+    assert!(
+        cache_status(&fresh).starts_with("lb; hit; ttl="),
+        "{}",
+        cache_status(&fresh)
+    );
+    assert_ne!(served(&fresh), served(&first), "the refreshed copy");
+
+    // With a validator, the refresh is a conditional request and a 304 renews the copy.
+    let path = "/swr-etag?cc=max-age=1,stale-while-revalidate=30&etag=v1";
+    let first = get(s.lb.addr, path);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(cache_status(&get(s.lb.addr, path)).contains("stale-while-revalidate"));
+    std::thread::sleep(Duration::from_millis(300));
+    let renewed = get(s.lb.addr, path);
+    assert!(
+        cache_status(&renewed).starts_with("lb; hit; ttl="),
+        "{}",
+        cache_status(&renewed)
+    );
+    assert_eq!(
+        renewed.text(),
+        first.text(),
+        "the stored body, renewed by a 304"
+    );
+    let metrics = get(admin_addr(&s.lb), "/metrics").text();
+    assert!(
+        metrics.contains("lb_cache_requests_total{result=\"revalidated\"} 1"),
+        "{metrics}"
+    );
+
+    // A refresh that finds every member failing leaves the stale copy, and the client
+    // never sees the failure.
+    let path = "/swr-down?cc=max-age=1,stale-while-revalidate=30";
+    let first = get(s.lb.addr, path);
+    std::thread::sleep(Duration::from_millis(1200));
+    s.primary.set_forced_status(Some(503));
+    s.secondary.set_forced_status(Some(503));
+    for _ in 0..3 {
+        let r = get(s.lb.addr, path);
+        assert_eq!(r.status, 200);
+        assert_eq!(served(&r), served(&first));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

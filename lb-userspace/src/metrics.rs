@@ -73,10 +73,12 @@ pub enum CacheEvent {
     Revalidated,
     /// A miss that waited for a concurrent one's answer and was served from it.
     Collapsed,
+    /// A stale copy within its `stale-while-revalidate`, served while one refresh runs.
+    StaleWhileRevalidate,
 }
 
 impl CacheEvent {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Hit,
         Self::MissStored,
         Self::MissNotStored,
@@ -84,6 +86,7 @@ impl CacheEvent {
         Self::StaleIfError,
         Self::Revalidated,
         Self::Collapsed,
+        Self::StaleWhileRevalidate,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -95,6 +98,7 @@ impl CacheEvent {
             Self::StaleIfError => "stale_if_error",
             Self::Revalidated => "revalidated",
             Self::Collapsed => "collapsed",
+            Self::StaleWhileRevalidate => "stale_while_revalidate",
         }
     }
 }

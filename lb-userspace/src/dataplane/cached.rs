@@ -55,6 +55,9 @@ pub(super) enum Decision {
     Forward(Lookup),
     /// A concurrent miss of the same key is asking: wait for it, then look again.
     Wait(futures_channel::oneshot::Receiver<()>),
+    /// Serve this stale copy (within its `stale-while-revalidate`) and refresh it in the
+    /// background; the lookup holds the key's fill lead.
+    Revalidate(Arc<Object>, String, Lookup),
 }
 
 /// Whether the cache handles this request: a GET or HEAD (OPTIONS if the behavior
@@ -113,6 +116,8 @@ pub(super) fn lookup(
     let stored = worker.cache.lookup(&key, fields.clone());
     // The client asks for the origin's answer, not one fetched for someone else.
     let revalidate = request_cc.no_cache || request_cc.max_age == Some(0);
+    // A stale copy within its stale-while-revalidate: served at once, refreshed behind.
+    let mut while_revalidate = None;
     if let Some(obj) = &stored {
         match obj.staleness(now) {
             None if !revalidate => {
@@ -130,10 +135,21 @@ pub(super) fn lookup(
                     CacheEvent::StaleGroupDown,
                 ));
             }
+            Some(stale)
+                if !revalidate && !obj.must_revalidate && stale <= obj.stale_while_revalidate =>
+            {
+                while_revalidate = Some((
+                    Arc::clone(obj),
+                    format!(
+                        "lb; hit; ttl=-{}; detail=stale-while-revalidate",
+                        stale.as_secs()
+                    ),
+                ));
+            }
             _ => {}
         }
     }
-    if has_range(conn) {
+    if has_range(conn) && while_revalidate.is_none() {
         // Only a stored copy answers a range; a miss goes to the origin untouched (the
         // partial answer is not stored).
         return None;
@@ -146,15 +162,6 @@ pub(super) fn lookup(
     } else {
         format!("{origin_path}?{forwarded_query}")
     };
-    // One request per key goes to the origins; the others wait for its answer.
-    let lead = if collapse && !revalidate {
-        match worker.cache.join(&key) {
-            crate::cache::Join::Lead(lead) => Some(lead),
-            crate::cache::Join::Wait(rx) => return Some(Decision::Wait(rx)),
-        }
-    } else {
-        None
-    };
     let mut origin_cookie = Vec::new();
     policy.key.forwarded_cookies(
         fields
@@ -163,13 +170,45 @@ pub(super) fn lookup(
             .map(|(_, v)| v),
         &mut origin_cookie,
     );
+    let has_authorization = fields
+        .clone()
+        .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+    // One request per key goes to the origins; the others wait for its answer (or, with
+    // a copy within stale-while-revalidate, get that copy while one refresh runs).
+    let lead = match while_revalidate {
+        Some((obj, status)) => match worker.cache.join(&key) {
+            crate::cache::Join::Lead(lead) => {
+                let lookup = Lookup {
+                    key,
+                    request_cc,
+                    request_time: now,
+                    has_authorization,
+                    origin_target,
+                    origin_cookie,
+                    stale: stored,
+                    lead: Some(lead),
+                };
+                return Some(Decision::Revalidate(obj, status, lookup));
+            }
+            crate::cache::Join::Wait(_) => {
+                return Some(Decision::Serve(
+                    obj,
+                    status,
+                    CacheEvent::StaleWhileRevalidate,
+                ));
+            }
+        },
+        None if collapse && !revalidate => match worker.cache.join(&key) {
+            crate::cache::Join::Lead(lead) => Some(lead),
+            crate::cache::Join::Wait(rx) => return Some(Decision::Wait(rx)),
+        },
+        None => None,
+    };
     Some(Decision::Forward(Lookup {
         key,
         request_cc,
         request_time: now,
-        has_authorization: fields
-            .clone()
-            .any(|(n, _)| n.eq_ignore_ascii_case("authorization")),
+        has_authorization,
         origin_target,
         origin_cookie,
         stale: stored,

@@ -66,6 +66,24 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
             Some(Decision::Serve(obj, status, event)) => {
                 return cached::serve(worker, view, conn, &obj, &status, event).await;
             }
+            Some(Decision::Revalidate(obj, status, found)) => {
+                let fields = conn
+                    .head
+                    .fields()
+                    .map(|(n, v)| (Box::from(n), Box::from(v)))
+                    .collect();
+                let refresh = super::refresh::Refresh {
+                    lookup: found,
+                    policy: policy.clone(),
+                    target: behavior.target,
+                    host: conn.head.host().map(<[u8]>::to_vec),
+                    fields,
+                    tls: conn.tls(),
+                };
+                super::refresh::spawn(worker, view, refresh);
+                let event = CacheEvent::StaleWhileRevalidate;
+                return cached::serve(worker, view, conn, &obj, &status, event).await;
+            }
             Some(Decision::Forward(found)) => lookup = Some(found),
             Some(Decision::Wait(_)) | None => {}
         }

@@ -19,6 +19,7 @@ mod fate;
 mod hedge;
 mod kernel_watch;
 mod listener;
+mod refresh;
 mod request_head;
 mod respond;
 pub mod selection;
