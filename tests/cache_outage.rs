@@ -120,7 +120,11 @@ fn story(outage: Outage) {
     // Uncached objects cannot be served stale: the custom error response.
     let r = get(lb.addr, "/never-cached");
     assert_eq!(r.status, 503, "{outage:?}");
-    assert!(r.text().contains("sorry, we are fixing it"), "{outage:?}: {}", r.text());
+    assert!(
+        r.text().contains("sorry, we are fixing it"),
+        "{outage:?}: {}",
+        r.text()
+    );
 
     // By now both members failed twice: health has the group down. Stale copies come at
     // once, without asking an origin or waiting for a timeout.
