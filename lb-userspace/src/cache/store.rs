@@ -89,10 +89,10 @@ impl Object {
 
 /// The variants stored under one primary key.
 #[derive(Debug, Default)]
-struct Variants(Vec<Arc<Object>>);
+pub(super) struct Variants(pub(super) Vec<Arc<Object>>);
 
 impl Variants {
-    fn weight(&self) -> u32 {
+    pub(super) fn weight(&self) -> u32 {
         self.0
             .iter()
             .map(|o| o.weight())
@@ -102,7 +102,7 @@ impl Variants {
 }
 
 /// What the store holds, for `lb cache stats` and the metrics.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct StoreStats {
     /// Keys held (each with up to 8 Vary variants).
     pub objects: u64,
@@ -112,6 +112,8 @@ pub struct StoreStats {
     pub evictions: u64,
     /// Keys being filled now by one request that others wait for.
     pub filling: u64,
+    /// The disk tier, when one is configured and could be opened.
+    pub disk: Option<super::disk::DiskStats>,
 }
 
 /// Which entries `lb cache purge` drops.
@@ -128,7 +130,7 @@ pub enum Purge {
 }
 
 impl Purge {
-    fn matches(&self, key: &str) -> bool {
+    pub(super) fn matches(&self, key: &str) -> bool {
         match self {
             Self::Key(k) => k == key,
             Self::Path { pattern, host } => {
@@ -144,12 +146,13 @@ impl Purge {
     }
 }
 
-/// The process's memory tier.
+/// The process's cache: the memory tier, and the disk tier behind it when configured.
 pub struct Store {
     memory: moka::sync::Cache<Box<str>, Arc<Variants>>,
     budget: u64,
     inflight: Arc<super::Inflight>,
     evictions: Arc<AtomicU64>,
+    disk: Option<super::disk::DiskTier>,
 }
 
 impl std::fmt::Debug for Store {
@@ -178,6 +181,68 @@ impl Store {
             budget,
             inflight: Arc::default(),
             evictions,
+            disk: None,
+        }
+    }
+
+    /// The store `settings` describe. A disk tier that cannot be opened (no such
+    /// directory and no right to create it, a read-only file system) is a warning: lb
+    /// runs with the memory tier alone.
+    pub fn open(settings: &crate::config::CacheSettings) -> Self {
+        let mut store = Self::new(settings.memory_bytes);
+        if let Some(dir) = &settings.disk_path {
+            match super::disk::DiskTier::open(dir, settings.disk_bytes) {
+                Ok(disk) => {
+                    let held = disk.stats();
+                    tracing::info!(dir = %dir.display(), objects = held.objects, bytes = held.bytes, "cache disk tier open");
+                    store.disk = Some(disk);
+                }
+                Err(e) => tracing::warn!(
+                    dir = %dir.display(),
+                    error = %e,
+                    "cache disk tier unavailable; caching in memory only"
+                ),
+            }
+        }
+        store
+    }
+
+    /// The disk tier's file for `key` when memory does not hold the key: the data plane
+    /// reads it (asynchronously) and hands the bytes to [`Store::load`].
+    pub fn on_disk(&self, key: &str) -> Option<std::path::PathBuf> {
+        let disk = self.disk.as_ref()?;
+        if self.memory.contains_key(key) {
+            return None;
+        }
+        disk.path(key)
+    }
+
+    /// Puts what the disk tier held for `key` back in memory; false when the bytes do not
+    /// decode (the file is then forgotten).
+    pub fn load(&self, key: &str, path: &std::path::Path, bytes: std::io::Result<Vec<u8>>) -> bool {
+        let Some(disk) = &self.disk else {
+            return false;
+        };
+        let objects = match bytes {
+            Ok(bytes) => disk.decode(key, path, bytes),
+            Err(source) => Err(super::disk::DiskError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        };
+        match objects {
+            Ok(objects) => {
+                let variants = objects.into_iter().map(Arc::new).collect();
+                self.memory.insert(key.into(), Arc::new(Variants(variants)));
+                true
+            }
+            Err(e) => {
+                if matches!(e, super::disk::DiskError::Io { .. }) {
+                    disk.read_failed(key);
+                }
+                tracing::warn!(error = %e, "cache disk tier: cannot use a stored object");
+                false
+            }
         }
     }
 
@@ -219,12 +284,26 @@ impl Store {
             .unwrap_or_default();
         variants.insert(0, object);
         variants.truncate(MAX_VARIANTS);
-        self.memory.insert(key.into(), Arc::new(Variants(variants)));
+        let variants = Arc::new(Variants(variants));
+        if let Some(disk) = &self.disk {
+            disk.write(key, Arc::clone(&variants));
+        }
+        self.memory.insert(key.into(), variants);
     }
 
     /// Drops the entries `purge` names (every Vary variant of each); the keys dropped.
     /// A control-plane operation: it walks the whole table.
     pub fn purge(&self, purge: &Purge) -> Vec<String> {
+        let mut gone = self.purge_memory(purge);
+        if let Some(disk) = &self.disk {
+            gone.extend(disk.purge(purge));
+            gone.sort_unstable();
+            gone.dedup();
+        }
+        gone
+    }
+
+    fn purge_memory(&self, purge: &Purge) -> Vec<String> {
         if let Purge::Key(key) = purge {
             return match self.memory.remove(key.as_str()) {
                 Some(_) => vec![key.clone()],
@@ -244,12 +323,25 @@ impl Store {
     }
 
     /// Up to `limit` keys, for `lb cache stats --keys`.
+    /// Keys in memory first, then those only on disk.
     pub fn keys(&self, limit: usize) -> Vec<String> {
-        self.memory
+        let mut keys: Vec<String> = self
+            .memory
             .iter()
             .take(limit)
             .map(|(k, _)| k.to_string())
-            .collect()
+            .collect();
+        if let Some(disk) = &self.disk {
+            let more = disk.keys(usize::MAX).into_iter();
+            let more = more.filter(|k| !self.memory.contains_key(k.as_str()));
+            keys.extend(more.take(limit.saturating_sub(keys.len())));
+        }
+        keys
+    }
+
+    /// Waits (bounded) until the disk tier has written what it was given.
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        self.disk.as_ref().is_none_or(|d| d.flush(timeout))
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -260,6 +352,7 @@ impl Store {
             budget_bytes: self.budget,
             evictions: self.evictions.load(Ordering::Relaxed),
             filling: self.inflight.len() as u64,
+            disk: self.disk.as_ref().map(super::disk::DiskTier::stats),
         }
     }
 }

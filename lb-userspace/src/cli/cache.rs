@@ -103,6 +103,17 @@ pub fn cache(command: CacheCommand) -> anyhow::Result<ExitCode> {
                     t["evictions"].to_string()
                 );
             }
+            if let Some(disk) = doc["tiers"].get("disk") {
+                println!(
+                    "disk tier {}: reads {} ({} failed), writes {} ({} failed, {} dropped)",
+                    disk["path"].as_str().unwrap_or("?"),
+                    disk["reads"],
+                    disk["read_errors"],
+                    disk["writes"],
+                    disk["write_errors"],
+                    disk["dropped_writes"]
+                );
+            }
             println!("filling now: {}", doc["filling"]);
             println!("requests of cached behaviors:");
             for (result, n) in doc["requests"].as_object().into_iter().flatten() {

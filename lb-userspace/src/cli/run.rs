@@ -91,6 +91,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// lb with every part started: the data plane, the control plane and (if possible) the
 /// kernel signal source.
 pub struct Running {
+    cache: Arc<crate::cache::Store>,
     pub current: Arc<Current>,
     pub data_plane: DataPlane,
     control: ControlPlane,
@@ -106,9 +107,7 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
     let admin = config.admin.address;
     let tls = crate::tls::TlsMaterial::load(&config)?;
     let current = Arc::new(Current::new(Snapshot::build(config, tls, workers, None)));
-    let cache = Arc::new(crate::cache::Store::new(
-        current.load().config.cache.memory_bytes,
-    ));
+    let cache = Arc::new(crate::cache::Store::open(&current.load().config.cache));
     let data_plane = DataPlane::start(SharedState {
         current: Arc::clone(&current),
         kernel: kernel_view.clone(),
@@ -127,7 +126,7 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
             kernel: Arc::clone(&kernel),
             reload: source,
             workers,
-            cache,
+            cache: Arc::clone(&cache),
         },
         events_tx,
     )
@@ -144,6 +143,7 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
         "lb running"
     );
     Ok(Running {
+        cache,
         current,
         data_plane,
         control,
@@ -162,9 +162,11 @@ impl Running {
         self.stop();
     }
 
-    /// Drains the data plane, then stops the control plane, then the kernel part.
+    /// Drains the data plane, then stops the control plane, then the kernel part; the
+    /// cache's disk tier gets a moment to finish the writes it was given.
     pub fn stop(self) {
         let Running {
+            cache,
             current,
             data_plane,
             control,
@@ -173,6 +175,9 @@ impl Running {
         } = self;
         data_plane.shutdown(current.load().config.listener.drain_timeout);
         control.shutdown();
+        if !cache.flush(std::time::Duration::from_secs(5)) {
+            tracing::warn!("cache disk tier: writes still queued at exit are lost");
+        }
         if let Ok(mut k) = kernel.lock() {
             k.take();
         }

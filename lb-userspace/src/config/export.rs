@@ -197,6 +197,12 @@ pub(super) fn to_toml(config: &Config) -> String {
         cache: CacheStoreFile {
             memory_bytes: config.cache.memory_bytes,
             max_object_bytes: config.cache.max_object_bytes,
+            disk_path: config
+                .cache
+                .disk_path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            disk_bytes: config.cache.disk_bytes,
         },
     };
     toml::to_string_pretty(&file).unwrap_or_else(|e| format!("# cannot render TOML: {e}\n"))

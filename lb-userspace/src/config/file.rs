@@ -52,6 +52,9 @@ pub(super) struct ConfigFile {
 pub(super) struct CacheStoreFile {
     pub memory_bytes: u64,
     pub max_object_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_path: Option<String>,
+    pub disk_bytes: u64,
 }
 
 impl Default for CacheStoreFile {
@@ -60,6 +63,8 @@ impl Default for CacheStoreFile {
         Self {
             memory_bytes: d.memory_bytes,
             max_object_bytes: d.max_object_bytes,
+            disk_path: None,
+            disk_bytes: d.disk_bytes,
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct CacheSettings {
     pub memory_bytes: u64,
     /// Larger responses stream to the client without being stored.
     pub max_object_bytes: u64,
+    /// Where the disk tier keeps its files (None: no disk tier). It survives restarts.
+    pub disk_path: Option<std::path::PathBuf>,
+    /// The disk tier's byte budget.
+    pub disk_bytes: u64,
 }
 
 impl Default for CacheSettings {
@@ -46,6 +50,8 @@ impl Default for CacheSettings {
         Self {
             memory_bytes: 256 << 20,
             max_object_bytes: 16 << 20,
+            disk_path: None,
+            disk_bytes: 1 << 30,
         }
     }
 }

@@ -525,6 +525,13 @@ fn build(
         cache: CacheSettings {
             memory_bytes: raw.cache.memory_bytes,
             max_object_bytes: raw.cache.max_object_bytes,
+            // Relative to the config file, like page files.
+            disk_path: raw
+                .cache
+                .disk_path
+                .as_ref()
+                .map(|p| base_dir.unwrap_or(Path::new(".")).join(p)),
+            disk_bytes: raw.cache.disk_bytes,
         },
     })
 }

@@ -228,6 +228,9 @@ fn cache_stats_json(state: &State, query: Vec<(String, String)>) -> String {
         "filling": stats.filling,
         "requests": requests,
     });
+    if let Some(disk) = &stats.disk {
+        doc["tiers"]["disk"] = json!(disk);
+    }
     if keys_limit > 0 {
         doc["keys"] = state.cache.keys(keys_limit).into();
     }
@@ -388,6 +391,29 @@ fn render_metrics(state: &State) -> String {
          lb_cache_filling {}",
         store.objects, store.bytes, store.budget_bytes, store.evictions, store.filling
     );
+    if let Some(disk) = &store.disk {
+        let _ = writeln!(
+            out,
+            "lb_cache_objects{{tier=\"disk\"}} {}\nlb_cache_bytes{{tier=\"disk\"}} {}\n\
+             lb_cache_budget_bytes{{tier=\"disk\"}} {}\nlb_cache_evictions_total{{tier=\"disk\"}} {}\n\
+             # HELP lb_cache_disk_operations_total The disk tier's reads (on memory misses) and writes, by outcome.\n\
+             # TYPE lb_cache_disk_operations_total counter\n\
+             lb_cache_disk_operations_total{{op=\"read\",result=\"ok\"}} {}\n\
+             lb_cache_disk_operations_total{{op=\"read\",result=\"error\"}} {}\n\
+             lb_cache_disk_operations_total{{op=\"write\",result=\"ok\"}} {}\n\
+             lb_cache_disk_operations_total{{op=\"write\",result=\"error\"}} {}\n\
+             lb_cache_disk_operations_total{{op=\"write\",result=\"dropped\"}} {}",
+            disk.objects,
+            disk.bytes,
+            disk.budget_bytes,
+            disk.evictions,
+            disk.reads,
+            disk.read_errors,
+            disk.writes,
+            disk.write_errors,
+            disk.dropped_writes
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP lb_origin_attempts_total Attempts sent to each origin.\n# TYPE lb_origin_attempts_total counter"

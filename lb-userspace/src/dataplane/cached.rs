@@ -58,6 +58,17 @@ pub(super) enum Decision {
     /// Serve this stale copy (within its `stale-while-revalidate`) and refresh it in the
     /// background; the lookup holds the key's fill lead.
     Revalidate(Arc<Object>, String, Lookup),
+    /// Memory misses but the disk tier holds the key: read it back, then look again.
+    Disk(String, std::path::PathBuf),
+}
+
+/// How a lookup may proceed.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LookupMode {
+    /// A miss may lead the fill or wait for the one in flight (not after a wait).
+    pub collapse: bool,
+    /// A memory miss may ask for a disk read (not after one).
+    pub disk: bool,
 }
 
 /// Whether the cache handles this request: a GET or HEAD (OPTIONS if the behavior
@@ -89,8 +100,9 @@ pub(super) fn lookup(
     policy: &BehaviorCache,
     conn: &ClientConn,
     group_down: impl FnOnce() -> bool,
-    collapse: bool,
+    mode: LookupMode,
 ) -> Option<Decision> {
+    let collapse = mode.collapse;
     if !cacheable_request(policy, conn) {
         return None;
     }
@@ -114,6 +126,12 @@ pub(super) fn lookup(
     );
     let now = SystemTime::now();
     let stored = worker.cache.lookup(&key, fields.clone());
+    if stored.is_none()
+        && mode.disk
+        && let Some(file) = worker.cache.on_disk(&key)
+    {
+        return Some(Decision::Disk(key, file));
+    }
     // The client asks for the origin's answer, not one fetched for someone else.
     let revalidate = request_cc.no_cache || request_cc.max_age == Some(0);
     // A stale copy within its stale-while-revalidate: served at once, refreshed behind.

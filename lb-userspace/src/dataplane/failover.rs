@@ -48,14 +48,34 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     let mut lookup = None;
     if let Some(policy) = cache_policy {
         let down = || target_down(view, worker, behavior.target);
-        let mut decision = cached::lookup(worker, policy, conn, down, true);
+        let mode = cached::LookupMode {
+            collapse: true,
+            disk: true,
+        };
+        let mut decision = cached::lookup(worker, policy, conn, down, mode);
+        if let Some(Decision::Disk(key, file)) = decision {
+            // io_uring reads the file (a blocking read under the legacy epoll driver);
+            // what it held goes back into memory and the lookup runs again.
+            let bytes = monoio::fs::read(&file).await;
+            worker.cache.load(&key, &file, bytes);
+            let down = || target_down(view, worker, behavior.target);
+            let mode = cached::LookupMode {
+                collapse: true,
+                disk: false,
+            };
+            decision = cached::lookup(worker, policy, conn, down, mode);
+        }
         if let Some(Decision::Wait(filled)) = decision {
             // Collapsed forwarding: a concurrent miss of this key is asking the origins.
             // Its answer is in the store when it is done (or it was not storable: then
             // this request asks itself, without waiting again).
             let _ = monoio::time::timeout(policy.collapse_wait, filled).await;
             let down = || target_down(view, worker, behavior.target);
-            decision = cached::lookup(worker, policy, conn, down, false);
+            let mode = cached::LookupMode {
+                collapse: false,
+                disk: false,
+            };
+            decision = cached::lookup(worker, policy, conn, down, mode);
             if let Some(Decision::Serve(obj, status, CacheEvent::Hit)) = decision {
                 let status = format!("{status}; collapsed");
                 return cached::serve(worker, view, conn, &obj, &status, CacheEvent::Collapsed)
@@ -85,7 +105,7 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
                 return cached::serve(worker, view, conn, &obj, &status, event).await;
             }
             Some(Decision::Forward(found)) => lookup = Some(found),
-            Some(Decision::Wait(_)) | None => {}
+            Some(Decision::Wait(_) | Decision::Disk(..)) | None => {}
         }
     }
     let cached = cache_policy.zip(lookup.as_ref());
