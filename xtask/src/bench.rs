@@ -51,6 +51,9 @@ enum BenchWhat {
     IdleMemory,
     /// This tree's lb against lb built at another revision, alternating in one run.
     Ab(crate::bench_ab::AbArgs),
+    /// The cache: hits (1 KiB, 64 KiB, 1 MiB) and stale answers while the origin fails,
+    /// lb vs nginx proxy_cache vs Varnish.
+    Cache(crate::bench_cache::CacheBenchArgs),
 }
 
 const ORIGIN: &str = "127.0.0.1:19181";
@@ -112,6 +115,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchWhat::Tls(tls)) => return crate::bench_tls::bench_tls(tls),
         Some(BenchWhat::IdleMemory) => return crate::bench_memory::bench_idle_memory(),
         Some(BenchWhat::Ab(ab)) => return crate::bench_ab::bench_ab(ab),
+        Some(BenchWhat::Cache(cache)) => return crate::bench_cache::bench_cache(cache),
         None => {}
     }
     let started = Instant::now();

@@ -53,6 +53,17 @@ impl<K: PartialEq + Copy> Pinned<K> {
     }
 }
 
+impl<K: PartialEq + Copy> Pinned<K> {
+    /// Kills `key`'s process at once (SIGKILL: a crash) and forgets it.
+    pub fn stop(&mut self, key: K) {
+        if let Some(at) = self.children.iter().position(|(k, _)| *k == Some(key)) {
+            let (_, mut child) = self.children.remove(at);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl<K> Drop for Pinned<K> {
     /// SIGTERM first, so nginx's master stops its workers (SIGKILL would orphan them, and
     /// an orphaned worker keeps the port and serves the next run); SIGKILL after 3 s.
