@@ -19,5 +19,6 @@ pub mod kernel;
 pub mod local_resource;
 pub mod metrics;
 pub mod resolver;
+pub mod rules;
 pub mod snapshot;
 pub mod tls;

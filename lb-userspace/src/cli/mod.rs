@@ -4,6 +4,7 @@ mod cache;
 mod demo;
 mod health;
 mod maps;
+mod rules;
 mod run;
 mod table;
 
@@ -44,6 +45,9 @@ pub enum Command {
         #[command(flatten)]
         tls: run::TlsFlags,
     },
+    /// The request rules of a config file.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
     /// Convert another product's configuration to lb's TOML.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -68,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::demo(args),
         Command::Health(args) => health::health(args),
         Command::Cache(command) => cache::cache(command),
+        Command::Rules(command) => rules::rules(command),
         Command::Check { config, tls } => check(&config, &tls.overrides(None, None)),
         Command::Import(ImportCommand::Cloudfront { file }) => import_cloudfront(&file),
     };

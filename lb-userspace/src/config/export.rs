@@ -204,6 +204,7 @@ pub(super) fn to_toml(config: &Config) -> String {
                 .map(|p| p.display().to_string()),
             disk_bytes: config.cache.disk_bytes,
         },
+        rules: super::rules_file::export(&config.rules),
     };
     toml::to_string_pretty(&file).unwrap_or_else(|e| format!("# cannot render TOML: {e}\n"))
 }

@@ -44,6 +44,9 @@ pub(super) struct ConfigFile {
     pub kernel: KernelSettings,
     #[serde(default)]
     pub cache: CacheStoreFile,
+    /// Request rules, in order (first match wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Spanned<super::rules_file::RuleFile>>,
 }
 
 /// `[cache]`: the store every worker shares.

@@ -11,6 +11,7 @@ mod file;
 mod model;
 mod native;
 mod pattern;
+mod rules_file;
 
 use std::{
     net::SocketAddr,

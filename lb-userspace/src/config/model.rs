@@ -29,6 +29,8 @@ pub struct Config {
     pub kernel: KernelSettings,
     /// The process-wide cache store (used by behaviors with `cache`).
     pub cache: CacheSettings,
+    /// Request rules, run before behavior matching.
+    pub rules: crate::rules::RuleSet,
 }
 
 /// `[cache]`: the store every worker shares. Its size is fixed at start (a reload does

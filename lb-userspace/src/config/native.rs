@@ -354,6 +354,7 @@ fn build(
             ));
         }
     };
+    let rules = super::rules_file::build(&raw.rules, &names, loc)?;
     let mut custom_errors = Vec::new();
     for (i, e) in raw.custom_error_responses.iter().enumerate() {
         let field = |f: &str| format!("custom_error_responses[{i}].{f}");
@@ -533,6 +534,7 @@ fn build(
                 .map(|p| base_dir.unwrap_or(Path::new(".")).join(p)),
             disk_bytes: raw.cache.disk_bytes,
         },
+        rules,
     })
 }
 

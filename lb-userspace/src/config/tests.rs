@@ -386,3 +386,115 @@ fn bad_cache_settings_name_their_field() {
         "names the file and the cookies line: {e}"
     );
 }
+
+#[test]
+fn request_rules_parse_and_round_trip_through_export() {
+    let text = r#"
+[listener]
+address = "127.0.0.1:0"
+[[origins]]
+id = "web"
+address = "127.0.0.1:8081"
+[[origins]]
+id = "canary"
+address = "127.0.0.1:8082"
+[default_behavior]
+target = "web"
+
+[[rules]]
+name = "beta"
+when = [
+  { header = "X-Beta", equals = "1" },
+  { cookie = "out", present = true, not = true },
+  { query = "v", regex = "^2" },
+  { client = ["10.0.0.0/8", "::1"] },
+  { method = ["GET"] },
+  { host = "Shop.Test" },
+  { path = "/api/*" },
+]
+route = "canary"
+rewrite_path = { regex = "^/api/(.*)$", to = "/v2/$1" }
+set_host = "backend"
+set_request_headers = { X-From = "lb" }
+remove_request_headers = ["x-debug"]
+
+[[rules]]
+name = "gone"
+when = [{ path_prefix = "/old/" }, { header = "referer", absent = true }]
+redirect = { status = 308, location = "https://{host}{path}" }
+
+[[rules]]
+name = "teapot"
+respond = { status = 418, body = "short and stout" }
+"#;
+    let c = parse(text);
+    assert_eq!(c.rules.rules.len(), 3);
+    let beta = &c.rules.rules[0];
+    assert_eq!(beta.conditions.len(), 7);
+    assert_eq!(
+        beta.actions.route,
+        Some((Target::Origin(1), "canary".into()))
+    );
+    assert_eq!(
+        beta.actions.set_request_headers,
+        [("x-from".to_owned(), "lb".to_owned())]
+    );
+    assert_eq!(parse(&c.to_toml()), c);
+}
+
+#[test]
+fn bad_rules_are_refused_with_their_place() {
+    let base = "[listener]\naddress = \"127.0.0.1:0\"\n[[origins]]\nid = \"web\"\naddress = \"127.0.0.1:8081\"\n\n[[rules]]\nname = \"r\"\n";
+    let cases = [
+        (
+            "when = [{ host = \"a\", path = \"/b\" }]\nroute = \"web\"\n",
+            "rules[0].when[0]: a condition tests exactly one of",
+        ),
+        (
+            "when = [{ path_regex = \"(\" }]\nroute = \"web\"\n",
+            "rules[0].when[0]: bad regex",
+        ),
+        (
+            "when = [{ client = [\"10.0.0.0/40\"] }]\nroute = \"web\"\n",
+            "`10.0.0.0/40` is not an address or a CIDR network",
+        ),
+        (
+            "when = [{ host = \"a\", equals = \"b\" }]\nroute = \"web\"\n",
+            "apply to header, cookie and query conditions only",
+        ),
+        (
+            "redirect = { status = 200, location = \"/x\" }\n",
+            "rules[0].redirect.status: 200 is not a redirect status",
+        ),
+        ("respond = { status = 204 }\n", "rules[0].respond.status"),
+        (
+            "respond = { status = 403 }\nroute = \"web\"\n",
+            "cannot also route or rewrite",
+        ),
+        (
+            "set_request_headers = { content-length = \"1\" }\n",
+            "is written by lb itself",
+        ),
+        (
+            "set_request_headers = { \"bad name\" = \"1\" }\n",
+            "is not a valid header field",
+        ),
+        (
+            "when = [{ method = [\"get\"] }]\nroute = \"web\"\n",
+            "upper-case methods",
+        ),
+        ("when = [{ path = \"/x\" }]\n", "the rule does nothing"),
+        (
+            "rewrite_path = { prefix = \"x\", to = \"/y\" }\n",
+            "give exactly one of prefix (starting with /) and regex",
+        ),
+    ];
+    for (rule, want) in cases {
+        let text = format!("{base}{rule}");
+        let err = Config::parse(&text, Path::new("lb.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{rule}: {err}");
+        assert!(err.starts_with("lb.toml:"), "{err}");
+    }
+}

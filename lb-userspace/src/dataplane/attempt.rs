@@ -260,15 +260,19 @@ fn request_head_into(
         address: ForwardedFor(conn.peer.ip()),
         proto: scheme,
     };
+    let edits = rule_edits(view, conn.rule);
     let Some((policy, lookup)) = how.cached else {
         HeaderRewrite::request(
             out,
             &UpstreamRequest {
                 method: head.method_str(),
                 path_prefix: &origin.origin_path,
-                path: head.path(),
-                host: head.host(),
-                fields: head.fields(),
+                path: &edited_path(edits, head.path()),
+                host: edited_host(edits, head.host()),
+                fields: head
+                    .fields()
+                    .filter(|(n, _)| kept_field(edits, n))
+                    .chain(added_fields(edits)),
                 on_behalf_of,
                 length,
                 chunked,
@@ -289,11 +293,12 @@ fn request_head_into(
         &UpstreamRequest {
             method: head.method_str(),
             path_prefix: &origin.origin_path,
-            path: &lookup.origin_target,
-            host: head.host(),
+            path: &edited_path(edits, &lookup.origin_target),
+            host: edited_host(edits, head.host()),
             fields: head
                 .fields()
-                .filter(|(n, _)| policy.key.forwards_header(n))
+                .filter(|(n, _)| policy.key.forwards_header(n) && kept_field(edits, n))
+                .chain(added_fields(edits))
                 .chain(cookie)
                 .chain(validators),
             on_behalf_of,
@@ -303,6 +308,52 @@ fn request_head_into(
             origin_headers: &origin.custom_headers,
         },
     );
+}
+
+/// The request edits of the rule that matched, if it has any.
+pub(super) fn rule_edits(view: &View, rule: Option<u16>) -> Option<&crate::rules::Actions> {
+    let actions = &view
+        .snap
+        .config
+        .rules
+        .rules
+        .get(usize::from(rule?))?
+        .actions;
+    actions.edits_request().then_some(actions)
+}
+
+/// The target (path and query) the origin receives.
+pub(super) fn edited_path<'t>(
+    edits: Option<&crate::rules::Actions>,
+    target: &'t str,
+) -> std::borrow::Cow<'t, str> {
+    match edits.and_then(|e| e.rewrite_path.as_ref()) {
+        Some(rewrite) => rewrite.apply(target),
+        None => std::borrow::Cow::Borrowed(target),
+    }
+}
+
+pub(super) fn edited_host<'a>(
+    edits: Option<&'a crate::rules::Actions>,
+    host: Option<&'a [u8]>,
+) -> Option<&'a [u8]> {
+    match edits.and_then(|e| e.set_host.as_deref()) {
+        Some(h) => Some(h.as_bytes()),
+        None => host,
+    }
+}
+
+/// Whether a client field reaches the origin (a rule may remove or replace it).
+pub(super) fn kept_field(edits: Option<&crate::rules::Actions>, name: &str) -> bool {
+    edits.is_none_or(|e| !e.drops_field(name))
+}
+
+pub(super) fn added_fields(
+    edits: Option<&crate::rules::Actions>,
+) -> impl Iterator<Item = (&str, &[u8])> + Clone {
+    edits
+        .into_iter()
+        .flat_map(crate::rules::Actions::added_fields)
 }
 
 /// Streams the request body from the client to the origin.

@@ -59,6 +59,9 @@ pub(super) struct ClientConn {
     /// The request path as behaviors match it (dot segments resolved, unreserved bytes
     /// decoded), when it differs from the path as received.
     pub(super) match_path: String,
+    /// The request rule that matched (index into the config's rules): its route and
+    /// request edits apply to every attempt.
+    pub(super) rule: Option<u16>,
 }
 
 /// Serves one client connection (TCP accepted, TLS handshake done) until it closes.
@@ -109,6 +112,7 @@ async fn turn(worker: &Worker, io: BufferedStream, peer: SocketAddr) -> Option<B
         replay: Vec::new(),
         attempts,
         match_path: String::new(),
+        rule: None,
     };
     let next = one_request(worker, &mut conn).await;
     conn.release_buffers(worker);

@@ -27,14 +27,27 @@ use crate::{
     http::BodyFraming,
     metrics::CacheEvent,
     metrics::FailoverReason,
+    rules::DirectAnswer,
 };
 
 pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn) -> (Next, u16) {
     let config = &*view.snap.config;
     conn.attempts.clear();
+    conn.rule = None;
+    // Request rules run first, on the request as received: an answer of their own, or a
+    // route and edits that the attempts below apply.
+    if !config.rules.is_empty()
+        && let Some(r) = apply_rules(worker, view, conn).await
+    {
+        return r;
+    }
     let method = conn.head.method();
     let framing = conn.head.framing();
     let behavior = config.behavior_for(conn.match_path());
+    let target = conn
+        .rule
+        .and_then(|i| config.rules.rules[usize::from(i)].actions.route.as_ref())
+        .map_or(behavior.target, |(t, _)| *t);
     if !behavior.allowed_methods.allows(conn.head.method_str()) {
         // CloudFront answers methods a behavior does not allow with 403.
         return respond::error(worker, conn, 403, "method not allowed for this path").await;
@@ -47,7 +60,7 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     let cache_policy = behavior.cache.as_ref();
     let mut lookup = None;
     if let Some(policy) = cache_policy {
-        let down = || target_down(view, worker, behavior.target);
+        let down = || target_down(view, worker, target);
         let mode = cached::LookupMode {
             collapse: true,
             disk: true,
@@ -58,7 +71,7 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
             // what it held goes back into memory and the lookup runs again.
             let bytes = monoio::fs::read(&file).await;
             worker.cache.load(&key, &file, bytes);
-            let down = || target_down(view, worker, behavior.target);
+            let down = || target_down(view, worker, target);
             let mode = cached::LookupMode {
                 collapse: true,
                 disk: false,
@@ -70,7 +83,7 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
             // Its answer is in the store when it is done (or it was not storable: then
             // this request asks itself, without waiting again).
             let _ = monoio::time::timeout(policy.collapse_wait, filled).await;
-            let down = || target_down(view, worker, behavior.target);
+            let down = || target_down(view, worker, target);
             let mode = cached::LookupMode {
                 collapse: false,
                 disk: false,
@@ -95,7 +108,8 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
                 let refresh = super::refresh::Refresh {
                     lookup: found,
                     policy: policy.clone(),
-                    target: behavior.target,
+                    target,
+                    rule: conn.rule,
                     host: conn.head.host().map(<[u8]>::to_vec),
                     fields,
                     tls: conn.tls(),
@@ -128,32 +142,31 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
         }
         _ => BodyMode::Stream,
     };
-    let group_index = match behavior.target {
+    let group_index = match target {
         Target::Group(g) => Some(g),
         Target::Origin(_) => None,
     };
     let group = group_index.map(|g| &config.groups[g]);
-    let order = match view.selector.plan(
-        config,
-        &view.snap.health,
-        worker.kernel.as_deref(),
-        behavior.target,
-    ) {
-        Plan::Try(order) => order,
-        Plan::NoneUsable => {
-            if let Some(r) = serve_stale(worker, view, conn, cached, 503).await {
-                return r;
+    let order =
+        match view
+            .selector
+            .plan(config, &view.snap.health, worker.kernel.as_deref(), target)
+        {
+            Plan::Try(order) => order,
+            Plan::NoneUsable => {
+                if let Some(r) = serve_stale(worker, view, conn, cached, 503).await {
+                    return r;
+                }
+                if let Some(custom) = error_pages::lookup(config, 503) {
+                    return error_pages::serve(worker, view, conn, custom, 503).await;
+                }
+                let reason = format!(
+                    "no healthy origin in group {}",
+                    group.map_or("", |g| g.id.as_str())
+                );
+                return respond::error(worker, conn, 503, &reason).await;
             }
-            if let Some(custom) = error_pages::lookup(config, 503) {
-                return error_pages::serve(worker, view, conn, custom, 503).await;
-            }
-            let reason = format!(
-                "no healthy origin in group {}",
-                group.map_or("", |g| g.id.as_str())
-            );
-            return respond::error(worker, conn, 503, &reason).await;
-        }
-    };
+        };
     // Whether any request byte was written to any connection: sticks across members and
     // across the retry after a dead pooled connection.
     let mut sent = false;
@@ -342,6 +355,54 @@ async fn revalidated(
 }
 
 /// Whether every member of `target` is down now (the cache then answers stale at once).
+/// Runs the request rules: `Some` when the matching rule answered the request itself
+/// (a redirect or a fixed response); otherwise records the matching rule, if any, in
+/// `conn.rule` for the route and the request edits.
+async fn apply_rules(worker: &Worker, view: &View, conn: &mut ClientConn) -> Option<(Next, u16)> {
+    let config = &*view.snap.config;
+    let index = {
+        let request = crate::rules::RuleRequest {
+            method: conn.head.method_str(),
+            host: conn.head.host(),
+            target: conn.head.path(),
+            fields: conn.head.fields(),
+            client: conn.peer.ip(),
+        };
+        config.rules.first_match(&request)?.0
+    };
+    let rule = &config.rules.rules[index];
+    match &rule.actions.answer {
+        None => {
+            conn.rule = u16::try_from(index).ok();
+            None
+        }
+        Some(DirectAnswer::Redirect { status, location }) => {
+            let location = DirectAnswer::location(
+                location,
+                conn.head.host().unwrap_or_default(),
+                conn.head.path(),
+            );
+            let answer = respond::Answer::Redirect {
+                status: *status,
+                location: &location,
+            };
+            Some((respond::answer(worker, conn, answer).await, *status))
+        }
+        Some(DirectAnswer::Respond {
+            status,
+            content_type,
+            body,
+        }) => {
+            let answer = respond::Answer::Page {
+                status: *status,
+                content_type: content_type.as_bytes(),
+                body,
+            };
+            Some((respond::answer(worker, conn, answer).await, *status))
+        }
+    }
+}
+
 fn target_down(view: &View, worker: &Worker, target: Target) -> bool {
     let config = &view.snap.config;
     let now = now_ms();

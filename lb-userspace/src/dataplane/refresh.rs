@@ -35,6 +35,8 @@ pub(super) struct Refresh {
     pub lookup: Lookup,
     pub policy: BehaviorCache,
     pub target: Target,
+    /// The request rule whose edits the origin request gets (as the client's did).
+    pub rule: Option<u16>,
     pub host: Option<Vec<u8>>,
     /// The keyed request fields (they reach the origin) and, for Vary, the client's
     /// values of every field.
@@ -91,10 +93,12 @@ async fn run(
         lookup,
         policy,
         target,
+        rule,
         host,
         fields,
         tls,
     } = refresh;
+    let edits = super::attempt::rule_edits(view, rule);
     let (members, group) = config.members(target);
     let max_body = config.cache.max_object_bytes as usize;
     for &index in members {
@@ -119,12 +123,15 @@ async fn run(
             &UpstreamRequest {
                 method: "GET",
                 path_prefix: &origin.origin_path,
-                path: &lookup.origin_target,
-                host: host.as_deref(),
+                path: &super::attempt::edited_path(edits, &lookup.origin_target),
+                host: super::attempt::edited_host(edits, host.as_deref()),
                 fields: fields
                     .iter()
                     .map(|(n, v)| (&n[..], &v[..]))
-                    .filter(|(n, _)| policy.key.forwards_header(n))
+                    .filter(|(n, _)| {
+                        policy.key.forwards_header(n) && super::attempt::kept_field(edits, n)
+                    })
+                    .chain(super::attempt::added_fields(edits))
                     .chain(cookie)
                     .chain(validators),
                 on_behalf_of: OnBehalfOf::Lb {

@@ -1,0 +1,586 @@
+//! `[[rules]]` in the native TOML: the file's shape, its validation into
+//! [`crate::rules::RuleSet`] (errors at file:line:column), and the way back for export.
+//!
+//! ```toml
+//! [[rules]]
+//! name = "beta testers to the canary"
+//! when = [
+//!   { path_prefix = "/api/" },
+//!   { header = "x-beta", equals = "1" },
+//!   { cookie = "opt-out", present = true, not = true },
+//! ]
+//! route = "canary"
+//! set_request_headers = { x-canary = "1" }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{ConfigError, PathPattern, Target, native::Locator};
+use crate::rules::{
+    Actions, Cidr, Condition, DirectAnswer, PathRewrite, PathTest, RegexSource, Rule, RuleSet,
+    Test, TextTest,
+};
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RuleFile {
+    pub name: String,
+    /// All must hold (none: the rule matches every request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<Spanned<ConditionFile>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite_path: Option<Spanned<RewriteFile>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_host: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set_request_headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_request_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Spanned<RedirectFile>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respond: Option<Spanned<RespondFile>>,
+}
+
+/// One condition: a subject (`host`, `path`, `path_exact`, `path_prefix`, `path_regex`,
+/// `method`, `header`, `cookie`, `query`, `client`) and, for header/cookie/query, one
+/// operator; `not = true` inverts it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConditionFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub present: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absent: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RewriteFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RedirectFile {
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+    pub location: String,
+}
+
+fn default_redirect_status() -> u16 {
+    302
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RespondFile {
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+}
+
+fn default_content_type() -> String {
+    "text/plain".into()
+}
+
+fn regex(
+    loc: &Locator<'_>,
+    span: std::ops::Range<usize>,
+    field: &str,
+    source: &str,
+) -> Result<regex::Regex, ConfigError> {
+    // Bounded compile size: a rule cannot make lb build a huge automaton.
+    regex::RegexBuilder::new(source)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| loc.err(span, field, format!("bad regex: {e}")))
+}
+
+fn condition(
+    c: &Spanned<ConditionFile>,
+    field: &str,
+    loc: &Locator<'_>,
+) -> Result<Condition, ConfigError> {
+    let span = c.span();
+    let f = c.get_ref();
+    let err = |msg: String| loc.err(span.clone(), field, msg);
+    let operators: Vec<TextTest> = [
+        f.equals.clone().map(TextTest::Equals),
+        f.prefix.clone().map(TextTest::Prefix),
+        f.suffix.clone().map(TextTest::Suffix),
+        f.contains.clone().map(TextTest::Contains),
+        f.present.then_some(TextTest::Present),
+        f.absent.then_some(TextTest::Absent),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut operators = operators;
+    if let Some(re) = &f.regex {
+        operators.push(TextTest::Regex(regex(loc, span.clone(), field, re)?));
+    }
+    let subjects = [
+        f.host.is_some(),
+        f.path.is_some(),
+        f.path_exact.is_some(),
+        f.path_prefix.is_some(),
+        f.path_regex.is_some(),
+        f.method.is_some(),
+        f.header.is_some(),
+        f.cookie.is_some(),
+        f.query.is_some(),
+        f.client.is_some(),
+    ]
+    .into_iter()
+    .filter(|&s| s)
+    .count();
+    if subjects != 1 {
+        return Err(err(format!(
+            "a condition tests exactly one of host, path, path_exact, path_prefix, path_regex, method, header, cookie, query, client (found {subjects})"
+        )));
+    }
+    let named = f.header.is_some() || f.cookie.is_some() || f.query.is_some();
+    if named && operators.len() != 1 {
+        return Err(err(
+            "a header, cookie or query condition needs exactly one of equals, prefix, suffix, contains, regex, present = true, absent = true".into(),
+        ));
+    }
+    if !named && !operators.is_empty() {
+        return Err(err(
+            "equals/prefix/suffix/contains/regex/present/absent apply to header, cookie and query conditions only".into(),
+        ));
+    }
+    let mut operator = operators.into_iter();
+    let test = if let Some(h) = &f.host {
+        Test::Host(h.to_ascii_lowercase())
+    } else if let Some(p) = &f.path {
+        Test::Path(PathTest::Glob(PathPattern::new(p)))
+    } else if let Some(p) = &f.path_exact {
+        Test::Path(PathTest::Exact(p.clone()))
+    } else if let Some(p) = &f.path_prefix {
+        Test::Path(PathTest::Prefix(p.clone()))
+    } else if let Some(p) = &f.path_regex {
+        Test::Path(PathTest::Regex(TextTest::Regex(regex(
+            loc,
+            span.clone(),
+            field,
+            p,
+        )?)))
+    } else if let Some(m) = &f.method {
+        if m.is_empty()
+            || m.iter()
+                .any(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(err(
+                "method: a list of upper-case methods such as [\"GET\", \"HEAD\"]".into(),
+            ));
+        }
+        Test::Method(m.clone())
+    } else if let Some(client) = &f.client {
+        let nets = client
+            .iter()
+            .map(|c| {
+                Cidr::parse(c)
+                    .ok_or_else(|| err(format!("`{c}` is not an address or a CIDR network")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if nets.is_empty() {
+            return Err(err("client: list at least one network".into()));
+        }
+        Test::Client(nets)
+    } else {
+        let test = operator.next().unwrap_or(TextTest::Present);
+        if let Some(name) = &f.header {
+            Test::Header {
+                name: name.to_ascii_lowercase(),
+                test,
+            }
+        } else if let Some(name) = &f.cookie {
+            Test::Cookie {
+                name: name.clone(),
+                test,
+            }
+        } else {
+            Test::Query {
+                name: f.query.clone().unwrap_or_default(),
+                test,
+            }
+        }
+    };
+    Ok(Condition {
+        test,
+        negate: f.not,
+    })
+}
+
+fn valid_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn valid_field_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+/// Fields lb writes itself or that frame the message: a rule may not set or remove them.
+const RESERVED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
+pub(super) fn build(
+    raw: &[Spanned<RuleFile>],
+    names: &HashMap<String, Target>,
+    loc: &Locator<'_>,
+) -> Result<RuleSet, ConfigError> {
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let span = r.span();
+        let f = r.get_ref();
+        let field = |s: &str| format!("rules[{i}].{s}");
+        if f.name.trim().is_empty() {
+            return Err(loc.err(span.clone(), field("name"), "give the rule a name"));
+        }
+        let conditions = f
+            .when
+            .iter()
+            .enumerate()
+            .map(|(j, c)| condition(c, &field(&format!("when[{j}]")), loc))
+            .collect::<Result<Vec<_>, _>>()?;
+        let route = match &f.route {
+            None => None,
+            Some(id) => match names.get(id.get_ref()) {
+                Some(t) => Some((*t, id.get_ref().clone())),
+                None => {
+                    return Err(loc.err(
+                        id.span(),
+                        field("route"),
+                        format!("no origin or origin group `{}`", id.get_ref()),
+                    ));
+                }
+            },
+        };
+        let rewrite_path = match &f.rewrite_path {
+            None => None,
+            Some(rw) => {
+                let w = rw.get_ref();
+                match (&w.prefix, &w.regex) {
+                    (Some(from), None) if from.starts_with('/') => Some(PathRewrite::Prefix {
+                        from: from.clone(),
+                        to: w.to.clone(),
+                    }),
+                    (None, Some(re)) => Some(PathRewrite::Regex {
+                        re: RegexSource(regex(loc, rw.span(), &field("rewrite_path.regex"), re)?),
+                        to: w.to.clone(),
+                    }),
+                    _ => {
+                        return Err(loc.err(
+                            rw.span(),
+                            field("rewrite_path"),
+                            "give exactly one of prefix (starting with /) and regex, with `to`",
+                        ));
+                    }
+                }
+            }
+        };
+        if let Some(rw) = &f.rewrite_path
+            && (!valid_field_value(&rw.get_ref().to) || rw.get_ref().to.contains([' ', '#']))
+        {
+            return Err(loc.err(
+                rw.span(),
+                field("rewrite_path.to"),
+                "the new path may not hold spaces, '#' or control characters",
+            ));
+        }
+        for (name, value) in &f.set_request_headers {
+            if !valid_field_name(name) || !valid_field_value(value) {
+                return Err(loc.err(
+                    span.clone(),
+                    field("set_request_headers"),
+                    format!("`{name}: {value}` is not a valid header field"),
+                ));
+            }
+        }
+        for name in f
+            .set_request_headers
+            .keys()
+            .chain(&f.remove_request_headers)
+        {
+            if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+                return Err(loc.err(
+                    span.clone(),
+                    field("set_request_headers"),
+                    format!("`{name}` is written by lb itself (use set_host for Host)"),
+                ));
+            }
+        }
+        if let Some(h) = &f.set_host
+            && (h.is_empty() || !valid_field_value(h) || h.contains(' '))
+        {
+            return Err(loc.err(
+                span.clone(),
+                field("set_host"),
+                format!("`{h}` is not a host"),
+            ));
+        }
+        let answer = match (&f.redirect, &f.respond) {
+            (Some(_), Some(_)) => {
+                return Err(loc.err(
+                    span.clone(),
+                    field("redirect"),
+                    "a rule either redirects or responds, not both",
+                ));
+            }
+            (Some(r), None) => {
+                let rd = r.get_ref();
+                if !matches!(rd.status, 301 | 302 | 303 | 307 | 308) {
+                    return Err(loc.err(
+                        r.span(),
+                        field("redirect.status"),
+                        format!(
+                            "{} is not a redirect status (301, 302, 303, 307, 308)",
+                            rd.status
+                        ),
+                    ));
+                }
+                if rd.location.is_empty() || !valid_field_value(&rd.location) {
+                    return Err(loc.err(
+                        r.span(),
+                        field("redirect.location"),
+                        "not a valid Location",
+                    ));
+                }
+                Some(DirectAnswer::Redirect {
+                    status: rd.status,
+                    location: rd.location.clone(),
+                })
+            }
+            (None, Some(r)) => {
+                let rs = r.get_ref();
+                if !(200..=599).contains(&rs.status) || matches!(rs.status, 204 | 304) {
+                    return Err(loc.err(
+                        r.span(),
+                        field("respond.status"),
+                        format!(
+                            "{} cannot carry a body (use 200-599 but 204 and 304)",
+                            rs.status
+                        ),
+                    ));
+                }
+                if !valid_field_value(&rs.content_type) {
+                    return Err(loc.err(
+                        r.span(),
+                        field("respond.content_type"),
+                        "not a valid field value",
+                    ));
+                }
+                Some(DirectAnswer::Respond {
+                    status: rs.status,
+                    content_type: rs.content_type.clone(),
+                    body: rs.body.clone().into_bytes(),
+                })
+            }
+            (None, None) => None,
+        };
+        let actions = Actions {
+            route,
+            rewrite_path,
+            set_host: f.set_host.clone(),
+            set_request_headers: f
+                .set_request_headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            remove_request_headers: f
+                .remove_request_headers
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
+            answer,
+        };
+        if actions.answer.is_some() && (actions.route.is_some() || actions.edits_request()) {
+            return Err(loc.err(
+                span.clone(),
+                field("redirect"),
+                "a rule that answers directly cannot also route or rewrite (nothing reaches an origin)",
+            ));
+        }
+        if actions.answer.is_none() && actions.route.is_none() && !actions.edits_request() {
+            return Err(loc.err(
+                span.clone(),
+                field("name"),
+                "the rule does nothing: give it route, rewrite_path, set_host, set_request_headers, remove_request_headers, redirect or respond",
+            ));
+        }
+        rules.push(Rule {
+            name: f.name.clone(),
+            conditions,
+            actions,
+        });
+    }
+    Ok(RuleSet { rules })
+}
+
+/// The way back, for `lb check --print` and conversions.
+pub(super) fn export(set: &RuleSet) -> Vec<Spanned<RuleFile>> {
+    set.rules
+        .iter()
+        .map(|r| {
+            let a = &r.actions;
+            let file = RuleFile {
+                name: r.name.clone(),
+                when: r
+                    .conditions
+                    .iter()
+                    .map(|c| Spanned::new(0..0, export_condition(c)))
+                    .collect(),
+                route: a
+                    .route
+                    .as_ref()
+                    .map(|(_, id)| Spanned::new(0..0, id.clone())),
+                rewrite_path: a.rewrite_path.as_ref().map(|rw| {
+                    Spanned::new(
+                        0..0,
+                        match rw {
+                            PathRewrite::Prefix { from, to } => RewriteFile {
+                                prefix: Some(from.clone()),
+                                regex: None,
+                                to: to.clone(),
+                            },
+                            PathRewrite::Regex { re, to } => RewriteFile {
+                                prefix: None,
+                                regex: Some(re.0.as_str().to_owned()),
+                                to: to.clone(),
+                            },
+                        },
+                    )
+                }),
+                set_host: a.set_host.clone(),
+                set_request_headers: a.set_request_headers.iter().cloned().collect(),
+                remove_request_headers: a.remove_request_headers.clone(),
+                redirect: match &a.answer {
+                    Some(DirectAnswer::Redirect { status, location }) => Some(Spanned::new(
+                        0..0,
+                        RedirectFile {
+                            status: *status,
+                            location: location.clone(),
+                        },
+                    )),
+                    _ => None,
+                },
+                respond: match &a.answer {
+                    Some(DirectAnswer::Respond {
+                        status,
+                        content_type,
+                        body,
+                    }) => Some(Spanned::new(
+                        0..0,
+                        RespondFile {
+                            status: *status,
+                            body: String::from_utf8_lossy(body).into_owned(),
+                            content_type: content_type.clone(),
+                        },
+                    )),
+                    _ => None,
+                },
+            };
+            Spanned::new(0..0, file)
+        })
+        .collect()
+}
+
+fn export_condition(c: &Condition) -> ConditionFile {
+    let mut f = ConditionFile {
+        not: c.negate,
+        ..ConditionFile::default()
+    };
+    let operator = |t: &TextTest, f: &mut ConditionFile| match t {
+        TextTest::Equals(s) => f.equals = Some(s.clone()),
+        TextTest::Prefix(s) => f.prefix = Some(s.clone()),
+        TextTest::Suffix(s) => f.suffix = Some(s.clone()),
+        TextTest::Contains(s) => f.contains = Some(s.clone()),
+        TextTest::Regex(re) => f.regex = Some(re.as_str().to_owned()),
+        TextTest::Present => f.present = true,
+        TextTest::Absent => f.absent = true,
+    };
+    match &c.test {
+        Test::Host(h) => f.host = Some(h.clone()),
+        Test::Path(PathTest::Glob(p)) => f.path = Some(p.as_str().to_owned()),
+        Test::Path(PathTest::Exact(p)) => f.path_exact = Some(p.clone()),
+        Test::Path(PathTest::Prefix(p)) => f.path_prefix = Some(p.clone()),
+        Test::Path(PathTest::Regex(TextTest::Regex(re))) => {
+            f.path_regex = Some(re.as_str().to_owned())
+        }
+        Test::Path(PathTest::Regex(_)) => {}
+        Test::Method(m) => f.method = Some(m.clone()),
+        Test::Client(nets) => f.client = Some(nets.iter().map(Cidr::to_string).collect()),
+        Test::Header { name, test } => {
+            f.header = Some(name.clone());
+            operator(test, &mut f);
+        }
+        Test::Cookie { name, test } => {
+            f.cookie = Some(name.clone());
+            operator(test, &mut f);
+        }
+        Test::Query { name, test } => {
+            f.query = Some(name.clone());
+            operator(test, &mut f);
+        }
+    }
+    f
+}

@@ -1,0 +1,284 @@
+//! Declarative request rules: every condition and action against the real lb binary and
+//! real origins, their order (first match wins), a direct answer to a request whose body
+//! is never read as a request, and the offline tools (`lb check`, `lb rules explain`).
+
+use lb_origin::Origin;
+use lb_tests::{
+    http::{Client, Response},
+    process::{LbServer, TestDir, lb},
+};
+
+struct Setup {
+    lb: LbServer,
+    _origins: (Origin, Origin, Origin),
+}
+
+const RULES: &str = r#"
+[[rules]]
+name = "maintenance page"
+when = [{ path_exact = "/closed" }]
+respond = { status = 503, body = "closed for maintenance\n", content_type = "text/plain" }
+
+[[rules]]
+name = "old blog"
+when = [{ path_prefix = "/blog/" }, { method = ["GET", "HEAD"] }]
+redirect = { status = 301, location = "https://{host}/news{path}{query}" }
+
+[[rules]]
+name = "beta testers"
+when = [
+  { header = "x-beta", equals = "1" },
+  { cookie = "opt-out", present = true, not = true },
+]
+route = "canary"
+set_request_headers = { x-canary = "yes" }
+
+[[rules]]
+name = "v2 by query"
+when = [{ query = "v", regex = "^2(\\.[0-9]+)?$" }]
+route = "canary"
+
+[[rules]]
+name = "api rewrite"
+when = [{ path = "/api/*" }, { host = "api.test" }]
+rewrite_path = { prefix = "/api/", to = "/internal/" }
+set_host = "backend.internal"
+remove_request_headers = ["x-debug"]
+
+[[rules]]
+name = "echo"
+when = [{ path_regex = "^/echo/[a-z]+$" }, { header = "user-agent", prefix = "curl/", not = true }]
+rewrite_path = { regex = "^/echo/([a-z]+)$", to = "/$1/headers" }
+set_request_headers = { x-rule = "echo" }
+
+[[rules]]
+name = "outsiders"
+when = [{ client = ["127.0.0.0/8", "::1"], not = true }]
+respond = { status = 403, body = "no\n" }
+"#;
+
+fn setup() -> Setup {
+    let web = Origin::start("web", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let canary = Origin::start("canary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let other = Origin::start("other", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 2\n\n[kernel]\nenabled = false\n\n\
+         [[origins]]\nid = \"web\"\naddress = \"{}\"\n[[origins]]\nid = \"canary\"\naddress = \"{}\"\n\
+         [[origins]]\nid = \"other\"\naddress = \"{}\"\n\n[default_behavior]\ntarget = \"web\"\n{RULES}",
+        web.addr(),
+        canary.addr(),
+        other.addr()
+    );
+    let lb = LbServer::start_file("lb.toml", &toml, &[], "info");
+    Setup {
+        lb,
+        _origins: (web, canary, other),
+    }
+}
+
+fn send(s: &Setup, method: &str, target: &str, fields: &[&str]) -> Response {
+    let mut raw = format!("{method} {target} HTTP/1.1\r\n");
+    if !fields
+        .iter()
+        .any(|f| f.to_ascii_lowercase().starts_with("host:"))
+    {
+        raw.push_str("Host: www.test\r\n");
+    }
+    for f in fields {
+        raw.push_str(f);
+        raw.push_str("\r\n");
+    }
+    raw.push_str("\r\n");
+    Client::connect(s.lb.addr).request(&raw)
+}
+
+fn origin(r: &Response) -> &str {
+    r.header("x-origin").unwrap_or("-")
+}
+
+#[test]
+fn conditions_route_in_order_and_each_can_be_negated() {
+    let s = setup();
+    // No rule: the behavior's target.
+    let r = send(&s, "GET", "/page", &[]);
+    assert_eq!((r.status, origin(&r)), (200, "web"));
+    // Header AND not-cookie: the canary, with the header the rule sets.
+    let r = send(&s, "GET", "/page", &["X-Beta: 1"]);
+    assert_eq!((r.status, origin(&r)), (200, "canary"), "{}", r.text());
+    let r = send(&s, "GET", "/page", &["X-Beta: 1", "Cookie: a=b; opt-out=1"]);
+    assert_eq!(origin(&r), "web", "the negated cookie condition fails");
+    let r = send(&s, "GET", "/page", &["X-Beta: 2"]);
+    assert_eq!(origin(&r), "web");
+    // Query parameter by regex.
+    assert_eq!(origin(&send(&s, "GET", "/page?v=2.1", &[])), "canary");
+    assert_eq!(origin(&send(&s, "GET", "/page?v=3", &[])), "web");
+    assert_eq!(origin(&send(&s, "GET", "/page?x=1&v=2", &[])), "canary");
+    // Method: the blog redirect is for GET and HEAD only; a POST goes through.
+    let r = send(&s, "POST", "/blog/x", &["Content-Length: 0"]);
+    assert_eq!((r.status, origin(&r)), (200, "web"));
+}
+
+#[test]
+fn redirects_and_direct_answers_never_reach_an_origin() {
+    let s = setup();
+    let r = send(&s, "GET", "/blog/2026/hello?ref=x", &["Host: shop.test"]);
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        Some("https://shop.test/news/blog/2026/hello?ref=x")
+    );
+    let r = send(&s, "HEAD", "/blog/a", &["Host: shop.test"]);
+    assert_eq!(r.status, 301);
+    let r = send(&s, "GET", "/closed", &[]);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), "closed for maintenance\n");
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(origin(&r), "-");
+}
+
+#[test]
+fn rewrites_change_what_the_origin_receives() {
+    let s = setup();
+    // Path prefix and Host rewritten, a client header removed; the host condition is
+    // compared without the port and case-insensitively.
+    let r = send(
+        &s,
+        "GET",
+        "/api/users/headers?id=7",
+        &["Host: API.test:8080", "X-Debug: 1", "X-Keep: 1"],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let head = r.text().to_ascii_lowercase();
+    assert!(
+        head.starts_with("get /internal/users/headers?id=7 http/1.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("host: backend.internal\r\n"), "{head}");
+    assert!(!head.contains("x-debug"), "{head}");
+    assert!(head.contains("x-keep: 1\r\n"), "{head}");
+    // A regex rewrite with a group, and a header set by the rule replaces the client's.
+    let r = send(
+        &s,
+        "GET",
+        "/echo/abc",
+        &["X-Rule: client", "User-Agent: test"],
+    );
+    let head = r.text().to_ascii_lowercase();
+    assert!(head.starts_with("get /abc/headers http/1.1\r\n"), "{head}");
+    assert!(head.contains("x-rule: echo\r\n"), "{head}");
+    assert!(!head.contains("x-rule: client"), "{head}");
+    // The negated prefix: curl is not rewritten.
+    let r = send(&s, "GET", "/echo/abc", &["User-Agent: curl/8"]);
+    assert_eq!(r.text(), "web GET /echo/abc\n");
+    // The canary rule's header reaches the canary.
+    let r = send(&s, "GET", "/x/headers", &["X-Beta: 1"]);
+    assert!(
+        r.text().to_ascii_lowercase().contains("x-canary: yes\r\n"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn a_body_sent_to_a_direct_answer_is_never_read_as_a_request() {
+    let s = setup();
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: www.test\r\n\r\n";
+    let mut c = Client::connect(s.lb.addr);
+    c.send(
+        format!(
+            "POST /closed HTTP/1.1\r\nHost: www.test\r\nContent-Length: {}\r\n\r\n{smuggled}",
+            smuggled.len()
+        )
+        .as_bytes(),
+    );
+    let r = c.read_response(false);
+    assert_eq!(r.status, 503);
+    // Either the body was drained and the connection kept (then the next answer is for
+    // /ok), or it was closed; never an answer for /smuggled.
+    if r.header("connection") == Some("close") {
+        assert!(c.clean_eof(), "closed after the answer");
+        return;
+    }
+    c.send(b"GET /ok HTTP/1.1\r\nHost: www.test\r\n\r\n");
+    let next = c.read_response(false);
+    assert_eq!(next.text(), "web GET /ok\n");
+}
+
+#[test]
+fn lb_check_points_at_a_bad_rule_and_explain_says_which_rule_matches() {
+    let dir = TestDir::new();
+    let bad = dir.write(
+        "bad.toml",
+        "[listener]\naddress = \"127.0.0.1:0\"\n[[origins]]\nid = \"web\"\naddress = \"127.0.0.1:9\"\n\n\
+         [[rules]]\nname = \"x\"\nwhen = [{ header = \"a\" }]\nroute = \"web\"\n",
+    );
+    let out = lb(&["check", "--config", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.toml:9:9: rules[0].when[0]: a header, cookie or query condition needs exactly one of"), "{err}");
+    let unknown = dir.write(
+        "unknown.toml",
+        "[listener]\naddress = \"127.0.0.1:0\"\n[[origins]]\nid = \"web\"\naddress = \"127.0.0.1:9\"\n\n\
+         [[rules]]\nname = \"x\"\nroute = \"nope\"\n",
+    );
+    let out = lb(&["check", "--config", unknown.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown.toml:9:9: rules[0].route: no origin or origin group `nope`"),
+        "{err}"
+    );
+
+    let good = dir.write(
+        "good.toml",
+        &format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\n[[origins]]\nid = \"web\"\naddress = \"127.0.0.1:9\"\n\
+             [[origins]]\nid = \"canary\"\naddress = \"127.0.0.1:9\"\n[[origins]]\nid = \"other\"\naddress = \"127.0.0.1:9\"\n\
+             [default_behavior]\ntarget = \"web\"\n{RULES}"
+        ),
+    );
+    let out = lb(&[
+        "rules",
+        "explain",
+        "--config",
+        good.to_str().unwrap(),
+        "--path",
+        "/page?v=2",
+        "--header",
+        "X-Beta: 1",
+        "--header",
+        "Cookie: opt-out=1",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("rule \"maintenance page\": no match: path is \"/closed\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("rule \"beta testers\": no match: not: cookie opt-out is present"),
+        "{text}"
+    );
+    assert!(text.contains("rule \"v2 by query\": MATCH"), "{text}");
+    assert!(text.contains("route to canary"), "{text}");
+    assert!(
+        !text.contains("api rewrite"),
+        "rules after the match are not listed: {text}"
+    );
+    let out = lb(&[
+        "rules",
+        "explain",
+        "--config",
+        good.to_str().unwrap(),
+        "--path",
+        "/x",
+        "--client",
+        "192.0.2.1",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rule \"outsiders\": MATCH"), "{text}");
+    assert!(text.contains("answer 403"), "{text}");
+}
