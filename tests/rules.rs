@@ -55,6 +55,12 @@ set_request_headers = { x-rule = "echo" }
 name = "outsiders"
 when = [{ client = ["127.0.0.0/8", "::1"], not = true }]
 respond = { status = 403, body = "no\n" }
+
+[[rules]]
+name = "tagged"
+when = [{ path_prefix = "/tagged" }]
+set_response_headers = { x-tag = "1", content-type = "text/x-tagged" }
+remove_response_headers = ["x-served"]
 "#;
 
 fn setup() -> Setup {
@@ -281,4 +287,142 @@ fn lb_check_points_at_a_bad_rule_and_explain_says_which_rule_matches() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("rule \"outsiders\": MATCH"), "{text}");
     assert!(text.contains("answer 403"), "{text}");
+}
+
+#[test]
+fn response_headers_are_set_and_removed_on_what_the_client_gets() {
+    let s = setup();
+    let r = send(&s, "GET", "/tagged/x", &[]);
+    assert_eq!((r.status, origin(&r)), (200, "web"));
+    assert_eq!(r.header("x-tag"), Some("1"));
+    assert_eq!(r.header("content-type"), Some("text/x-tagged"));
+    assert_eq!(r.header("x-served"), None);
+    let r = send(&s, "GET", "/untagged", &[]);
+    assert_eq!(r.header("x-tag"), None);
+    assert!(r.header("x-served").is_some());
+}
+
+fn geo_db(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/geo")
+        .join(name);
+    if path.exists() {
+        Some(path.canonicalize().unwrap())
+    } else {
+        eprintln!("SKIPPED: {} not present", path.display());
+        None
+    }
+}
+
+/// MaxMind's test databases hold public addresses that no test may send packets to, so
+/// the client address comes through `X-Forwarded-For` from lb's trusted loopback peer.
+#[test]
+fn country_asn_and_networks_use_a_trusted_proxys_forwarded_address() {
+    let (Some(country), Some(asn)) = (
+        geo_db("GeoLite2-Country-Test.mmdb"),
+        geo_db("GeoLite2-ASN-Test.mmdb"),
+    ) else {
+        return;
+    };
+    let web = Origin::start("web", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let canary = Origin::start("canary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let other = Origin::start("other", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n[kernel]\nenabled = false\n\
+         [geo]\ncountry_database = \"{}\"\nasn_database = \"{}\"\n\
+         [client_address]\ntrusted_proxies = [\"127.0.0.1\"]\n\
+         [[origins]]\nid = \"web\"\naddress = \"{}\"\n[[origins]]\nid = \"canary\"\naddress = \"{}\"\n\
+         [[origins]]\nid = \"other\"\naddress = \"{}\"\n[default_behavior]\ntarget = \"web\"\n\
+         [[rules]]\nname = \"uk\"\nwhen = [{{ country = [\"GB\"] }}]\nroute = \"canary\"\n\
+         [[rules]]\nname = \"telstra\"\nwhen = [{{ asn = [1221] }}]\nroute = \"other\"\n\
+         [[rules]]\nname = \"internal\"\nwhen = [{{ client = [\"10.0.0.0/8\"] }}]\nrespond = {{ status = 403, body = \"internal\\n\" }}\n",
+        country.display(),
+        asn.display(),
+        web.addr(),
+        canary.addr(),
+        other.addr()
+    );
+    let server = LbServer::start_file("lb.toml", &toml, &[], "info");
+    let from = |xff: Option<&str>| {
+        let mut raw = String::from("GET /where HTTP/1.1\r\nHost: geo.test\r\n");
+        if let Some(x) = xff {
+            raw.push_str(&format!("X-Forwarded-For: {x}\r\n"));
+        }
+        raw.push_str("\r\n");
+        Client::connect(server.addr).request(&raw)
+    };
+    assert_eq!(origin(&from(Some("81.2.69.142"))), "canary", "GB");
+    // The rightmost address a trusted proxy did not add is the client's.
+    assert_eq!(
+        origin(&from(Some("1.128.0.1, 127.0.0.1"))),
+        "other",
+        "AS1221"
+    );
+    assert_eq!(
+        origin(&from(Some("89.160.20.130"))),
+        "web",
+        "SE matches nothing"
+    );
+    assert_eq!(from(Some("10.9.8.7")).status, 403);
+    // Without the header the client is the loopback peer itself.
+    assert_eq!(origin(&from(None)), "web");
+    // lb rules explain follows the same header.
+    let dir = TestDir::new();
+    let cfg = dir.write("geo.toml", &toml);
+    let out = lb(&[
+        "rules",
+        "explain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--header",
+        "X-Forwarded-For: 81.2.69.142",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rule \"uk\": MATCH"), "{text}");
+    // A country condition without a database is refused.
+    let bad = dir.write(
+        "bad.toml",
+        "[listener]\naddress = \"127.0.0.1:0\"\n[[origins]]\nid = \"web\"\naddress = \"127.0.0.1:9\"\n\
+         [[rules]]\nname = \"x\"\nwhen = [{ country = [\"DE\"] }]\nroute = \"web\"\n",
+    );
+    let out = lb(&["check", "--config", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a country condition needs [geo] country_database"),
+        "{err}"
+    );
+}
+
+#[test]
+fn weighted_splits_are_sticky_and_near_their_shares() {
+    let web = Origin::start("web", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let canary = Origin::start("canary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 2\n[kernel]\nenabled = false\n\
+         [[origins]]\nid = \"web\"\naddress = \"{}\"\n[[origins]]\nid = \"canary\"\naddress = \"{}\"\n\
+         [default_behavior]\ntarget = \"web\"\n\
+         [[rules]]\nname = \"canary 20%\"\nwhen = [{{ split = [0, 20], by = \"cookie:uid\" }}]\nroute = \"canary\"\n",
+        web.addr(),
+        canary.addr()
+    );
+    let lb = LbServer::start_file("lb.toml", &toml, &[], "info");
+    let mut c = Client::connect(lb.addr);
+    let mut side = std::collections::HashMap::new();
+    const USERS: usize = 1000;
+    for i in 0..USERS {
+        let r = c.request(&format!(
+            "GET /p HTTP/1.1\r\nHost: t\r\nCookie: theme=dark; uid=u{i}\r\n\r\n"
+        ));
+        side.insert(i, origin(&r).to_owned());
+    }
+    let canaries = side.values().filter(|o| *o == "canary").count();
+    // 20% of 1,000 with a binomial sd of about 13: within 60 either way.
+    assert!((140..=260).contains(&canaries), "{canaries} of {USERS}");
+    // Sticky: every user again lands where they did.
+    for i in (0..USERS).step_by(7) {
+        let r = c.request(&format!(
+            "GET /p HTTP/1.1\r\nHost: t\r\nCookie: uid=u{i}\r\n\r\n"
+        ));
+        assert_eq!(origin(&r), side[&i], "user {i}");
+    }
 }

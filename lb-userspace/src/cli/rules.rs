@@ -29,7 +29,8 @@ pub struct ExplainArgs {
     /// A request header, `Name: value` (repeatable).
     #[arg(long = "header", short = 'H')]
     headers: Vec<String>,
-    /// The client's address (the TCP peer).
+    /// The client's address (the TCP peer; a trusted proxy's forwarded header, given
+    /// with --header, is followed as lb would).
     #[arg(long, default_value = "127.0.0.1")]
     client: IpAddr,
 }
@@ -63,7 +64,11 @@ pub fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
         host: args.host.as_deref().map(str::as_bytes),
         target: &args.path,
         fields: fields.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-        client: args.client,
+        client: loaded.config.client_address.resolve(
+            args.client,
+            fields.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+        ),
+        geo: &loaded.config.geo,
     };
     let mut matched = false;
     for e in set.explain(&request) {

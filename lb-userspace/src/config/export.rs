@@ -205,6 +205,8 @@ pub(super) fn to_toml(config: &Config) -> String {
             disk_bytes: config.cache.disk_bytes,
         },
         rules: super::rules_file::export(&config.rules),
+        geo: super::rules_file::export_geo(&config.geo),
+        client_address: super::rules_file::export_client_address(&config.client_address),
     };
     toml::to_string_pretty(&file).unwrap_or_else(|e| format!("# cannot render TOML: {e}\n"))
 }

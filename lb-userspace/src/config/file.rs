@@ -47,6 +47,10 @@ pub(super) struct ConfigFile {
     /// Request rules, in order (first match wins).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Spanned<super::rules_file::RuleFile>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<super::rules_file::GeoFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<super::rules_file::ClientAddressFile>,
 }
 
 /// `[cache]`: the store every worker shares.

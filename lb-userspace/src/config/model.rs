@@ -31,6 +31,10 @@ pub struct Config {
     pub cache: CacheSettings,
     /// Request rules, run before behavior matching.
     pub rules: crate::rules::RuleSet,
+    /// The MaxMind databases country and asn conditions read.
+    pub geo: crate::rules::geo::Geo,
+    /// Which address rules see as the client's.
+    pub client_address: crate::rules::geo::ClientAddress,
 }
 
 /// `[cache]`: the store every worker shares. Its size is fixed at start (a reload does

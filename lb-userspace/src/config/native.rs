@@ -354,7 +354,9 @@ fn build(
             ));
         }
     };
-    let rules = super::rules_file::build(&raw.rules, &names, loc)?;
+    let geo = super::rules_file::build_geo(raw.geo.as_ref(), base_dir, loc)?;
+    let client_address = super::rules_file::build_client_address(raw.client_address.as_ref(), loc)?;
+    let rules = super::rules_file::build(&raw.rules, &names, loc, &geo)?;
     let mut custom_errors = Vec::new();
     for (i, e) in raw.custom_error_responses.iter().enumerate() {
         let field = |f: &str| format!("custom_error_responses[{i}].{f}");
@@ -535,6 +537,8 @@ fn build(
             disk_bytes: raw.cache.disk_bytes,
         },
         rules,
+        geo,
+        client_address,
     })
 }
 

@@ -21,7 +21,8 @@ use toml::Spanned;
 use super::{ConfigError, PathPattern, Target, native::Locator};
 use crate::rules::{
     Actions, Cidr, Condition, DirectAnswer, PathRewrite, PathTest, RegexSource, Rule, RuleSet,
-    Test, TextTest,
+    SPLIT_BUCKETS, SplitKey, Test, TextTest,
+    geo::{ClientAddress, Geo, GeoDb},
 };
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -41,6 +42,10 @@ pub(super) struct RuleFile {
     pub set_request_headers: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove_request_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set_response_headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_response_headers: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Spanned<RedirectFile>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +78,19 @@ pub(super) struct ConditionFile {
     pub query: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<Vec<String>>,
+    /// ISO country codes (upper case); needs `[geo] country_database`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<Vec<String>>,
+    /// Autonomous system numbers; needs `[geo] asn_database`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<Vec<u32>>,
+    /// `[from, to]` in percent: the share of requests whose `by` key hashes there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<[f64; 2]>,
+    /// What a split hashes: `cookie:NAME`, `header:NAME`, `query:NAME` or `client`
+    /// (the default; also the fallback when the request has no such value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equals: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,6 +162,7 @@ fn condition(
     c: &Spanned<ConditionFile>,
     field: &str,
     loc: &Locator<'_>,
+    geo: &Geo,
 ) -> Result<Condition, ConfigError> {
     let span = c.span();
     let f = c.get_ref();
@@ -174,14 +193,20 @@ fn condition(
         f.cookie.is_some(),
         f.query.is_some(),
         f.client.is_some(),
+        f.split.is_some(),
+        f.country.is_some(),
+        f.asn.is_some(),
     ]
     .into_iter()
     .filter(|&s| s)
     .count();
     if subjects != 1 {
         return Err(err(format!(
-            "a condition tests exactly one of host, path, path_exact, path_prefix, path_regex, method, header, cookie, query, client (found {subjects})"
+            "a condition tests exactly one of host, path, path_exact, path_prefix, path_regex, method, header, cookie, query, client, split, country, asn (found {subjects})"
         )));
+    }
+    if f.by.is_some() && f.split.is_none() {
+        return Err(err("`by` belongs to a split condition".into()));
     }
     let named = f.header.is_some() || f.cookie.is_some() || f.query.is_some();
     if named && operators.len() != 1 {
@@ -220,6 +245,48 @@ fn condition(
             ));
         }
         Test::Method(m.clone())
+    } else if let Some(codes) = &f.country {
+        if geo.country.is_none() {
+            return Err(err(
+                "a country condition needs [geo] country_database".into()
+            ));
+        }
+        if codes.is_empty()
+            || codes
+                .iter()
+                .any(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(err(
+                "country: a list of ISO 3166 codes in upper case, such as [\"DE\", \"FR\"]".into(),
+            ));
+        }
+        Test::Country(codes.clone())
+    } else if let Some(asns) = &f.asn {
+        if geo.asn.is_none() {
+            return Err(err("an asn condition needs [geo] asn_database".into()));
+        }
+        if asns.is_empty() {
+            return Err(err("asn: list at least one AS number".into()));
+        }
+        Test::Asn(asns.clone())
+    } else if let Some([from, to]) = f.split {
+        if !(0.0..=100.0).contains(&from) || !(0.0..=100.0).contains(&to) || from > to {
+            return Err(err(format!(
+                "split = [{from}, {to}]: a range of percentages, 0 <= from <= to <= 100"
+            )));
+        }
+        let by = f.by.as_deref().unwrap_or("client");
+        let key = SplitKey::parse(by).ok_or_else(|| {
+            err(format!(
+                "by = \"{by}\": use cookie:NAME, header:NAME, query:NAME or client"
+            ))
+        })?;
+        let buckets = |p: f64| (p * f64::from(SPLIT_BUCKETS) / 100.0).round() as u32;
+        Test::Split {
+            from: buckets(from),
+            to: buckets(to),
+            key,
+        }
     } else if let Some(client) = &f.client {
         let nets = client
             .iter()
@@ -287,6 +354,7 @@ pub(super) fn build(
     raw: &[Spanned<RuleFile>],
     names: &HashMap<String, Target>,
     loc: &Locator<'_>,
+    geo: &Geo,
 ) -> Result<RuleSet, ConfigError> {
     let mut rules = Vec::with_capacity(raw.len());
     for (i, r) in raw.iter().enumerate() {
@@ -300,7 +368,7 @@ pub(super) fn build(
             .when
             .iter()
             .enumerate()
-            .map(|(j, c)| condition(c, &field(&format!("when[{j}]")), loc))
+            .map(|(j, c)| condition(c, &field(&format!("when[{j}]")), loc, geo))
             .collect::<Result<Vec<_>, _>>()?;
         let route = match &f.route {
             None => None,
@@ -356,15 +424,31 @@ pub(super) fn build(
                 ));
             }
         }
-        for name in f
+        for (name, value) in &f.set_response_headers {
+            if !valid_field_name(name) || !valid_field_value(value) {
+                return Err(loc.err(
+                    span.clone(),
+                    field("set_response_headers"),
+                    format!("`{name}: {value}` is not a valid header field"),
+                ));
+            }
+        }
+        let reserved = f
             .set_request_headers
             .keys()
             .chain(&f.remove_request_headers)
-        {
+            .map(|n| (n, "set_request_headers"))
+            .chain(
+                f.set_response_headers
+                    .keys()
+                    .chain(&f.remove_response_headers)
+                    .map(|n| (n, "set_response_headers")),
+            );
+        for (name, which) in reserved {
             if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
                 return Err(loc.err(
                     span.clone(),
-                    field("set_request_headers"),
+                    field(which),
                     format!("`{name}` is written by lb itself (use set_host for Host)"),
                 ));
             }
@@ -451,20 +535,36 @@ pub(super) fn build(
                 .iter()
                 .map(|n| n.to_ascii_lowercase())
                 .collect(),
+            set_response_headers: f
+                .set_response_headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            remove_response_headers: f
+                .remove_response_headers
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
             answer,
         };
-        if actions.answer.is_some() && (actions.route.is_some() || actions.edits_request()) {
+        if actions.answer.is_some()
+            && (actions.route.is_some() || actions.edits_request() || actions.edits_response())
+        {
             return Err(loc.err(
                 span.clone(),
                 field("redirect"),
-                "a rule that answers directly cannot also route or rewrite (nothing reaches an origin)",
+                "a rule that answers directly cannot also route, rewrite or set headers (nothing reaches an origin)",
             ));
         }
-        if actions.answer.is_none() && actions.route.is_none() && !actions.edits_request() {
+        if actions.answer.is_none()
+            && actions.route.is_none()
+            && !actions.edits_request()
+            && !actions.edits_response()
+        {
             return Err(loc.err(
                 span.clone(),
                 field("name"),
-                "the rule does nothing: give it route, rewrite_path, set_host, set_request_headers, remove_request_headers, redirect or respond",
+                "the rule does nothing: give it route, rewrite_path, set_host, set/remove_request_headers, set/remove_response_headers, redirect or respond",
             ));
         }
         rules.push(Rule {
@@ -513,6 +613,8 @@ pub(super) fn export(set: &RuleSet) -> Vec<Spanned<RuleFile>> {
                 set_host: a.set_host.clone(),
                 set_request_headers: a.set_request_headers.iter().cloned().collect(),
                 remove_request_headers: a.remove_request_headers.clone(),
+                set_response_headers: a.set_response_headers.iter().cloned().collect(),
+                remove_response_headers: a.remove_response_headers.clone(),
                 redirect: match &a.answer {
                     Some(DirectAnswer::Redirect { status, location }) => Some(Spanned::new(
                         0..0,
@@ -569,6 +671,13 @@ fn export_condition(c: &Condition) -> ConditionFile {
         Test::Path(PathTest::Regex(_)) => {}
         Test::Method(m) => f.method = Some(m.clone()),
         Test::Client(nets) => f.client = Some(nets.iter().map(Cidr::to_string).collect()),
+        Test::Country(codes) => f.country = Some(codes.clone()),
+        Test::Asn(asns) => f.asn = Some(asns.clone()),
+        Test::Split { from, to, key } => {
+            let percent = |b: &u32| f64::from(*b) * 100.0 / f64::from(SPLIT_BUCKETS);
+            f.split = Some([percent(from), percent(to)]);
+            f.by = Some(key.to_string());
+        }
         Test::Header { name, test } => {
             f.header = Some(name.clone());
             operator(test, &mut f);
@@ -583,4 +692,117 @@ fn export_condition(c: &Condition) -> ConditionFile {
         }
     }
     f
+}
+
+/// `[geo]`: the MaxMind databases country and asn conditions read (paths relative to
+/// the config file).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GeoFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country_database: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn_database: Option<Spanned<String>>,
+}
+
+/// `[client_address]`: which address rules see as the client's.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClientAddressFile {
+    /// Peers whose forwarded header is believed.
+    pub trusted_proxies: Spanned<Vec<String>>,
+    #[serde(default = "default_forwarded_header")]
+    pub header: String,
+}
+
+fn default_forwarded_header() -> String {
+    "x-forwarded-for".into()
+}
+
+pub(super) fn build_geo(
+    raw: Option<&GeoFile>,
+    base_dir: Option<&std::path::Path>,
+    loc: &Locator<'_>,
+) -> Result<Geo, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Geo::default());
+    };
+    let open = |f: &Option<Spanned<String>>, field: &str, want: &str| -> Result<_, ConfigError> {
+        let Some(f) = f else { return Ok(None) };
+        let path = base_dir
+            .unwrap_or(std::path::Path::new("."))
+            .join(f.get_ref());
+        let db = GeoDb::open(&path).map_err(|e| loc.err(f.span(), field, e))?;
+        if !db.kind().contains(want) {
+            return Err(loc.err(
+                f.span(),
+                field,
+                format!(
+                    "{} is a {} database, not a {want} one",
+                    path.display(),
+                    db.kind()
+                ),
+            ));
+        }
+        Ok(Some(std::sync::Arc::new(db)))
+    };
+    Ok(Geo {
+        country: open(&raw.country_database, "geo.country_database", "Country")?,
+        asn: open(&raw.asn_database, "geo.asn_database", "ASN")?,
+    })
+}
+
+pub(super) fn build_client_address(
+    raw: Option<&ClientAddressFile>,
+    loc: &Locator<'_>,
+) -> Result<ClientAddress, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(ClientAddress::default());
+    };
+    let trusted_proxies = raw
+        .trusted_proxies
+        .get_ref()
+        .iter()
+        .map(|c| {
+            Cidr::parse(c).ok_or_else(|| {
+                loc.err(
+                    raw.trusted_proxies.span(),
+                    "client_address.trusted_proxies",
+                    format!("`{c}` is not an address or a CIDR network"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !valid_field_name(&raw.header) {
+        return Err(loc.err(
+            raw.trusted_proxies.span(),
+            "client_address.header",
+            format!("`{}` is not a header name", raw.header),
+        ));
+    }
+    Ok(ClientAddress {
+        trusted_proxies,
+        header: raw.header.to_ascii_lowercase(),
+    })
+}
+
+pub(super) fn export_geo(geo: &Geo) -> Option<GeoFile> {
+    let path = |db: &Option<std::sync::Arc<GeoDb>>| {
+        db.as_ref()
+            .map(|d| Spanned::new(0..0, d.path().display().to_string()))
+    };
+    (geo.country.is_some() || geo.asn.is_some()).then(|| GeoFile {
+        country_database: path(&geo.country),
+        asn_database: path(&geo.asn),
+    })
+}
+
+pub(super) fn export_client_address(c: &ClientAddress) -> Option<ClientAddressFile> {
+    (!c.trusted_proxies.is_empty()).then(|| ClientAddressFile {
+        trusted_proxies: Spanned::new(
+            0..0,
+            c.trusted_proxies.iter().map(Cidr::to_string).collect(),
+        ),
+        header: c.header.clone(),
+    })
 }

@@ -469,7 +469,7 @@ fn bad_rules_are_refused_with_their_place() {
         ("respond = { status = 204 }\n", "rules[0].respond.status"),
         (
             "respond = { status = 403 }\nroute = \"web\"\n",
-            "cannot also route or rewrite",
+            "cannot also route, rewrite or set headers",
         ),
         (
             "set_request_headers = { content-length = \"1\" }\n",

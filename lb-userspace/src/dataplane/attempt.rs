@@ -322,6 +322,23 @@ pub(super) fn rule_edits(view: &View, rule: Option<u16>) -> Option<&crate::rules
     actions.edits_request().then_some(actions)
 }
 
+/// The response edits of the rule that matched, if it has any.
+pub(super) fn response_edits(view: &View, rule: Option<u16>) -> Option<&crate::rules::Actions> {
+    let actions = &view
+        .snap
+        .config
+        .rules
+        .rules
+        .get(usize::from(rule?))?
+        .actions;
+    actions.edits_response().then_some(actions)
+}
+
+/// Whether a response field reaches the client.
+pub(super) fn kept_response_field(edits: Option<&crate::rules::Actions>, name: &str) -> bool {
+    edits.is_none_or(|e| !e.drops_response_field(name))
+}
+
 /// The target (path and query) the origin receives.
 pub(super) fn edited_path<'t>(
     edits: Option<&crate::rules::Actions>,

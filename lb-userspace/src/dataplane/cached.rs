@@ -311,7 +311,17 @@ pub(super) async fn serve(
     if !content_range.is_empty() {
         extra.push(("content-range", content_range.as_bytes()));
     }
-    let fields = obj.fields.iter().map(|(n, v)| (&n[..], &v[..]));
+    let edits = super::attempt::response_edits(view, conn.rule);
+    extra.extend(
+        edits
+            .into_iter()
+            .flat_map(crate::rules::Actions::added_response_fields),
+    );
+    let fields = obj
+        .fields
+        .iter()
+        .map(|(n, v)| (&n[..], &v[..]))
+        .filter(|(n, _)| super::attempt::kept_response_field(edits, n));
     let bodiless = not_modified || status == 204;
     let with_body = !bodiless && !conn.head_request;
     HeaderRewrite::response(

@@ -366,7 +366,10 @@ async fn apply_rules(worker: &Worker, view: &View, conn: &mut ClientConn) -> Opt
             host: conn.head.host(),
             target: conn.head.path(),
             fields: conn.head.fields(),
-            client: conn.peer.ip(),
+            client: config
+                .client_address
+                .resolve(conn.peer.ip(), conn.head.fields()),
+            geo: &config.geo,
         };
         config.rules.first_match(&request)?.0
     };

@@ -173,11 +173,18 @@ pub(super) async fn respond(
         if !cache_status.is_empty() {
             extra.push(("cache-status", cache_status.as_bytes()));
         }
+        let edits = super::attempt::response_edits(view, conn.rule);
+        extra.extend(
+            edits
+                .into_iter()
+                .flat_map(crate::rules::Actions::added_response_fields),
+        );
         HeaderRewrite::response(
             &mut conn.out,
             r.status,
             r.reason,
-            httparse_headers(r.headers),
+            httparse_headers(r.headers)
+                .filter(|(n, _)| super::attempt::kept_response_field(edits, n)),
             length,
             chunked,
             connection,

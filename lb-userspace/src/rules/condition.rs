@@ -151,8 +151,76 @@ pub enum Test {
         name: String,
         test: TextTest,
     },
-    /// The TCP peer is in one of these networks.
+    /// The client's address (the TCP peer, or what a trusted proxy forwarded) is in one
+    /// of these networks.
     Client(Vec<Cidr>),
+    /// A share of requests for canaries and A/B tests: those whose key hashes into
+    /// `[from, to)` of 10,000 buckets. The same key always lands in the same bucket, so a
+    /// user sticks to one side, and rules with the same key and adjacent ranges split
+    /// one population without overlap.
+    Split {
+        from: u32,
+        to: u32,
+        key: SplitKey,
+    },
+    /// The client's country (ISO code, upper case) per the country database.
+    Country(Vec<String>),
+    /// The client's autonomous system per the ASN database.
+    Asn(Vec<u32>),
+}
+
+/// What a split hashes. A request without it (no such cookie, header or parameter)
+/// falls back to its client address, so it still sticks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SplitKey {
+    Cookie(String),
+    Header(String),
+    Query(String),
+    Client,
+}
+
+impl SplitKey {
+    pub fn parse(s: &str) -> Option<Self> {
+        if s == "client" {
+            return Some(Self::Client);
+        }
+        let (kind, name) = s.split_once(':')?;
+        let name = name.trim();
+        if name.is_empty() {
+            return None;
+        }
+        match kind {
+            "cookie" => Some(Self::Cookie(name.into())),
+            "header" => Some(Self::Header(name.to_ascii_lowercase())),
+            "query" => Some(Self::Query(name.into())),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SplitKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cookie(n) => write!(f, "cookie:{n}"),
+            Self::Header(n) => write!(f, "header:{n}"),
+            Self::Query(n) => write!(f, "query:{n}"),
+            Self::Client => write!(f, "client"),
+        }
+    }
+}
+
+/// Buckets a split divides requests into (a share is set to 0.01%).
+pub const SPLIT_BUCKETS: u32 = 10_000;
+
+/// FNV-1a: stable across builds and restarts, so a user keeps their side of a split.
+fn bucket(bytes: &[u8]) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // Fold the high bits in: FNV's low bits alone are weak for short keys.
+    ((hash ^ (hash >> 32)) % u64::from(SPLIT_BUCKETS)) as u32
 }
 
 /// The parts of a request rules look at.
@@ -163,7 +231,9 @@ pub struct RuleRequest<'a, H> {
     /// The target as received: path and query.
     pub target: &'a str,
     pub fields: H,
+    /// The client's address: the TCP peer, or what a trusted proxy forwarded.
     pub client: IpAddr,
+    pub geo: &'a super::geo::Geo,
 }
 
 impl<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone> RuleRequest<'a, H> {
@@ -232,6 +302,34 @@ impl Condition {
             Test::Cookie { name, test } => test.passes(req.cookie(name)),
             Test::Query { name, test } => test.passes(req.query_param(name)),
             Test::Client(nets) => nets.iter().any(|n| n.contains(req.client)),
+            Test::Split { from, to, key } => {
+                let value = match key {
+                    SplitKey::Cookie(n) => req.cookie(n),
+                    SplitKey::Header(n) => req.header(n),
+                    SplitKey::Query(n) => req.query_param(n),
+                    SplitKey::Client => None,
+                };
+                let b = match value {
+                    Some(v) => bucket(v),
+                    None => match req.client {
+                        IpAddr::V4(v4) => bucket(&v4.octets()),
+                        IpAddr::V6(v6) => bucket(&v6.octets()),
+                    },
+                };
+                (*from..*to).contains(&b)
+            }
+            Test::Country(codes) => req
+                .geo
+                .country
+                .as_ref()
+                .and_then(|db| db.country(req.client))
+                .is_some_and(|c| codes.iter().any(|code| code == c)),
+            Test::Asn(asns) => req
+                .geo
+                .asn
+                .as_ref()
+                .and_then(|db| db.asn(req.client))
+                .is_some_and(|a| asns.contains(&a)),
         };
         result != self.negate
     }
@@ -256,6 +354,19 @@ impl Condition {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            Test::Split { from, to, key } => format!(
+                "{key} hashes into {}%..{}% of the split",
+                f64::from(*from) / 100.0,
+                f64::from(*to) / 100.0
+            ),
+            Test::Country(codes) => format!("client country is one of {}", codes.join(", ")),
+            Test::Asn(asns) => format!(
+                "client AS is one of {}",
+                asns.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         };
         format!("{not}{what}")
     }
@@ -276,8 +387,14 @@ mod tests {
             target,
             fields: fields.iter().copied(),
             client: client.parse().unwrap(),
+            geo: &NO_GEO,
         }
     }
+
+    static NO_GEO: crate::rules::geo::Geo = crate::rules::geo::Geo {
+        country: None,
+        asn: None,
+    };
 
     fn cond(test: Test) -> Condition {
         Condition {
@@ -376,6 +493,45 @@ mod tests {
             let n = Condition { test, negate: true };
             assert_eq!(n.holds(&r), !want, "{}", n.describe());
         }
+    }
+
+    #[test]
+    fn splits_are_sticky_and_adjacent_ranges_partition_the_population() {
+        let (mut a, mut b, mut c) = (0, 0, 0);
+        let split = |from, to| Condition {
+            test: Test::Split {
+                from,
+                to,
+                key: SplitKey::Cookie("uid".into()),
+            },
+            negate: false,
+        };
+        let (first, second, third) = (split(0, 2000), split(2000, 5000), split(5000, 10_000));
+        for i in 0..10_000 {
+            let cookie = format!("uid=user-{i}");
+            let fields = [("Cookie", cookie.as_bytes())];
+            let r = req(&fields, "/", "10.0.0.1");
+            let hits = [first.holds(&r), second.holds(&r), third.holds(&r)];
+            assert_eq!(hits.iter().filter(|&&h| h).count(), 1, "exactly one side");
+            // Sticky: the same user again lands on the same side.
+            assert_eq!(first.holds(&r), hits[0]);
+            a += usize::from(hits[0]);
+            b += usize::from(hits[1]);
+            c += usize::from(hits[2]);
+        }
+        for (got, want) in [(a, 2000), (b, 3000), (c, 5000)] {
+            assert!(got.abs_diff(want) < 250, "{a} {b} {c}");
+        }
+        // No cookie: the client address decides, the same way each time.
+        let none: [(&str, &[u8]); 0] = [];
+        let r = req(&none, "/", "192.0.2.7");
+        let side = first.holds(&r);
+        assert_eq!(first.holds(&r), side);
+        assert!(SplitKey::parse("cookie:").is_none());
+        assert_eq!(
+            SplitKey::parse("header:X-User"),
+            Some(SplitKey::Header("x-user".into()))
+        );
     }
 
     #[test]

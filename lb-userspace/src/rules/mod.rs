@@ -9,10 +9,13 @@
 //! the new path once, when a rule that rewrites has matched.
 
 pub mod condition;
+pub mod geo;
 
 use std::borrow::Cow;
 
-pub use condition::{Cidr, Condition, PathTest, RuleRequest, Test, TextTest};
+pub use condition::{
+    Cidr, Condition, PathTest, RuleRequest, SPLIT_BUCKETS, SplitKey, Test, TextTest,
+};
 
 use crate::config::Target;
 
@@ -35,6 +38,10 @@ pub struct Actions {
     /// Replace (or add) these request fields.
     pub set_request_headers: Vec<(String, String)>,
     pub remove_request_headers: Vec<String>,
+    /// Replace (or add) these fields of the response the client gets, whoever made it
+    /// (an origin or the cache).
+    pub set_response_headers: Vec<(String, String)>,
+    pub remove_response_headers: Vec<String>,
     pub answer: Option<DirectAnswer>,
 }
 
@@ -55,6 +62,24 @@ impl Actions {
             .chain(self.set_request_headers.iter().map(|(n, _)| n))
             .any(|n| n.eq_ignore_ascii_case(name))
             || (self.set_host.is_some() && name.eq_ignore_ascii_case("host"))
+    }
+
+    pub fn edits_response(&self) -> bool {
+        !self.set_response_headers.is_empty() || !self.remove_response_headers.is_empty()
+    }
+
+    /// Whether a response field is dropped on its way to the client.
+    pub fn drops_response_field(&self, name: &str) -> bool {
+        self.remove_response_headers
+            .iter()
+            .chain(self.set_response_headers.iter().map(|(n, _)| n))
+            .any(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    pub fn added_response_fields(&self) -> impl Iterator<Item = (&str, &[u8])> + Clone {
+        self.set_response_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
     }
 
     /// The fields the rule adds, for the request builder.
@@ -254,6 +279,7 @@ mod tests {
             target: "/api/x",
             fields: fields.iter().copied(),
             client: "127.0.0.1".parse().unwrap(),
+            geo: &geo::Geo::default(),
         };
         let (i, r) = set.first_match(&req).unwrap();
         assert_eq!((i, r.name.as_str()), (1, "api"));
