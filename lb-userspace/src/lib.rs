@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod fd_limit;
+pub mod functions;
 pub mod health;
 pub mod http;
 pub mod kernel;

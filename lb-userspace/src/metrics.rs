@@ -163,12 +163,20 @@ pub struct WorkerMetrics {
     origins: Box<[OriginCounters]>,
     /// By [`CacheEvent`], in `ALL`'s order.
     cache: [AtomicU64; CacheEvent::ALL.len()],
+    /// Function invocations, and their failures by [`crate::functions::FunctionError::index`].
+    pub function_runs: AtomicU64,
+    function_errors: [AtomicU64; crate::functions::ERROR_LABELS.len()],
 }
 
 impl WorkerMetrics {
     /// Counts what the cache did for one request.
     pub fn cache(&self, event: CacheEvent) {
         self.cache[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a function that gave no usable answer.
+    pub fn function_error(&self, e: &crate::functions::FunctionError) {
+        self.function_errors[e.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a failure of lb's own resources.
@@ -199,6 +207,8 @@ impl Metrics {
                     local_errors: Default::default(),
                     origins: (0..origins).map(|_| OriginCounters::default()).collect(),
                     cache: Default::default(),
+                    function_runs: AtomicU64::new(0),
+                    function_errors: Default::default(),
                 })
                 .collect(),
             groups,
@@ -288,6 +298,17 @@ impl Metrics {
     }
 
     /// lb's own resource failures, by resource.
+    /// Function invocations, and failures by reason label.
+    pub fn function_counts(&self) -> (u64, Vec<(&'static str, u64)>) {
+        let runs = self.sum(|w| &w.function_runs);
+        let errors = crate::functions::ERROR_LABELS
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (*l, self.sum(|w| &w.function_errors[i])))
+            .collect();
+        (runs, errors)
+    }
+
     pub fn local_errors(&self) -> [(LocalResource, u64); LocalResource::ALL.len()] {
         LocalResource::ALL.map(|r| (r, self.sum(|w| &w.local_errors[r.index()])))
     }
@@ -356,6 +377,11 @@ impl Metrics {
         }
         for (e, n) in old.cache_events() {
             w.cache[e as usize].store(n, Ordering::Relaxed);
+        }
+        let (runs, errors) = old.function_counts();
+        w.function_runs.store(runs, Ordering::Relaxed);
+        for (i, (_, n)) in errors.iter().enumerate() {
+            w.function_errors[i].store(*n, Ordering::Relaxed);
         }
         for (i, (_, n)) in old.responses().iter().enumerate() {
             w.responses[i + 1].store(*n, Ordering::Relaxed);

@@ -610,6 +610,7 @@ impl<'a> Cx<'a> {
             allowed_methods,
             viewer_protocol_policy,
             cache,
+            functions: Vec::new(),
         })
     }
 

@@ -48,6 +48,20 @@ pub(super) fn to_toml(config: &Config) -> String {
                 },
             )
         }),
+        functions: b
+            .functions
+            .iter()
+            .map(|f| {
+                Spanned::new(
+                    0..0,
+                    FunctionFile {
+                        trigger: f.trigger,
+                        file: f.path.display().to_string(),
+                        name: Some(f.name.clone()),
+                    },
+                )
+            })
+            .collect(),
     };
     let file = ConfigFile {
         listener: ListenerFile {
@@ -207,6 +221,10 @@ pub(super) fn to_toml(config: &Config) -> String {
         rules: super::rules_file::export(&config.rules),
         geo: super::rules_file::export_geo(&config.geo),
         client_address: super::rules_file::export_client_address(&config.client_address),
+        functions: (config.function_limits != Default::default()).then_some(FunctionsFile {
+            time_limit: config.function_limits.time,
+            memory_limit: config.function_limits.memory as u64,
+        }),
     };
     toml::to_string_pretty(&file).unwrap_or_else(|e| format!("# cannot render TOML: {e}\n"))
 }

@@ -51,6 +51,8 @@ pub(super) struct ConfigFile {
     pub geo: Option<super::rules_file::GeoFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_address: Option<super::rules_file::ClientAddressFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<FunctionsFile>,
 }
 
 /// `[cache]`: the store every worker shares.
@@ -481,6 +483,38 @@ pub(super) struct BehaviorFile {
     pub viewer_protocol_policy: ViewerProtocolPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<Spanned<BehaviorCacheFile>>,
+    /// Lambda@Edge-style functions: `[{ trigger = "origin-response", file = "f.js" }]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<Spanned<FunctionFile>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FunctionFile {
+    pub trigger: crate::functions::Trigger,
+    /// JavaScript, relative to the config file.
+    pub file: String,
+    /// For the access log and metrics (default: the file's stem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `[functions]`: limits per invocation.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FunctionsFile {
+    #[serde(with = "humantime_serde", default = "default_function_time")]
+    pub time_limit: std::time::Duration,
+    #[serde(default = "default_function_memory")]
+    pub memory_limit: u64,
+}
+
+fn default_function_time() -> std::time::Duration {
+    crate::functions::FunctionLimits::default().time
+}
+
+fn default_function_memory() -> u64 {
+    crate::functions::FunctionLimits::default().memory as u64
 }
 
 fn default_viewer_policy() -> ViewerProtocolPolicy {

@@ -35,6 +35,8 @@ pub struct Config {
     pub geo: crate::rules::geo::Geo,
     /// Which address rules see as the client's.
     pub client_address: crate::rules::geo::ClientAddress,
+    /// What one function invocation may use.
+    pub function_limits: crate::functions::FunctionLimits,
 }
 
 /// `[cache]`: the store every worker shares. Its size is fixed at start (a reload does
@@ -460,6 +462,18 @@ pub struct Behavior {
     pub viewer_protocol_policy: ViewerProtocolPolicy,
     /// `None`: responses of this behavior are never stored.
     pub cache: Option<BehaviorCache>,
+    /// Lambda@Edge-style functions, at most one per trigger.
+    pub functions: Vec<crate::functions::FunctionSpec>,
+}
+
+impl Behavior {
+    /// The function this behavior runs at `trigger`.
+    pub fn function(
+        &self,
+        trigger: crate::functions::Trigger,
+    ) -> Option<&crate::functions::FunctionSpec> {
+        self.functions.iter().find(|f| f.trigger == trigger)
+    }
 }
 
 /// What to serve when the final answer is an error (CloudFront CustomErrorResponses).

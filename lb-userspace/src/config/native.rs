@@ -298,6 +298,41 @@ fn build(
             ),
             _ => None,
         };
+        let mut functions: Vec<crate::functions::FunctionSpec> = Vec::new();
+        for (j, f) in b.functions.iter().enumerate() {
+            let ff = f.get_ref();
+            let at = format!("{field}.functions[{j}]");
+            let path = base_dir.unwrap_or(Path::new(".")).join(&ff.file);
+            let source = std::fs::read_to_string(&path).map_err(|e| {
+                loc.err(
+                    f.span(),
+                    at.clone(),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            crate::functions::engine::check(&source)
+                .map_err(|e| loc.err(f.span(), at.clone(), format!("{}: {e}", path.display())))?;
+            if functions.iter().any(|g| g.trigger == ff.trigger) {
+                return Err(loc.err(
+                    f.span(),
+                    at,
+                    format!(
+                        "a second {} function: one per trigger",
+                        ff.trigger.event_type()
+                    ),
+                ));
+            }
+            let name = ff.name.clone().unwrap_or_else(|| {
+                path.file_stem()
+                    .map_or_else(|| ff.file.clone(), |s| s.to_string_lossy().into_owned())
+            });
+            functions.push(crate::functions::FunctionSpec {
+                name,
+                path,
+                source,
+                trigger: ff.trigger,
+            });
+        }
         Ok(Behavior {
             path_pattern: b
                 .path_pattern
@@ -307,6 +342,7 @@ fn build(
             allowed_methods,
             viewer_protocol_policy: b.viewer_protocol_policy,
             cache,
+            functions,
         })
     };
     let mut behaviors = Vec::new();
@@ -345,6 +381,7 @@ fn build(
             allowed_methods: MethodSet::ALL,
             viewer_protocol_policy: ViewerProtocolPolicy::AllowAll,
             cache: None,
+            functions: Vec::new(),
         },
         None => {
             return Err(loc.err(
@@ -539,6 +576,12 @@ fn build(
         rules,
         geo,
         client_address,
+        function_limits: raw.functions.as_ref().map_or_else(Default::default, |f| {
+            crate::functions::FunctionLimits {
+                time: f.time_limit,
+                memory: usize::try_from(f.memory_limit).unwrap_or(usize::MAX),
+            }
+        }),
     })
 }
 

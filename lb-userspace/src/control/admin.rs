@@ -368,6 +368,15 @@ fn render_metrics(state: &State) -> String {
             resource.label()
         );
     }
+    let (runs, errors) = metrics.function_counts();
+    let _ = writeln!(
+        out,
+        "# HELP lb_function_runs_total Function (Lambda@Edge-style) invocations.\n# TYPE lb_function_runs_total counter\nlb_function_runs_total {runs}\n\
+         # HELP lb_function_errors_total Invocations that gave no usable answer (the client got 502), by reason.\n# TYPE lb_function_errors_total counter"
+    );
+    for (reason, n) in errors {
+        let _ = writeln!(out, "lb_function_errors_total{{reason=\"{reason}\"}} {n}");
+    }
     let _ = writeln!(
         out,
         "# HELP lb_cache_requests_total Requests of cached behaviors, by what the cache did.\n# TYPE lb_cache_requests_total counter"

@@ -261,6 +261,29 @@ fn request_head_into(
         proto: scheme,
     };
     let edits = rule_edits(view, conn.rule);
+    if let Some(changed) = &conn.fn_request {
+        // A viewer-request function's request (never a cached one: those bypass the
+        // cache); request rules' edits still apply on top.
+        HeaderRewrite::request(
+            out,
+            &UpstreamRequest {
+                method: head.method_str(),
+                path_prefix: &origin.origin_path,
+                path: &edited_path(edits, &changed.target),
+                host: edited_host(edits, changed.host()),
+                fields: changed
+                    .fields()
+                    .filter(|(n, _)| kept_field(edits, n))
+                    .chain(added_fields(edits)),
+                on_behalf_of,
+                length,
+                chunked,
+                upgrade: head.upgrade(),
+                origin_headers: &origin.custom_headers,
+            },
+        );
+        return;
+    }
     let Some((policy, lookup)) = how.cached else {
         HeaderRewrite::request(
             out,

@@ -62,6 +62,10 @@ pub(super) struct ClientConn {
     /// The request rule that matched (index into the config's rules): its route and
     /// request edits apply to every attempt.
     pub(super) rule: Option<u16>,
+    /// The request as a viewer-request function left it.
+    pub(super) fn_request: Option<Box<super::edge_functions::FnRequest>>,
+    /// The head an origin-response function gave the final answer.
+    pub(super) fn_response: Option<Box<super::edge_functions::FnHead>>,
 }
 
 /// Serves one client connection (TCP accepted, TLS handshake done) until it closes.
@@ -113,6 +117,8 @@ async fn turn(worker: &Worker, io: BufferedStream, peer: SocketAddr) -> Option<B
         attempts,
         match_path: String::new(),
         rule: None,
+        fn_request: None,
+        fn_response: None,
     };
     let next = one_request(worker, &mut conn).await;
     conn.release_buffers(worker);

@@ -14,7 +14,7 @@ use super::{
     body::{BodyError, BodyErrorKind, Side},
     cached::{self, Decision},
     client::ClientConn,
-    error_pages,
+    edge_functions, error_pages,
     fate::{BodyState, Next},
     respond::{self, body_error_reply},
     selection::Plan,
@@ -23,6 +23,7 @@ use super::{
 };
 use crate::{
     config::{Target, ViewerProtocolPolicy},
+    functions::{Trigger, edge::ResponseOutcome},
     health::now_ms,
     http::BodyFraming,
     metrics::CacheEvent,
@@ -34,6 +35,8 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     let config = &*view.snap.config;
     conn.attempts.clear();
     conn.rule = None;
+    conn.fn_request = None;
+    conn.fn_response = None;
     // Request rules run first, on the request as received: an answer of their own, or a
     // route and edits that the attempts below apply.
     if !config.rules.is_empty()
@@ -55,9 +58,18 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     if !conn.tls() && behavior.viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
         return respond::viewer_policy_reply(worker, conn, behavior.viewer_protocol_policy).await;
     }
+    if let Some(f) = behavior.function(Trigger::ViewerRequest)
+        && let Some(r) = edge_functions::viewer_request(worker, view, conn, f).await
+    {
+        return r;
+    }
     // The cache answers before any origin is asked: a fresh copy at once, a stale one at
-    // once when every member of the target is down.
-    let cache_policy = behavior.cache.as_ref();
+    // once when every member of the target is down. (A request a viewer-request function
+    // changed bypasses it: its key is the client's request.)
+    let cache_policy = behavior
+        .cache
+        .as_ref()
+        .filter(|_| conn.fn_request.is_none());
     let mut lookup = None;
     if let Some(policy) = cache_policy {
         let down = || target_down(view, worker, target);
@@ -242,6 +254,36 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
                     && let Some(r) = serve_stale(worker, view, conn, cached, status).await
                 {
                     return r;
+                }
+                let mut status = status;
+                if let Some(f) = behavior.function(Trigger::OriginResponse)
+                    && !conn.response_started
+                {
+                    match edge_functions::origin_response(view, conn, f, start.origin.data()) {
+                        Ok(ResponseOutcome::Replace(generated)) => {
+                            // The origin's body is not wanted: close rather than drain.
+                            drop(start);
+                            drop(in_flight);
+                            return edge_functions::answer(worker, conn, &generated).await;
+                        }
+                        Ok(ResponseOutcome::Head {
+                            status: s,
+                            reason,
+                            headers,
+                        }) => {
+                            status = s;
+                            conn.fn_response = Some(Box::new(edge_functions::FnHead {
+                                status: s,
+                                reason,
+                                headers,
+                            }));
+                        }
+                        Err(reason) => {
+                            drop(start);
+                            drop(in_flight);
+                            return respond::error(worker, conn, 502, &reason).await;
+                        }
+                    }
                 }
                 if status >= 400
                     && !conn.response_started

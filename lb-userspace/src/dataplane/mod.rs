@@ -12,6 +12,7 @@ mod cached;
 mod client;
 mod conn;
 mod drain;
+mod edge_functions;
 mod error_pages;
 mod error_response;
 mod failover;

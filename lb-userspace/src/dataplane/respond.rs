@@ -106,6 +106,8 @@ pub(super) async fn respond(
     let ResponseStart {
         mut origin, status, ..
     } = start;
+    // What the client is told (an origin-response function may have changed it).
+    let status = conn.fn_response.as_ref().map_or(status, |f| f.status);
     let method = conn.head.method();
     let client_http10 = conn.head.is_http10();
     let wants_upgrade = conn.head.upgrade().is_some();
@@ -156,7 +158,8 @@ pub(super) async fn respond(
         } else {
             fate::connection_field(conn, keep)
         };
-        if let Some((policy, lookup)) = cached {
+        // A head an origin-response function changed is not the origin's: not stored.
+        if let Some((policy, lookup)) = cached.filter(|_| conn.fn_response.is_none()) {
             let plan = cached::plan_fill(lookup, policy, conn.head_request, &r);
             cache_status = cached::miss_status(lookup, &plan);
             view.metrics().cache(if plan.is_ok() {
@@ -179,17 +182,32 @@ pub(super) async fn respond(
                 .into_iter()
                 .flat_map(crate::rules::Actions::added_response_fields),
         );
-        HeaderRewrite::response(
-            &mut conn.out,
-            r.status,
-            r.reason,
-            httparse_headers(r.headers)
-                .filter(|(n, _)| super::attempt::kept_response_field(edits, n)),
-            length,
-            chunked,
-            connection,
-            &extra,
-        );
+        match &conn.fn_response {
+            // The origin's body follows the head an origin-response function gave it
+            // (framing stays lb's, from the origin's).
+            Some(fh) => HeaderRewrite::response(
+                &mut conn.out,
+                fh.status,
+                &fh.reason,
+                fh.fields()
+                    .filter(|(n, _)| super::attempt::kept_response_field(edits, n)),
+                length,
+                chunked,
+                connection,
+                &extra,
+            ),
+            None => HeaderRewrite::response(
+                &mut conn.out,
+                r.status,
+                r.reason,
+                httparse_headers(r.headers)
+                    .filter(|(n, _)| super::attempt::kept_response_field(edits, n)),
+                length,
+                chunked,
+                connection,
+                &extra,
+            ),
+        }
         (r.framing, r.reuse(), r.head_len, upgrade)
     };
     origin.consume(head_len);

@@ -1,0 +1,157 @@
+//! A behavior's functions on the request path: `viewer-request` before the cache and
+//! the origins (it may change the request or answer it), `origin-response` on the final
+//! origin answer (it may change its status and headers, or replace it). The engine runs
+//! on this worker's thread; a function that throws, runs out of time or memory, or
+//! answers something invalid gets the client the 502 CloudFront gives, named in the log
+//! and counted in `lb_function_errors_total`.
+
+use super::{
+    client::ClientConn,
+    fate::{self, Next, Written},
+    respond,
+    worker::{View, Worker},
+};
+use crate::{
+    functions::{
+        FunctionError, FunctionSpec,
+        edge::{self, EdgeRequest, Generated, RequestOutcome, ResponseOutcome},
+        engine,
+    },
+    http::{HeaderRewrite, MAX_HEADERS, parse_response_head},
+};
+
+/// The request as a viewer-request function left it: what the origin receives.
+#[derive(Debug)]
+pub(super) struct FnRequest {
+    /// Path and query.
+    pub target: String,
+    /// Every request field, the function's Host among them.
+    pub headers: Vec<(String, String)>,
+}
+
+impl FnRequest {
+    pub fn host(&self) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.as_bytes())
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> + Clone {
+        self.headers
+            .iter()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("host"))
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+    }
+}
+
+/// The head an origin-response function gave the origin's answer.
+#[derive(Debug)]
+pub(super) struct FnHead {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl FnHead {
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> + Clone {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+    }
+}
+
+fn failed(view: &View, spec: &FunctionSpec, e: &FunctionError) -> String {
+    view.metrics().function_error(e);
+    tracing::warn!(function = %spec.name, reason = e.label(), error = %e, "function failed; answering 502");
+    format!("function {} failed ({})", spec.name, e.label())
+}
+
+/// Runs the viewer-request function: `Some` when the request was answered (by the
+/// function, or with 502 because it failed).
+pub(super) async fn viewer_request(
+    worker: &Worker,
+    view: &View,
+    conn: &mut ClientConn,
+    spec: &FunctionSpec,
+) -> Option<(Next, u16)> {
+    view.metrics()
+        .function_runs
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let event = edge::viewer_request_event(EdgeRequest {
+        client: conn.peer.ip(),
+        method: conn.head.method_str(),
+        target: conn.head.path(),
+        fields: conn.head.fields(),
+    });
+    let limits = view.snap.config.function_limits;
+    let outcome = engine::invoke(&spec.source, limits, &event)
+        .and_then(|json| edge::parse_request_result(&json));
+    match outcome {
+        Ok(RequestOutcome::Forward { target, headers }) => {
+            conn.fn_request = Some(Box::new(FnRequest { target, headers }));
+            None
+        }
+        Ok(RequestOutcome::Respond(generated)) => Some(answer(worker, conn, &generated).await),
+        Err(e) => {
+            let reason = failed(view, spec, &e);
+            Some(respond::error(worker, conn, 502, &reason).await)
+        }
+    }
+}
+
+/// Runs the origin-response function on the final answer whose head is in `head`.
+pub(super) fn origin_response(
+    view: &View,
+    conn: &ClientConn,
+    spec: &FunctionSpec,
+    head: &[u8],
+) -> Result<ResponseOutcome, String> {
+    view.metrics()
+        .function_runs
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Ok(Some(r)) = parse_response_head(head, usize::MAX, &mut slots, conn.head_request) else {
+        unreachable!("the attempt validated this head");
+    };
+    let event = edge::origin_response_event(
+        EdgeRequest {
+            client: conn.peer.ip(),
+            method: conn.head.method_str(),
+            target: conn.head.path(),
+            fields: conn.head.fields(),
+        },
+        r.status,
+        r.reason,
+        r.headers.iter().map(|h| (h.name, h.value)),
+    );
+    let limits = view.snap.config.function_limits;
+    engine::invoke(&spec.source, limits, &event)
+        .and_then(|json| edge::parse_response_result(&json))
+        .map_err(|e| failed(view, spec, &e))
+}
+
+/// Writes a response a function made (headers only for HEAD), framed by lb.
+pub(super) async fn answer(worker: &Worker, conn: &mut ClientConn, g: &Generated) -> (Next, u16) {
+    fate::settle_chunked_body(worker, conn).await;
+    let keep = fate::keep_alive_intent(worker, conn);
+    let connection = fate::connection_field(conn, keep);
+    let bodiless = matches!(g.status, 204 | 304);
+    HeaderRewrite::response(
+        &mut conn.out,
+        g.status,
+        &g.reason,
+        g.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        (!bodiless).then_some(g.body.len() as u64),
+        false,
+        connection,
+        &[],
+    );
+    if !bodiless && !conn.head_request {
+        conn.out.extend_from_slice(&g.body);
+    }
+    let written = match conn.send_out().await {
+        Ok(()) => Written::Complete,
+        Err(_) => Written::Broken,
+    };
+    conn.response_started = true;
+    (fate::conclude(worker, conn, keep, written).await, g.status)
+}

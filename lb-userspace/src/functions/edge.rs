@@ -1,0 +1,392 @@
+//! Lambda@Edge's event and result shapes: `event.Records[0].cf.request` and
+//! `.response`, headers as lower-case keys of `[{key, value}]` lists, `status` as a
+//! string, `body` with `bodyEncoding` `text` or `base64`.
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value, json};
+
+use super::{FunctionError, Trigger};
+
+/// The request as the function sees it.
+pub struct EdgeRequest<'a, H> {
+    pub client: IpAddr,
+    pub method: &'a str,
+    /// Path and query as received.
+    pub target: &'a str,
+    pub fields: H,
+}
+
+fn headers<'a>(fields: impl Iterator<Item = (&'a str, &'a [u8])>) -> Value {
+    let mut map = Map::new();
+    for (name, value) in fields {
+        let entry = map
+            .entry(name.to_ascii_lowercase())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = entry {
+            list.push(json!({ "key": name, "value": String::from_utf8_lossy(value) }));
+        }
+    }
+    Value::Object(map)
+}
+
+fn request_json<'a, H: Iterator<Item = (&'a str, &'a [u8])>>(req: EdgeRequest<'a, H>) -> Value {
+    let (uri, query) = req.target.split_once('?').unwrap_or((req.target, ""));
+    json!({
+        "clientIp": req.client.to_string(),
+        "headers": headers(req.fields),
+        "method": req.method,
+        "querystring": query,
+        "uri": uri,
+    })
+}
+
+fn config(trigger: Trigger) -> Value {
+    json!({
+        "distributionDomainName": "lb",
+        "distributionId": "lb",
+        "eventType": trigger.event_type(),
+        "requestId": "lb",
+    })
+}
+
+pub fn viewer_request_event<'a, H: Iterator<Item = (&'a str, &'a [u8])>>(
+    req: EdgeRequest<'a, H>,
+) -> String {
+    json!({ "Records": [ { "cf": {
+        "config": config(Trigger::ViewerRequest),
+        "request": request_json(req),
+    } } ] })
+    .to_string()
+}
+
+pub fn origin_response_event<'a, 'r, H: Iterator<Item = (&'a str, &'a [u8])>>(
+    req: EdgeRequest<'a, H>,
+    status: u16,
+    reason: &str,
+    response_fields: impl Iterator<Item = (&'r str, &'r [u8])>,
+) -> String {
+    json!({ "Records": [ { "cf": {
+        "config": config(Trigger::OriginResponse),
+        "request": request_json(req),
+        "response": {
+            "headers": headers(response_fields),
+            "status": status.to_string(),
+            "statusDescription": reason,
+        },
+    } } ] })
+    .to_string()
+}
+
+/// A response a function made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generated {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What a viewer-request function decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// Go on with this request: the target (path and query) and every header, as the
+    /// function left them.
+    Forward {
+        target: String,
+        headers: Vec<(String, String)>,
+    },
+    Respond(Generated),
+}
+
+/// What an origin-response function decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseOutcome {
+    /// The origin's body follows this status and these headers.
+    Head {
+        status: u16,
+        reason: String,
+        headers: Vec<(String, String)>,
+    },
+    /// The function's own body replaces the origin's.
+    Replace(Generated),
+}
+
+fn invalid(what: impl Into<String>) -> FunctionError {
+    FunctionError::Invalid(what.into())
+}
+
+fn parse_headers(v: Option<&Value>) -> Result<Vec<(String, String)>, FunctionError> {
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    let map = v
+        .as_object()
+        .ok_or_else(|| invalid("headers is not an object"))?;
+    let mut out = Vec::new();
+    for (lower, list) in map {
+        let list = list
+            .as_array()
+            .ok_or_else(|| invalid(format!("headers[{lower:?}] is not a list")))?;
+        for item in list {
+            let value = item.get("value").and_then(Value::as_str).ok_or_else(|| {
+                invalid(format!("headers[{lower:?}] has an entry without a value"))
+            })?;
+            let key = item.get("key").and_then(Value::as_str).unwrap_or(lower);
+            if !key.eq_ignore_ascii_case(lower) {
+                return Err(invalid(format!(
+                    "header key {key:?} is filed under {lower:?}"
+                )));
+            }
+            let name_ok = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let value_ok = value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80);
+            if !name_ok || !value_ok {
+                return Err(invalid(format!("header {key:?} is not a valid field")));
+            }
+            out.push((key.to_owned(), value.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+fn parse_status(v: &Value) -> Result<u16, FunctionError> {
+    let status = match v {
+        Value::String(s) => s.trim().parse::<u16>().ok(),
+        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        _ => None,
+    };
+    status
+        .filter(|s| (200..=599).contains(s))
+        .ok_or_else(|| invalid(format!("status {v} is not 200-599")))
+}
+
+fn parse_body(obj: &Map<String, Value>) -> Result<Option<Vec<u8>>, FunctionError> {
+    let Some(body) = obj.get("body") else {
+        return Ok(None);
+    };
+    let text = body
+        .as_str()
+        .ok_or_else(|| invalid("body is not a string"))?;
+    match obj
+        .get("bodyEncoding")
+        .and_then(Value::as_str)
+        .unwrap_or("text")
+    {
+        "text" => Ok(Some(text.as_bytes().to_vec())),
+        "base64" => base64(text)
+            .map(Some)
+            .ok_or_else(|| invalid("body is not valid base64")),
+        other => Err(invalid(format!("bodyEncoding {other:?}"))),
+    }
+}
+
+fn generated(obj: &Map<String, Value>) -> Result<Generated, FunctionError> {
+    let status = parse_status(obj.get("status").ok_or_else(|| invalid("no status"))?)?;
+    Ok(Generated {
+        status,
+        reason: obj
+            .get("statusDescription")
+            .and_then(Value::as_str)
+            .unwrap_or(default_reason(status))
+            .to_owned(),
+        headers: parse_headers(obj.get("headers"))?,
+        body: parse_body(obj)?.unwrap_or_default(),
+    })
+}
+
+/// A viewer-request function's answer: a request goes on, a response (it has a
+/// `status`) is sent to the client.
+pub fn parse_request_result(json: &str) -> Result<RequestOutcome, FunctionError> {
+    let v: Value = serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| invalid("neither a request nor a response"))?;
+    if obj.contains_key("status") {
+        return Ok(RequestOutcome::Respond(generated(obj)?));
+    }
+    let uri = obj
+        .get("uri")
+        .and_then(Value::as_str)
+        .filter(|u| u.starts_with('/'))
+        .ok_or_else(|| invalid("the request has no uri starting with /"))?;
+    let query = obj.get("querystring").and_then(Value::as_str).unwrap_or("");
+    let clean = |s: &str| !s.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#');
+    if !clean(uri) || !clean(query) {
+        return Err(invalid(
+            "uri or querystring holds spaces, '#' or control characters",
+        ));
+    }
+    let target = if query.is_empty() {
+        uri.to_owned()
+    } else {
+        format!("{uri}?{query}")
+    };
+    Ok(RequestOutcome::Forward {
+        target,
+        headers: parse_headers(obj.get("headers"))?,
+    })
+}
+
+/// An origin-response function's answer.
+pub fn parse_response_result(json: &str) -> Result<ResponseOutcome, FunctionError> {
+    let v: Value = serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
+    let obj = v.as_object().ok_or_else(|| invalid("not a response"))?;
+    if obj.contains_key("body") {
+        return Ok(ResponseOutcome::Replace(generated(obj)?));
+    }
+    let status = parse_status(obj.get("status").ok_or_else(|| invalid("no status"))?)?;
+    Ok(ResponseOutcome::Head {
+        status,
+        reason: obj
+            .get("statusDescription")
+            .and_then(Value::as_str)
+            .unwrap_or(default_reason(status))
+            .to_owned(),
+        headers: parse_headers(obj.get("headers"))?,
+    })
+}
+
+/// The reason phrase a function that sets none gets (clients ignore it; RFC 9112 allows
+/// it empty).
+fn default_reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
+}
+
+fn base64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in text.bytes().filter(|b| !b.is_ascii_whitespace()) {
+        if b == b'=' {
+            break;
+        }
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_have_lambda_at_edges_shape() {
+        let fields = [
+            ("Host", b"a.test".as_slice()),
+            ("X-Multi", b"1"),
+            ("x-multi", b"2"),
+        ];
+        let req = EdgeRequest {
+            client: "203.0.113.9".parse().unwrap(),
+            method: "GET",
+            target: "/p/x?a=1&b=2",
+            fields: fields.iter().copied(),
+        };
+        let e: Value = serde_json::from_str(&origin_response_event(
+            req,
+            503,
+            "Service Unavailable",
+            [("Content-Type", b"text/html".as_slice())].into_iter(),
+        ))
+        .unwrap();
+        let cf = &e["Records"][0]["cf"];
+        assert_eq!(cf["config"]["eventType"], "origin-response");
+        assert_eq!(cf["request"]["uri"], "/p/x");
+        assert_eq!(cf["request"]["querystring"], "a=1&b=2");
+        assert_eq!(cf["request"]["clientIp"], "203.0.113.9");
+        assert_eq!(cf["request"]["headers"]["host"][0]["key"], "Host");
+        assert_eq!(cf["request"]["headers"]["x-multi"][1]["value"], "2");
+        assert_eq!(cf["response"]["status"], "503");
+        assert_eq!(
+            cf["response"]["headers"]["content-type"][0]["value"],
+            "text/html"
+        );
+    }
+
+    #[test]
+    fn results_are_validated() {
+        let r = parse_response_result(
+            r#"{"status":200,"statusDescription":"OK","body":"hi","headers":{}}"#,
+        );
+        assert_eq!(
+            r.unwrap(),
+            ResponseOutcome::Replace(Generated {
+                status: 200,
+                reason: "OK".into(),
+                headers: vec![],
+                body: b"hi".to_vec()
+            })
+        );
+        let r = parse_response_result(
+            r#"{"status":"404","headers":{"x-a":[{"key":"X-A","value":"1"}]}}"#,
+        );
+        assert!(
+            matches!(r, Ok(ResponseOutcome::Head { status: 404, ref headers, .. }) if headers == &[("X-A".to_owned(), "1".to_owned())])
+        );
+        for bad in [
+            r#"{"status":"abc"}"#,
+            r#"{"status":700}"#,
+            r#"{"status":200,"headers":{"x-a":[{"key":"X-B","value":"1"}]}}"#,
+            r#"{"status":200,"headers":{"x-a":[{"key":"X-A","value":"a\r\nb"}]}}"#,
+            r#"{"status":200,"body":"!!","bodyEncoding":"base64"}"#,
+            r#"42"#,
+        ] {
+            assert!(
+                matches!(parse_response_result(bad), Err(FunctionError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        let r = parse_request_result(
+            r#"{"uri":"/new","querystring":"x=1","headers":{"host":[{"key":"Host","value":"b"}]}}"#,
+        );
+        assert_eq!(
+            r.unwrap(),
+            RequestOutcome::Forward {
+                target: "/new?x=1".into(),
+                headers: vec![("Host".into(), "b".into())]
+            }
+        );
+        assert!(parse_request_result(r#"{"uri":"no-slash"}"#).is_err());
+        assert!(parse_request_result(r#"{"uri":"/a b"}"#).is_err());
+        let r = parse_request_result(
+            r#"{"status":"302","headers":{"location":[{"key":"Location","value":"/x"}]}}"#,
+        );
+        assert!(matches!(
+            r,
+            Ok(RequestOutcome::Respond(Generated { status: 302, .. }))
+        ));
+        assert_eq!(base64("aGVsbG8="), Some(b"hello".to_vec()));
+    }
+}

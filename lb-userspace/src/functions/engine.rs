@@ -1,0 +1,320 @@
+//! Running a function: one QuickJS runtime per thread (the data-plane worker's), one
+//! context per function source, compiled once and kept while the source stays the same.
+//! A deadline enforced by the interrupt handler bounds CPU time; the runtime's memory
+//! limit bounds the heap. A function that runs out of either is abandoned and its
+//! context dropped, so the next call starts clean.
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    rc::Rc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use rquickjs::{Context, Function, Object, Persistent, Runtime};
+
+use super::{FunctionError, FunctionLimits};
+
+/// Defines `module`/`exports` as Node does, then the user's source runs as a script.
+const PRELUDE: &str = "var module = { exports: {} }; var exports = module.exports;";
+
+/// Calls the handler with Lambda@Edge's three arguments and collects the answer from
+/// whichever way it comes: the callback, a returned value, or a Promise.
+const CALLER: &str = r#"(function (eventJson) {
+  var handler = module.exports.handler || exports.handler;
+  var out = { done: false, error: null, result: null };
+  var callback = function (err, result) {
+    if (out.done) return;
+    out.done = true;
+    if (err) { out.error = String(err) + (err && err.stack ? '\n' + err.stack : ''); } else { out.result = result; }
+  };
+  if (typeof handler !== 'function') { out.done = true; out.error = 'exports.handler is not a function'; return out; }
+  var context = { functionName: 'lb', callbackWaitsForEmptyEventLoop: false };
+  var r = handler(JSON.parse(eventJson), context, callback);
+  if (r && typeof r.then === 'function') {
+    r.then(function (v) { callback(null, v); }, function (e) { callback(e || new Error('rejected')); });
+  } else if (r !== undefined) {
+    callback(null, r);
+  }
+  return out;
+})"#;
+
+struct Compiled {
+    context: Context,
+    caller: Persistent<Function<'static>>,
+}
+
+/// Fields drop in order: the compiled contexts (and the values they keep) before the
+/// runtime, which QuickJS requires.
+struct Engine {
+    compiled: HashMap<u64, Compiled>,
+    runtime: Runtime,
+    /// Set by the deadline check; read by the interrupt handler.
+    deadline: Rc<RefCell<Option<Instant>>>,
+    timed_out: Arc<AtomicBool>,
+}
+
+thread_local! {
+    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+}
+
+fn key(source: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in source.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+fn new_engine(limits: FunctionLimits) -> Result<Engine, FunctionError> {
+    let runtime = Runtime::new().map_err(|e| FunctionError::Compile(e.to_string()))?;
+    runtime.set_memory_limit(limits.memory);
+    runtime.set_max_stack_size(256 << 10);
+    let deadline: Rc<RefCell<Option<Instant>>> = Rc::default();
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let (d, t) = (Rc::clone(&deadline), Arc::clone(&timed_out));
+    runtime.set_interrupt_handler(Some(Box::new(move || {
+        let late = d.borrow().is_some_and(|at| Instant::now() >= at);
+        if late {
+            t.store(true, Ordering::Relaxed);
+        }
+        late
+    })));
+    Ok(Engine {
+        compiled: HashMap::new(),
+        runtime,
+        deadline,
+        timed_out,
+    })
+}
+
+fn compile(runtime: &Runtime, source: &str) -> Result<Compiled, FunctionError> {
+    let context = Context::full(runtime).map_err(|e| FunctionError::Compile(e.to_string()))?;
+    let caller = context.with(|ctx| -> Result<_, FunctionError> {
+        let describe = |e: rquickjs::Error| -> FunctionError {
+            let thrown = ctx.catch();
+            let text = thrown
+                .as_exception()
+                .map(|x| format!("{}", x))
+                .unwrap_or_else(|| e.to_string());
+            FunctionError::Compile(text)
+        };
+        ctx.eval::<(), _>(PRELUDE).map_err(describe)?;
+        ctx.eval::<(), _>(source).map_err(describe)?;
+        let caller: Function = ctx.eval(CALLER).map_err(describe)?;
+        Ok(Persistent::save(&ctx, caller))
+    })?;
+    Ok(Compiled { context, caller })
+}
+
+/// Compiles `source` in a runtime of its own: the check `lb check` and a reload make.
+pub fn check(source: &str) -> Result<(), FunctionError> {
+    let engine = new_engine(FunctionLimits::default())?;
+    let compiled = compile(&engine.runtime, source)?;
+    // The handler must exist once the script ran.
+    compiled.context.with(|ctx| {
+        let module: Object = ctx
+            .globals()
+            .get("module")
+            .map_err(|e| FunctionError::Compile(e.to_string()))?;
+        let exports: Object = module
+            .get("exports")
+            .map_err(|e| FunctionError::Compile(e.to_string()))?;
+        let handler: rquickjs::Value = exports
+            .get("handler")
+            .map_err(|e| FunctionError::Compile(e.to_string()))?;
+        if handler.is_function() {
+            Ok(())
+        } else {
+            Err(FunctionError::Compile(
+                "the script does not set exports.handler to a function".into(),
+            ))
+        }
+    })
+}
+
+/// Runs the function whose source is `source` with `event` (JSON text); its answer as
+/// JSON text (`null` when it answered nothing).
+pub fn invoke(source: &str, limits: FunctionLimits, event: &str) -> Result<String, FunctionError> {
+    ENGINE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(new_engine(limits)?);
+        }
+        let Some(engine) = slot.as_mut() else {
+            return Err(FunctionError::Compile("no engine".into()));
+        };
+        engine.runtime.set_memory_limit(limits.memory);
+        let k = key(source);
+        if !engine.compiled.contains_key(&k) {
+            // Sources of past reloads are dropped once there are many.
+            if engine.compiled.len() >= 64 {
+                engine.compiled.clear();
+            }
+            let compiled = compile(&engine.runtime, source)?;
+            engine.compiled.insert(k, compiled);
+        }
+        engine.timed_out.store(false, Ordering::Relaxed);
+        *engine.deadline.borrow_mut() = Some(Instant::now() + limits.time);
+        let result = run(engine, k, event);
+        *engine.deadline.borrow_mut() = None;
+        if result.is_err() {
+            // A context that threw out of memory or time may be in any state: start over.
+            if matches!(result, Err(FunctionError::Timeout | FunctionError::Memory)) {
+                engine.compiled.remove(&k);
+                engine.runtime.run_gc();
+            }
+        }
+        result
+    })
+}
+
+fn run(engine: &Engine, k: u64, event: &str) -> Result<String, FunctionError> {
+    let Some(compiled) = engine.compiled.get(&k) else {
+        return Err(FunctionError::Compile("not compiled".into()));
+    };
+    let timed_out = &engine.timed_out;
+    let classify = |text: String| -> FunctionError {
+        if timed_out.load(Ordering::Relaxed) {
+            FunctionError::Timeout
+        } else if text.contains("out of memory") {
+            FunctionError::Memory
+        } else {
+            FunctionError::Threw(text)
+        }
+    };
+    let out: Persistent<Object<'static>> = compiled.context.with(|ctx| {
+        let caller = compiled
+            .caller
+            .clone()
+            .restore(&ctx)
+            .map_err(|e| classify(e.to_string()))?;
+        let out: Object = caller.call((event,)).map_err(|e| {
+            let thrown = ctx.catch();
+            classify(
+                thrown
+                    .as_exception()
+                    .map(|x| format!("{}", x))
+                    .unwrap_or_else(|| e.to_string()),
+            )
+        })?;
+        Ok::<_, FunctionError>(Persistent::save(&ctx, out))
+    })?;
+    // Promises settle as their jobs run (bounded by the same deadline).
+    loop {
+        match engine.runtime.execute_pending_job() {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(_) => {
+                if timed_out.load(Ordering::Relaxed) {
+                    return Err(FunctionError::Timeout);
+                }
+                break;
+            }
+        }
+    }
+    compiled.context.with(|ctx| {
+        let out = out.restore(&ctx).map_err(|e| classify(e.to_string()))?;
+        let done: bool = out.get("done").unwrap_or(false);
+        if !done {
+            return Err(FunctionError::Invalid(
+                "it never called back nor returned".into(),
+            ));
+        }
+        let error: Option<String> = out.get("error").unwrap_or(None);
+        if let Some(e) = error {
+            return Err(classify(e));
+        }
+        let result: rquickjs::Value = out.get("result").map_err(|e| classify(e.to_string()))?;
+        let json = ctx
+            .json_stringify(result)
+            .map_err(|e| classify(e.to_string()))?
+            .map(|s| s.to_string())
+            .transpose()
+            .map_err(|e| classify(e.to_string()))?;
+        Ok(json.unwrap_or_else(|| "null".into()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn limits() -> FunctionLimits {
+        FunctionLimits {
+            time: Duration::from_millis(100),
+            memory: 16 << 20,
+        }
+    }
+
+    #[test]
+    fn callbacks_returns_and_promises_all_answer() {
+        let cb = "exports.handler = (e, c, callback) => { callback(null, { n: e.n + 1 }); };";
+        assert_eq!(invoke(cb, limits(), r#"{"n":1}"#).unwrap(), r#"{"n":2}"#);
+        let ret = "exports.handler = (e) => ({ n: e.n * 2 });";
+        assert_eq!(invoke(ret, limits(), r#"{"n":4}"#).unwrap(), r#"{"n":8}"#);
+        let promise = "exports.handler = async (e) => { await null; return { ok: true }; };";
+        assert_eq!(invoke(promise, limits(), "{}").unwrap(), r#"{"ok":true}"#);
+        let module = "module.exports.handler = function (e, c, cb) { cb(null, 'x'); };";
+        assert_eq!(invoke(module, limits(), "{}").unwrap(), r#""x""#);
+    }
+
+    #[test]
+    fn throwing_looping_and_allocating_functions_fail_cleanly() {
+        let throws = "exports.handler = () => { throw new Error('boom'); };";
+        assert!(
+            matches!(invoke(throws, limits(), "{}"), Err(FunctionError::Threw(t)) if t.contains("boom"))
+        );
+        let errs = "exports.handler = (e, c, cb) => cb(new Error('no'));";
+        assert!(matches!(
+            invoke(errs, limits(), "{}"),
+            Err(FunctionError::Threw(_))
+        ));
+        let rejects = "exports.handler = async () => { throw new Error('later'); };";
+        assert!(
+            matches!(invoke(rejects, limits(), "{}"), Err(FunctionError::Threw(t)) if t.contains("later"))
+        );
+        let started = Instant::now();
+        let spins = "exports.handler = () => { for (;;) {} };";
+        assert_eq!(invoke(spins, limits(), "{}"), Err(FunctionError::Timeout));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let hog =
+            "exports.handler = () => { const a = []; for (;;) a.push(new Array(10000).fill(1)); };";
+        let r = invoke(hog, limits(), "{}");
+        assert!(
+            matches!(r, Err(FunctionError::Memory | FunctionError::Timeout)),
+            "{r:?}"
+        );
+        let silent = "exports.handler = () => {};";
+        assert!(matches!(
+            invoke(silent, limits(), "{}"),
+            Err(FunctionError::Invalid(_))
+        ));
+        // The worker's engine still serves afterwards.
+        let ok = "exports.handler = () => 1;";
+        assert_eq!(invoke(ok, limits(), "{}").unwrap(), "1");
+    }
+
+    #[test]
+    fn check_refuses_what_does_not_compile_or_has_no_handler() {
+        assert!(check("exports.handler = () => 1;").is_ok());
+        assert!(matches!(
+            check("exports.handler = ("),
+            Err(FunctionError::Compile(_))
+        ));
+        assert!(
+            matches!(check("var x = 1;"), Err(FunctionError::Compile(t)) if t.contains("exports.handler"))
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! Functions with Lambda@Edge's interface, in JavaScript (QuickJS through `rquickjs`):
+//! what a function is (`FunctionSpec`), how it is run with limits on the worker that
+//! needs it (`engine`: one runtime per data-plane thread, nothing crosses threads), and
+//! Lambda@Edge's event and result shapes (`edge`).
+//!
+//! Built: the `viewer-request` and `origin-response` triggers, `callback(null, x)`,
+//! returned values and Promises, CPU-time and memory limits. Not yet: `origin-request`,
+//! `viewer-response`, CloudFront Functions' `handler(event)` shape, ARN mapping for
+//! CloudFront JSON configs.
+
+pub mod edge;
+pub mod engine;
+
+use std::{path::PathBuf, time::Duration};
+
+/// Where in an exchange a function runs (Lambda@Edge's event types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// After behavior matching, before the cache and the origins: may change the request
+    /// or answer it.
+    ViewerRequest,
+    /// On the final origin answer, before custom error responses: may change its status
+    /// and headers or replace it with a generated response.
+    OriginResponse,
+}
+
+impl Trigger {
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Self::ViewerRequest => "viewer-request",
+            Self::OriginResponse => "origin-response",
+        }
+    }
+}
+
+/// One function of a behavior: its source, read and compiled (as a check) at load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionSpec {
+    /// For the access log and the metrics (the file's stem unless named).
+    pub name: String,
+    pub path: PathBuf,
+    pub source: String,
+    pub trigger: Trigger,
+}
+
+/// Limits per invocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FunctionLimits {
+    /// CPU time (wall time on the worker, which is the CPU the function holds).
+    pub time: Duration,
+    /// Bytes the worker's JavaScript heap may hold (all its functions together).
+    pub memory: usize,
+}
+
+impl Default for FunctionLimits {
+    fn default() -> Self {
+        Self {
+            time: Duration::from_millis(50),
+            memory: 32 << 20,
+        }
+    }
+}
+
+/// Why an invocation gave no usable answer. Each yields the 502 CloudFront gives.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FunctionError {
+    #[error("the function threw: {0}")]
+    Threw(String),
+    #[error("the function ran out of time")]
+    Timeout,
+    #[error("the function ran out of memory")]
+    Memory,
+    #[error("the function returned something invalid: {0}")]
+    Invalid(String),
+    #[error("the function does not compile: {0}")]
+    Compile(String),
+}
+
+/// The reasons of `lb_function_errors_total{reason}`, in [`FunctionError::index`] order.
+pub const ERROR_LABELS: [&str; 5] = ["threw", "timeout", "memory", "invalid", "compile"];
+
+impl FunctionError {
+    pub fn index(&self) -> usize {
+        ERROR_LABELS
+            .iter()
+            .position(|l| *l == self.label())
+            .unwrap_or(0)
+    }
+
+    /// For `lb_function_errors_total{reason}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Threw(_) => "threw",
+            Self::Timeout => "timeout",
+            Self::Memory => "memory",
+            Self::Invalid(_) => "invalid",
+            Self::Compile(_) => "compile",
+        }
+    }
+}
