@@ -221,3 +221,44 @@ fn lb_check_refuses_a_function_that_does_not_compile() {
         "{err}"
     );
 }
+
+/// Seed 000: with an origin group, an origin-request function runs for the primary and
+/// again for the secondary on failover; seed 003: it tells them apart by the origin
+/// custom header each origin has.
+#[test]
+fn an_origin_request_function_sees_both_attempts_of_a_failover() {
+    let primary = Origin::start("primary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let secondary = Origin::start("secondary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    primary.set_forced_status(Some(503));
+    let dir = TestDir::new();
+    dir.write(
+        "which.js",
+        "const seen = [];\n\
+         exports.handler = (event, context, callback) => {\n\
+           const request = event.Records[0].cf.request;\n\
+           const which = request.origin.custom.customHeaders['x-which'][0].value;\n\
+           seen.push(which);\n\
+           request.headers['x-seen'] = [{ key: 'X-Seen', value: seen.join(',') }];\n\
+           if (which === 'secondary') { request.uri = '/from-secondary' + request.uri; }\n\
+           callback(null, request);\n\
+         };\n",
+    );
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n[kernel]\nenabled = false\n\
+         [health]\npassive_failures = 100\n\
+         [[origins]]\nid = \"primary\"\naddress = \"{}\"\n[origins.custom_headers]\nx-which = \"primary\"\n\
+         [[origins]]\nid = \"secondary\"\naddress = \"{}\"\n[origins.custom_headers]\nx-which = \"secondary\"\n\
+         [[origin_groups]]\nid = \"site\"\nmembers = [\"primary\", \"secondary\"]\nfailover_status_codes = [503]\n\
+         [default_behavior]\ntarget = \"site\"\nfunctions = [{{ trigger = \"origin-request\", file = \"which.js\" }}]\n",
+        primary.addr(),
+        secondary.addr()
+    );
+    let lb = LbServer::start_in(dir, "lb.toml", &toml, &[], "info");
+    let r = get(lb.addr, "/x/headers");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-origin"), Some("secondary"));
+    let head = r.text().to_ascii_lowercase();
+    assert!(head.starts_with("get /from-secondary/x/headers http/1.1\r\n"), "{head}");
+    assert!(head.contains("x-which: secondary\r\n"), "{head}");
+    assert!(head.contains("x-seen: primary,secondary\r\n"), "{head}");
+}

@@ -261,9 +261,19 @@ fn request_head_into(
         proto: scheme,
     };
     let edits = rule_edits(view, conn.rule);
-    if let Some(changed) = &conn.fn_request {
-        // A viewer-request function's request (never a cached one: those bypass the
-        // cache); request rules' edits still apply on top.
+    if let Some(changed) = conn.fn_origin_request.as_ref().or(conn.fn_request.as_ref()) {
+        // An origin-request or viewer-request function's request (a viewer-request
+        // change bypasses the cache; an origin-request one applies to the miss, and
+        // then only keyed fields go, as without it); request rules' edits still apply.
+        let keyed = how.cached;
+        let keyed_cookie = keyed
+            .filter(|(_, lookup)| !lookup.origin_cookie.is_empty())
+            .map(|(_, lookup)| ("cookie", &lookup.origin_cookie[..]));
+        let validators = keyed
+            .map(|(_, lookup)| super::cached::validators(lookup))
+            .into_iter()
+            .flatten()
+            .flatten();
         HeaderRewrite::request(
             out,
             &UpstreamRequest {
@@ -273,12 +283,17 @@ fn request_head_into(
                 host: edited_host(edits, changed.host()),
                 fields: changed
                     .fields()
-                    .filter(|(n, _)| kept_field(edits, n))
-                    .chain(added_fields(edits)),
+                    .filter(|(n, _)| {
+                        kept_field(edits, n)
+                            && keyed.is_none_or(|(policy, _)| policy.key.forwards_header(n))
+                    })
+                    .chain(added_fields(edits))
+                    .chain(keyed_cookie)
+                    .chain(validators),
                 on_behalf_of,
                 length,
                 chunked,
-                upgrade: head.upgrade(),
+                upgrade: head.upgrade().filter(|_| keyed.is_none()),
                 origin_headers: &origin.custom_headers,
             },
         );

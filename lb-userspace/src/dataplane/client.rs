@@ -64,6 +64,8 @@ pub(super) struct ClientConn {
     pub(super) rule: Option<u16>,
     /// The request as a viewer-request function left it.
     pub(super) fn_request: Option<Box<super::edge_functions::FnRequest>>,
+    /// The request an origin-request function made for the current attempt.
+    pub(super) fn_origin_request: Option<Box<super::edge_functions::FnRequest>>,
     /// The head an origin-response function gave the final answer.
     pub(super) fn_response: Option<Box<super::edge_functions::FnHead>>,
 }
@@ -118,6 +120,7 @@ async fn turn(worker: &Worker, io: BufferedStream, peer: SocketAddr) -> Option<B
         match_path: String::new(),
         rule: None,
         fn_request: None,
+        fn_origin_request: None,
         fn_response: None,
     };
     let next = one_request(worker, &mut conn).await;

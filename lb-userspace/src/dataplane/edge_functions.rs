@@ -98,6 +98,66 @@ pub(super) async fn viewer_request(
     }
 }
 
+/// Runs the origin-request function before an attempt at origin `index`: `Err` carries
+/// the answer the client gets instead (the function's own, or 502 when it failed).
+pub(super) fn origin_request(
+    view: &View,
+    conn: &ClientConn,
+    spec: &FunctionSpec,
+    index: usize,
+) -> Result<FnRequest, Result<Generated, String>> {
+    view.metrics()
+        .function_runs
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let origin = &view.snap.config.origins[index];
+    let tls = origin.uses_tls(conn.tls());
+    let host = origin
+        .host
+        .clone()
+        .unwrap_or_else(|| origin.address.ip().to_string());
+    let edge_origin = edge::EdgeOrigin {
+        domain_name: &host,
+        port: origin.port(tls),
+        protocol: if tls { "https" } else { "http" },
+        path: &origin.origin_path,
+        custom_headers: &origin.custom_headers,
+        keepalive_timeout: origin.keepalive_timeout.as_secs(),
+        read_timeout: origin.response_timeout.as_secs(),
+    };
+    // The request as the viewer-request function left it, if one ran.
+    let event = match &conn.fn_request {
+        Some(changed) => {
+            let host = changed.host().map(|h| ("host", h));
+            edge::origin_request_event(
+                EdgeRequest {
+                    client: conn.peer.ip(),
+                    method: conn.head.method_str(),
+                    target: &changed.target,
+                    fields: host.into_iter().chain(changed.fields()),
+                },
+                &edge_origin,
+            )
+        }
+        None => edge::origin_request_event(
+            EdgeRequest {
+                client: conn.peer.ip(),
+                method: conn.head.method_str(),
+                target: conn.head.path(),
+                fields: conn.head.fields(),
+            },
+            &edge_origin,
+        ),
+    };
+    let limits = view.snap.config.function_limits;
+    match engine::invoke(&spec.source, limits, &event)
+        .and_then(|json| edge::parse_request_result(&json))
+    {
+        Ok(RequestOutcome::Forward { target, headers }) => Ok(FnRequest { target, headers }),
+        Ok(RequestOutcome::Respond(g)) => Err(Ok(g)),
+        Err(e) => Err(Err(failed(view, spec, &e))),
+    }
+}
+
 /// Runs the origin-response function on the final answer whose head is in `head`.
 pub(super) fn origin_response(
     view: &View,

@@ -36,6 +36,7 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     conn.attempts.clear();
     conn.rule = None;
     conn.fn_request = None;
+    conn.fn_origin_request = None;
     conn.fn_response = None;
     // Request rules run first, on the request as received: an answer of their own, or a
     // route and edits that the attempts below apply.
@@ -194,8 +195,22 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
             .origin(planned)
             .attempts
             .fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = behavior.function(Trigger::OriginRequest) {
+            // Once per attempt, so again on failover, seeing this member's custom headers.
+            match edge_functions::origin_request(view, conn, f, planned) {
+                Ok(changed) => conn.fn_origin_request = Some(Box::new(changed)),
+                Err(Ok(generated)) => {
+                    return edge_functions::answer(worker, conn, &generated).await;
+                }
+                Err(Err(reason)) => return respond::error(worker, conn, 502, &reason).await,
+            }
+        }
         let in_flight = InFlight::start(view, planned);
-        let hedge_to = order.get(k + 1).copied();
+        // A hedge would send another member the request made for this one.
+        let hedge_to = order
+            .get(k + 1)
+            .copied()
+            .filter(|_| conn.fn_origin_request.is_none());
         let result = attempt::attempt(
             worker, view, conn, planned, body_mode, &mut sent, hedge_to, cached,
         )

@@ -60,6 +60,39 @@ pub fn viewer_request_event<'a, H: Iterator<Item = (&'a str, &'a [u8])>>(
     .to_string()
 }
 
+/// The origin an origin-request function sees (`request.origin.custom`).
+pub struct EdgeOrigin<'a> {
+    pub domain_name: &'a str,
+    pub port: u16,
+    pub protocol: &'a str,
+    pub path: &'a str,
+    pub custom_headers: &'a [(String, String)],
+    pub keepalive_timeout: u64,
+    pub read_timeout: u64,
+}
+
+pub fn origin_request_event<'a, H: Iterator<Item = (&'a str, &'a [u8])>>(
+    req: EdgeRequest<'a, H>,
+    origin: &EdgeOrigin<'_>,
+) -> String {
+    let mut request = request_json(req);
+    request["origin"] = json!({ "custom": {
+        "customHeaders": headers(origin.custom_headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))),
+        "domainName": origin.domain_name,
+        "keepaliveTimeout": origin.keepalive_timeout,
+        "path": origin.path,
+        "port": origin.port,
+        "protocol": origin.protocol,
+        "readTimeout": origin.read_timeout,
+        "sslProtocols": ["TLSv1.2"],
+    } });
+    json!({ "Records": [ { "cf": {
+        "config": config(Trigger::OriginRequest),
+        "request": request,
+    } } ] })
+    .to_string()
+}
+
 pub fn origin_response_event<'a, 'r, H: Iterator<Item = (&'a str, &'a [u8])>>(
     req: EdgeRequest<'a, H>,
     status: u16,

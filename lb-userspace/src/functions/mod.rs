@@ -3,9 +3,9 @@
 //! needs it (`engine`: one runtime per data-plane thread, nothing crosses threads), and
 //! Lambda@Edge's event and result shapes (`edge`).
 //!
-//! Built: the `viewer-request` and `origin-response` triggers, `callback(null, x)`,
-//! returned values and Promises, CPU-time and memory limits. Not yet: `origin-request`,
-//! `viewer-response`, CloudFront Functions' `handler(event)` shape, ARN mapping for
+//! Built: the `viewer-request`, `origin-request` and `origin-response` triggers,
+//! `callback(null, x)`, returned values and Promises, CPU-time and memory limits. Not
+//! yet: `viewer-response`, CloudFront Functions' `handler(event)` shape, ARN mapping for
 //! CloudFront JSON configs.
 
 pub mod edge;
@@ -20,6 +20,9 @@ pub enum Trigger {
     /// After behavior matching, before the cache and the origins: may change the request
     /// or answer it.
     ViewerRequest,
+    /// Before each attempt, so again on failover: sees the origin it goes to (its custom
+    /// headers among it) and may change the request or answer it.
+    OriginRequest,
     /// On the final origin answer, before custom error responses: may change its status
     /// and headers or replace it with a generated response.
     OriginResponse,
@@ -29,6 +32,7 @@ impl Trigger {
     pub fn event_type(self) -> &'static str {
         match self {
             Self::ViewerRequest => "viewer-request",
+            Self::OriginRequest => "origin-request",
             Self::OriginResponse => "origin-response",
         }
     }
