@@ -258,7 +258,10 @@ fn an_origin_request_function_sees_both_attempts_of_a_failover() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-origin"), Some("secondary"));
     let head = r.text().to_ascii_lowercase();
-    assert!(head.starts_with("get /from-secondary/x/headers http/1.1\r\n"), "{head}");
+    assert!(
+        head.starts_with("get /from-secondary/x/headers http/1.1\r\n"),
+        "{head}"
+    );
     assert!(head.contains("x-which: secondary\r\n"), "{head}");
     assert!(head.contains("x-seen: primary,secondary\r\n"), "{head}");
 }

@@ -54,6 +54,8 @@ enum BenchWhat {
     /// The cache: hits (1 KiB, 64 KiB, 1 MiB) and stale answers while the origin fails,
     /// lb vs nginx proxy_cache vs Varnish.
     Cache(crate::bench_cache::CacheBenchArgs),
+    /// What request rules and a trivial viewer-request function cost per request.
+    Edge(crate::bench_edge::EdgeArgs),
 }
 
 const ORIGIN: &str = "127.0.0.1:19181";
@@ -116,6 +118,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchWhat::IdleMemory) => return crate::bench_memory::bench_idle_memory(),
         Some(BenchWhat::Ab(ab)) => return crate::bench_ab::bench_ab(ab),
         Some(BenchWhat::Cache(cache)) => return crate::bench_cache::bench_cache(cache),
+        Some(BenchWhat::Edge(edge)) => return crate::bench_edge::bench_edge(edge),
         None => {}
     }
     let started = Instant::now();

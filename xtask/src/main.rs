@@ -4,6 +4,7 @@
 mod bench;
 mod bench_ab;
 mod bench_cache;
+mod bench_edge;
 mod bench_failover;
 mod bench_failover_peers;
 mod bench_memory;
