@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
-use serde_json::{Map, Value, json};
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value};
 
 use super::{FunctionError, Trigger};
 
@@ -17,47 +19,120 @@ pub struct EdgeRequest<'a, H> {
     pub fields: H,
 }
 
-fn headers<'a>(fields: impl Iterator<Item = (&'a str, &'a [u8])>) -> Value {
-    let mut map = Map::new();
-    for (name, value) in fields {
-        let entry = map
-            .entry(name.to_ascii_lowercase())
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(list) = entry {
-            list.push(json!({ "key": name, "value": String::from_utf8_lossy(value) }));
+/// Writes `s` as a JSON string.
+fn string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' ' || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
         }
     }
-    Value::Object(map)
+    out.push('"');
 }
 
-fn request_json<'a, H: Iterator<Item = (&'a str, &'a [u8])>>(req: EdgeRequest<'a, H>) -> Value {
+/// Headers as Lambda@Edge has them: lower-case names, each with its `{key, value}` list
+/// in order. Written straight as JSON text (building a `serde_json::Value` cost more than
+/// the rest of the event).
+fn headers<'a>(out: &mut String, fields: impl Iterator<Item = (&'a str, &'a [u8])> + Clone) {
+    out.push('{');
+    let mut first = true;
+    for (i, (name, _)) in fields.clone().enumerate() {
+        // Each name once, at its first occurrence.
+        if fields
+            .clone()
+            .take(i)
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        string(out, &name.to_ascii_lowercase());
+        out.push_str(":[");
+        let mut first_value = true;
+        for (n, v) in fields.clone().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            if !first_value {
+                out.push(',');
+            }
+            first_value = false;
+            out.push_str("{\"key\":");
+            string(out, n);
+            out.push_str(",\"value\":");
+            string(out, &String::from_utf8_lossy(v));
+            out.push('}');
+        }
+        out.push(']');
+    }
+    out.push('}');
+}
+
+fn request_json<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>(
+    out: &mut String,
+    req: EdgeRequest<'a, H>,
+    origin: Option<&EdgeOrigin<'_>>,
+) {
     let (uri, query) = req.target.split_once('?').unwrap_or((req.target, ""));
-    json!({
-        "clientIp": req.client.to_string(),
-        "headers": headers(req.fields),
-        "method": req.method,
-        "querystring": query,
-        "uri": uri,
-    })
+    let _ = write!(out, "{{\"clientIp\":\"{}\",\"headers\":", req.client);
+    headers(out, req.fields);
+    out.push_str(",\"method\":");
+    string(out, req.method);
+    out.push_str(",\"querystring\":");
+    string(out, query);
+    out.push_str(",\"uri\":");
+    string(out, uri);
+    if let Some(o) = origin {
+        out.push_str(",\"origin\":{\"custom\":{\"customHeaders\":");
+        headers(
+            out,
+            o.custom_headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        );
+        out.push_str(",\"domainName\":");
+        string(out, o.domain_name);
+        let _ = write!(
+            out,
+            ",\"keepaliveTimeout\":{},\"path\":",
+            o.keepalive_timeout
+        );
+        string(out, o.path);
+        let _ = write!(
+            out,
+            ",\"port\":{},\"protocol\":\"{}\",\"readTimeout\":{},\"sslProtocols\":[\"TLSv1.2\"]}}}}",
+            o.port, o.protocol, o.read_timeout
+        );
+    }
+    out.push('}');
 }
 
-fn config(trigger: Trigger) -> Value {
-    json!({
-        "distributionDomainName": "lb",
-        "distributionId": "lb",
-        "eventType": trigger.event_type(),
-        "requestId": "lb",
-    })
+fn open_event(out: &mut String, trigger: Trigger) {
+    let _ = write!(
+        out,
+        "{{\"Records\":[{{\"cf\":{{\"config\":{{\"distributionDomainName\":\"lb\",\"distributionId\":\"lb\",\"eventType\":\"{}\",\"requestId\":\"lb\"}},\"request\":",
+        trigger.event_type()
+    );
 }
 
-pub fn viewer_request_event<'a, H: Iterator<Item = (&'a str, &'a [u8])>>(
+const CLOSE_EVENT: &str = "}}]}";
+
+pub fn viewer_request_event<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>(
     req: EdgeRequest<'a, H>,
 ) -> String {
-    json!({ "Records": [ { "cf": {
-        "config": config(Trigger::ViewerRequest),
-        "request": request_json(req),
-    } } ] })
-    .to_string()
+    let mut out = String::with_capacity(512);
+    open_event(&mut out, Trigger::ViewerRequest);
+    request_json(&mut out, req, None);
+    out.push_str(CLOSE_EVENT);
+    out
 }
 
 /// The origin an origin-request function sees (`request.origin.custom`).
@@ -71,44 +146,33 @@ pub struct EdgeOrigin<'a> {
     pub read_timeout: u64,
 }
 
-pub fn origin_request_event<'a, H: Iterator<Item = (&'a str, &'a [u8])>>(
+pub fn origin_request_event<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>(
     req: EdgeRequest<'a, H>,
     origin: &EdgeOrigin<'_>,
 ) -> String {
-    let mut request = request_json(req);
-    request["origin"] = json!({ "custom": {
-        "customHeaders": headers(origin.custom_headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))),
-        "domainName": origin.domain_name,
-        "keepaliveTimeout": origin.keepalive_timeout,
-        "path": origin.path,
-        "port": origin.port,
-        "protocol": origin.protocol,
-        "readTimeout": origin.read_timeout,
-        "sslProtocols": ["TLSv1.2"],
-    } });
-    json!({ "Records": [ { "cf": {
-        "config": config(Trigger::OriginRequest),
-        "request": request,
-    } } ] })
-    .to_string()
+    let mut out = String::with_capacity(768);
+    open_event(&mut out, Trigger::OriginRequest);
+    request_json(&mut out, req, Some(origin));
+    out.push_str(CLOSE_EVENT);
+    out
 }
 
-pub fn origin_response_event<'a, 'r, H: Iterator<Item = (&'a str, &'a [u8])>>(
+pub fn origin_response_event<'a, 'r, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>(
     req: EdgeRequest<'a, H>,
     status: u16,
     reason: &str,
-    response_fields: impl Iterator<Item = (&'r str, &'r [u8])>,
+    response_fields: impl Iterator<Item = (&'r str, &'r [u8])> + Clone,
 ) -> String {
-    json!({ "Records": [ { "cf": {
-        "config": config(Trigger::OriginResponse),
-        "request": request_json(req),
-        "response": {
-            "headers": headers(response_fields),
-            "status": status.to_string(),
-            "statusDescription": reason,
-        },
-    } } ] })
-    .to_string()
+    let mut out = String::with_capacity(1024);
+    open_event(&mut out, Trigger::OriginResponse);
+    request_json(&mut out, req, None);
+    out.push_str(",\"response\":{\"headers\":");
+    headers(&mut out, response_fields);
+    let _ = write!(out, ",\"status\":\"{status}\",\"statusDescription\":");
+    string(&mut out, reason);
+    out.push('}');
+    out.push_str(CLOSE_EVENT);
+    out
 }
 
 /// A response a function made.
@@ -340,6 +404,10 @@ mod tests {
             ("Host", b"a.test".as_slice()),
             ("X-Multi", b"1"),
             ("x-multi", b"2"),
+            (
+                "X-Odd",
+                "quote\" back\\ tab\t sep\u{2028} caf\u{e9}".as_bytes(),
+            ),
         ];
         let req = EdgeRequest {
             client: "203.0.113.9".parse().unwrap(),
@@ -361,10 +429,53 @@ mod tests {
         assert_eq!(cf["request"]["clientIp"], "203.0.113.9");
         assert_eq!(cf["request"]["headers"]["host"][0]["key"], "Host");
         assert_eq!(cf["request"]["headers"]["x-multi"][1]["value"], "2");
+        assert_eq!(
+            cf["request"]["headers"]["x-multi"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            cf["request"]["headers"]["x-odd"][0]["value"],
+            "quote\" back\\ tab\t sep\u{2028} caf\u{e9}"
+        );
         assert_eq!(cf["response"]["status"], "503");
         assert_eq!(
             cf["response"]["headers"]["content-type"][0]["value"],
             "text/html"
+        );
+    }
+
+    #[test]
+    fn origin_request_events_describe_the_origin() {
+        let custom = [("X-Which".to_owned(), "primary".to_owned())];
+        let e: Value = serde_json::from_str(&origin_request_event(
+            EdgeRequest {
+                client: "::1".parse().unwrap(),
+                method: "POST",
+                target: "/a",
+                fields: std::iter::empty(),
+            },
+            &EdgeOrigin {
+                domain_name: "origin.test",
+                port: 8443,
+                protocol: "https",
+                path: "/v1",
+                custom_headers: &custom,
+                keepalive_timeout: 5,
+                read_timeout: 30,
+            },
+        ))
+        .unwrap();
+        let o = &e["Records"][0]["cf"]["request"]["origin"]["custom"];
+        assert_eq!(o["customHeaders"]["x-which"][0]["value"], "primary");
+        assert_eq!(o["port"], 8443);
+        assert_eq!(o["protocol"], "https");
+        assert_eq!(e["Records"][0]["cf"]["request"]["clientIp"], "::1");
+        assert_eq!(
+            e["Records"][0]["cf"]["config"]["eventType"],
+            "origin-request"
         );
     }
 
