@@ -265,3 +265,46 @@ fn an_origin_request_function_sees_both_attempts_of_a_failover() {
     assert!(head.contains("x-which: secondary\r\n"), "{head}");
     assert!(head.contains("x-seen: primary,secondary\r\n"), "{head}");
 }
+
+const CLOUDFRONT_FUNCTION: &str = r#"function handler(event) {
+    var request = event.request;
+    if (request.querystring.deny) {
+        return { statusCode: 403, statusDescription: 'Forbidden',
+                 headers: { 'x-why': { value: 'denied by ' + event.viewer.ip } } };
+    }
+    if (request.uri.endsWith('/')) {
+        request.uri += 'index.html';
+    }
+    if (request.cookies.theme && request.cookies.theme.value === 'dark') {
+        request.headers['x-theme'] = { value: 'dark' };
+    }
+    return request;
+}
+"#;
+
+#[test]
+fn cloudfront_functions_run_with_their_own_event_shape() {
+    let origin = Origin::start("web", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let dir = TestDir::new();
+    dir.write("cff.js", CLOUDFRONT_FUNCTION);
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n[kernel]\nenabled = false\n\
+         [[origins]]\nid = \"web\"\naddress = \"{}\"\n[default_behavior]\ntarget = \"web\"\n\
+         functions = [{{ trigger = \"viewer-request\", file = \"cff.js\", kind = \"cloudfront-function\" }}]\n",
+        origin.addr()
+    );
+    let lb = LbServer::start_in(dir, "lb.toml", &toml, &[], "info");
+    assert_eq!(get(lb.addr, "/docs/").text(), "web GET /docs/index.html\n");
+    let r = Client::connect(lb.addr).request(
+        "GET /x/headers?a=1&a=2 HTTP/1.1\r\nHost: t\r\nCookie: theme=dark; id=7\r\n\r\n",
+    );
+    let head = r.text().to_ascii_lowercase();
+    assert!(head.starts_with("get /x/headers?a=1&a=2 http/1.1\r\n"), "{head}");
+    assert!(head.contains("x-theme: dark\r\n"), "{head}");
+    // Cookies and query parameters come back grouped by name, in name order.
+    assert!(head.contains("cookie: id=7; theme=dark\r\n"), "{head}");
+    let r = get(lb.addr, "/x?deny=1");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("x-why"), Some("denied by 127.0.0.1"));
+    assert_eq!(r.header("x-origin"), None);
+}

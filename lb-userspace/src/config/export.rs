@@ -58,6 +58,7 @@ pub(super) fn to_toml(config: &Config) -> String {
                         trigger: f.trigger,
                         file: f.path.display().to_string(),
                         name: Some(f.name.clone()),
+                        kind: f.kind,
                     },
                 )
             })

@@ -497,6 +497,9 @@ pub(super) struct FunctionFile {
     /// For the access log and metrics (default: the file's stem).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `lambda-edge` (default) or `cloudfront-function` (viewer-request only).
+    #[serde(default)]
+    pub kind: crate::functions::FunctionKind,
 }
 
 /// `[functions]`: limits per invocation.

@@ -310,7 +310,16 @@ fn build(
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
-            crate::functions::engine::check(&source)
+            if ff.kind == crate::functions::FunctionKind::CloudFrontFunction
+                && ff.trigger != crate::functions::Trigger::ViewerRequest
+            {
+                return Err(loc.err(
+                    f.span(),
+                    at,
+                    "CloudFront Functions run at viewer-request only (viewer-response is not built yet)",
+                ));
+            }
+            crate::functions::engine::check(&source, ff.kind)
                 .map_err(|e| loc.err(f.span(), at.clone(), format!("{}: {e}", path.display())))?;
             if functions.iter().any(|g| g.trigger == ff.trigger) {
                 return Err(loc.err(
@@ -331,6 +340,7 @@ fn build(
                 path,
                 source,
                 trigger: ff.trigger,
+                kind: ff.kind,
             });
         }
         Ok(Behavior {

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     functions::{
-        FunctionError, FunctionSpec,
+        FunctionError, FunctionKind, FunctionSpec, cff,
         edge::{self, EdgeRequest, Generated, RequestOutcome, ResponseOutcome},
         engine,
     },
@@ -76,15 +76,25 @@ pub(super) async fn viewer_request(
     view.metrics()
         .function_runs
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let event = edge::viewer_request_event(EdgeRequest {
+    let request = EdgeRequest {
         client: conn.peer.ip(),
         method: conn.head.method_str(),
         target: conn.head.path(),
         fields: conn.head.fields(),
-    });
+    };
     let limits = view.snap.config.function_limits;
-    let outcome = engine::invoke(&spec.source, limits, &event)
-        .and_then(|json| edge::parse_request_result(&json));
+    let outcome = match spec.kind {
+        FunctionKind::LambdaEdge => {
+            let event = edge::viewer_request_event(request);
+            engine::invoke(&spec.source, spec.kind, limits, &event)
+                .and_then(|json| edge::parse_request_result(&json))
+        }
+        FunctionKind::CloudFrontFunction => {
+            let event = cff::viewer_request_event(request);
+            engine::invoke(&spec.source, spec.kind, limits, &event)
+                .and_then(|json| cff::parse_request_result(&json))
+        }
+    };
     match outcome {
         Ok(RequestOutcome::Forward { target, headers }) => {
             conn.fn_request = Some(Box::new(FnRequest { target, headers }));
@@ -149,7 +159,7 @@ pub(super) fn origin_request(
         ),
     };
     let limits = view.snap.config.function_limits;
-    match engine::invoke(&spec.source, limits, &event)
+    match engine::invoke(&spec.source, spec.kind, limits, &event)
         .and_then(|json| edge::parse_request_result(&json))
     {
         Ok(RequestOutcome::Forward { target, headers }) => Ok(FnRequest { target, headers }),
@@ -184,7 +194,7 @@ pub(super) fn origin_response(
         r.headers.iter().map(|h| (h.name, h.value)),
     );
     let limits = view.snap.config.function_limits;
-    engine::invoke(&spec.source, limits, &event)
+    engine::invoke(&spec.source, spec.kind, limits, &event)
         .and_then(|json| edge::parse_response_result(&json))
         .map_err(|e| failed(view, spec, &e))
 }

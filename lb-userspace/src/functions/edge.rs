@@ -275,7 +275,7 @@ fn parse_body(obj: &Map<String, Value>) -> Result<Option<Vec<u8>>, FunctionError
         .unwrap_or("text")
     {
         "text" => Ok(Some(text.as_bytes().to_vec())),
-        "base64" => base64(text)
+        "base64" => decode_base64(text)
             .map(Some)
             .ok_or_else(|| invalid("body is not valid base64")),
         other => Err(invalid(format!("bodyEncoding {other:?}"))),
@@ -369,7 +369,8 @@ fn default_reason(status: u16) -> &'static str {
     }
 }
 
-fn base64(text: &str) -> Option<Vec<u8>> {
+/// Standard or URL-safe base64, padding optional.
+pub(super) fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for b in text.bytes().filter(|b| !b.is_ascii_whitespace()) {
@@ -531,6 +532,6 @@ mod tests {
             r,
             Ok(RequestOutcome::Respond(Generated { status: 302, .. }))
         ));
-        assert_eq!(base64("aGVsbG8="), Some(b"hello".to_vec()));
+        assert_eq!(decode_base64("aGVsbG8="), Some(b"hello".to_vec()));
     }
 }

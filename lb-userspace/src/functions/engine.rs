@@ -17,7 +17,7 @@ use std::{
 
 use rquickjs::{Context, Function, Object, Persistent, Runtime};
 
-use super::{FunctionError, FunctionLimits};
+use super::{FunctionError, FunctionKind, FunctionLimits};
 
 /// Defines `module`/`exports` as Node does, then the user's source runs as a script.
 const PRELUDE: &str = "var module = { exports: {} }; var exports = module.exports;";
@@ -43,6 +43,22 @@ const CALLER: &str = r#"(function (eventJson) {
   return out;
 })"#;
 
+/// Calls CloudFront Functions' `handler(event)` and collects its answer (a value or a
+/// Promise).
+const CF_CALLER: &str = r#"(function (eventJson) {
+  var out = { done: false, error: null, result: null };
+  if (typeof handler !== 'function') { out.done = true; out.error = 'the script defines no function handler(event)'; return out; }
+  var r = handler(JSON.parse(eventJson));
+  if (r && typeof r.then === 'function') {
+    r.then(function (v) { out.done = true; out.result = v; },
+           function (e) { out.done = true; out.error = String(e) + (e && e.stack ? '\n' + e.stack : ''); });
+  } else {
+    out.done = true;
+    out.result = r === undefined ? null : r;
+  }
+  return out;
+})"#;
+
 struct Compiled {
     context: Context,
     caller: Persistent<Function<'static>>,
@@ -62,8 +78,8 @@ thread_local! {
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
 }
 
-fn key(source: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+fn key(source: &str, kind: FunctionKind) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ kind as u64;
     for b in source.bytes() {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
@@ -93,7 +109,7 @@ fn new_engine(limits: FunctionLimits) -> Result<Engine, FunctionError> {
     })
 }
 
-fn compile(runtime: &Runtime, source: &str) -> Result<Compiled, FunctionError> {
+fn compile(runtime: &Runtime, source: &str, kind: FunctionKind) -> Result<Compiled, FunctionError> {
     let context = Context::full(runtime).map_err(|e| FunctionError::Compile(e.to_string()))?;
     let caller = context.with(|ctx| -> Result<_, FunctionError> {
         let describe = |e: rquickjs::Error| -> FunctionError {
@@ -106,41 +122,47 @@ fn compile(runtime: &Runtime, source: &str) -> Result<Compiled, FunctionError> {
         };
         ctx.eval::<(), _>(PRELUDE).map_err(describe)?;
         ctx.eval::<(), _>(source).map_err(describe)?;
-        let caller: Function = ctx.eval(CALLER).map_err(describe)?;
+        let caller: Function = ctx
+            .eval(match kind {
+                FunctionKind::LambdaEdge => CALLER,
+                FunctionKind::CloudFrontFunction => CF_CALLER,
+            })
+            .map_err(describe)?;
         Ok(Persistent::save(&ctx, caller))
     })?;
     Ok(Compiled { context, caller })
 }
 
 /// Compiles `source` in a runtime of its own: the check `lb check` and a reload make.
-pub fn check(source: &str) -> Result<(), FunctionError> {
+/// The handler must exist once the script ran.
+pub fn check(source: &str, kind: FunctionKind) -> Result<(), FunctionError> {
     let engine = new_engine(FunctionLimits::default())?;
-    let compiled = compile(&engine.runtime, source)?;
-    // The handler must exist once the script ran.
-    compiled.context.with(|ctx| {
-        let module: Object = ctx
-            .globals()
-            .get("module")
-            .map_err(|e| FunctionError::Compile(e.to_string()))?;
-        let exports: Object = module
-            .get("exports")
-            .map_err(|e| FunctionError::Compile(e.to_string()))?;
-        let handler: rquickjs::Value = exports
-            .get("handler")
-            .map_err(|e| FunctionError::Compile(e.to_string()))?;
-        if handler.is_function() {
-            Ok(())
-        } else {
-            Err(FunctionError::Compile(
-                "the script does not set exports.handler to a function".into(),
-            ))
-        }
-    })
+    let compiled = compile(&engine.runtime, source, kind)?;
+    let probe = match kind {
+        FunctionKind::LambdaEdge => "typeof (module.exports.handler || exports.handler)",
+        FunctionKind::CloudFrontFunction => "typeof handler",
+    };
+    let found: String = compiled.context.with(|ctx| {
+        ctx.eval::<String, _>(probe)
+            .map_err(|e| FunctionError::Compile(e.to_string()))
+    })?;
+    if found == "function" {
+        return Ok(());
+    }
+    Err(FunctionError::Compile(match kind {
+        FunctionKind::LambdaEdge => "the script does not set exports.handler to a function".into(),
+        FunctionKind::CloudFrontFunction => "the script defines no function handler(event)".into(),
+    }))
 }
 
 /// Runs the function whose source is `source` with `event` (JSON text); its answer as
 /// JSON text (`null` when it answered nothing).
-pub fn invoke(source: &str, limits: FunctionLimits, event: &str) -> Result<String, FunctionError> {
+pub fn invoke(
+    source: &str,
+    kind: FunctionKind,
+    limits: FunctionLimits,
+    event: &str,
+) -> Result<String, FunctionError> {
     ENGINE.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -150,13 +172,13 @@ pub fn invoke(source: &str, limits: FunctionLimits, event: &str) -> Result<Strin
             return Err(FunctionError::Compile("no engine".into()));
         };
         engine.runtime.set_memory_limit(limits.memory);
-        let k = key(source);
+        let k = key(source, kind);
         if !engine.compiled.contains_key(&k) {
             // Sources of past reloads are dropped once there are many.
             if engine.compiled.len() >= 64 {
                 engine.compiled.clear();
             }
-            let compiled = compile(&engine.runtime, source)?;
+            let compiled = compile(&engine.runtime, source, kind)?;
             engine.compiled.insert(k, compiled);
         }
         engine.timed_out.store(false, Ordering::Relaxed);
@@ -247,6 +269,8 @@ mod tests {
 
     use super::*;
 
+    const LE: FunctionKind = FunctionKind::LambdaEdge;
+
     fn limits() -> FunctionLimits {
         FunctionLimits {
             time: Duration::from_millis(100),
@@ -257,33 +281,45 @@ mod tests {
     #[test]
     fn callbacks_returns_and_promises_all_answer() {
         let cb = "exports.handler = (e, c, callback) => { callback(null, { n: e.n + 1 }); };";
-        assert_eq!(invoke(cb, limits(), r#"{"n":1}"#).unwrap(), r#"{"n":2}"#);
+        assert_eq!(
+            invoke(cb, LE, limits(), r#"{"n":1}"#).unwrap(),
+            r#"{"n":2}"#
+        );
         let ret = "exports.handler = (e) => ({ n: e.n * 2 });";
-        assert_eq!(invoke(ret, limits(), r#"{"n":4}"#).unwrap(), r#"{"n":8}"#);
+        assert_eq!(
+            invoke(ret, LE, limits(), r#"{"n":4}"#).unwrap(),
+            r#"{"n":8}"#
+        );
         let promise = "exports.handler = async (e) => { await null; return { ok: true }; };";
-        assert_eq!(invoke(promise, limits(), "{}").unwrap(), r#"{"ok":true}"#);
+        assert_eq!(
+            invoke(promise, LE, limits(), "{}").unwrap(),
+            r#"{"ok":true}"#
+        );
         let module = "module.exports.handler = function (e, c, cb) { cb(null, 'x'); };";
-        assert_eq!(invoke(module, limits(), "{}").unwrap(), r#""x""#);
+        assert_eq!(invoke(module, LE, limits(), "{}").unwrap(), r#""x""#);
     }
 
     #[test]
     fn throwing_looping_and_allocating_functions_fail_cleanly() {
         let throws = "exports.handler = () => { throw new Error('boom'); };";
         assert!(
-            matches!(invoke(throws, limits(), "{}"), Err(FunctionError::Threw(t)) if t.contains("boom"))
+            matches!(invoke(throws, LE, limits(), "{}"), Err(FunctionError::Threw(t)) if t.contains("boom"))
         );
         let errs = "exports.handler = (e, c, cb) => cb(new Error('no'));";
         assert!(matches!(
-            invoke(errs, limits(), "{}"),
+            invoke(errs, LE, limits(), "{}"),
             Err(FunctionError::Threw(_))
         ));
         let rejects = "exports.handler = async () => { throw new Error('later'); };";
         assert!(
-            matches!(invoke(rejects, limits(), "{}"), Err(FunctionError::Threw(t)) if t.contains("later"))
+            matches!(invoke(rejects, LE, limits(), "{}"), Err(FunctionError::Threw(t)) if t.contains("later"))
         );
         let started = Instant::now();
         let spins = "exports.handler = () => { for (;;) {} };";
-        assert_eq!(invoke(spins, limits(), "{}"), Err(FunctionError::Timeout));
+        assert_eq!(
+            invoke(spins, LE, limits(), "{}"),
+            Err(FunctionError::Timeout)
+        );
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{:?}",
@@ -291,30 +327,49 @@ mod tests {
         );
         let hog =
             "exports.handler = () => { const a = []; for (;;) a.push(new Array(10000).fill(1)); };";
-        let r = invoke(hog, limits(), "{}");
+        let r = invoke(hog, LE, limits(), "{}");
         assert!(
             matches!(r, Err(FunctionError::Memory | FunctionError::Timeout)),
             "{r:?}"
         );
         let silent = "exports.handler = () => {};";
         assert!(matches!(
-            invoke(silent, limits(), "{}"),
+            invoke(silent, LE, limits(), "{}"),
             Err(FunctionError::Invalid(_))
         ));
         // The worker's engine still serves afterwards.
         let ok = "exports.handler = () => 1;";
-        assert_eq!(invoke(ok, limits(), "{}").unwrap(), "1");
+        assert_eq!(invoke(ok, LE, limits(), "{}").unwrap(), "1");
+    }
+
+    #[test]
+    fn cloudfront_functions_are_called_with_the_event_alone() {
+        let cf = FunctionKind::CloudFrontFunction;
+        let src = "function handler(event) { var r = event.request; r.uri = r.uri + 'index.html'; return r; }";
+        assert!(check(src, cf).is_ok());
+        assert_eq!(
+            invoke(src, cf, limits(), r#"{"request":{"uri":"/a/"}}"#).unwrap(),
+            r#"{"uri":"/a/index.html"}"#
+        );
+        let lambda_style = "exports.handler = (e, c, cb) => cb(null, 1);";
+        assert!(
+            matches!(check(lambda_style, cf), Err(FunctionError::Compile(t)) if t.contains("handler(event)"))
+        );
+        assert!(
+            check(src, LE).is_err(),
+            "a CloudFront Function is not a Lambda@Edge one"
+        );
     }
 
     #[test]
     fn check_refuses_what_does_not_compile_or_has_no_handler() {
-        assert!(check("exports.handler = () => 1;").is_ok());
+        assert!(check("exports.handler = () => 1;", LE).is_ok());
         assert!(matches!(
-            check("exports.handler = ("),
+            check("exports.handler = (", LE),
             Err(FunctionError::Compile(_))
         ));
         assert!(
-            matches!(check("var x = 1;"), Err(FunctionError::Compile(t)) if t.contains("exports.handler"))
+            matches!(check("var x = 1;", LE), Err(FunctionError::Compile(t)) if t.contains("exports.handler"))
         );
     }
 }

@@ -1,13 +1,14 @@
 //! Functions with Lambda@Edge's interface, in JavaScript (QuickJS through `rquickjs`):
 //! what a function is (`FunctionSpec`), how it is run with limits on the worker that
 //! needs it (`engine`: one runtime per data-plane thread, nothing crosses threads), and
-//! Lambda@Edge's event and result shapes (`edge`).
+//! Lambda@Edge's event and result shapes (`edge`), and CloudFront Functions' (`cff`).
 //!
 //! Built: the `viewer-request`, `origin-request` and `origin-response` triggers,
 //! `callback(null, x)`, returned values and Promises, CPU-time and memory limits. Not
 //! yet: `viewer-response`, CloudFront Functions' `handler(event)` shape, ARN mapping for
 //! CloudFront JSON configs.
 
+pub mod cff;
 pub mod edge;
 pub mod engine;
 
@@ -38,6 +39,19 @@ impl Trigger {
     }
 }
 
+/// Which interface a function has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FunctionKind {
+    /// `exports.handler = (event, context, callback) => ...`, Lambda@Edge's event.
+    #[default]
+    LambdaEdge,
+    /// `function handler(event) { ... return request; }`, CloudFront Functions' event
+    /// (viewer triggers only).
+    #[serde(rename = "cloudfront-function")]
+    CloudFrontFunction,
+}
+
 /// One function of a behavior: its source, read and compiled (as a check) at load.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FunctionSpec {
@@ -46,6 +60,7 @@ pub struct FunctionSpec {
     pub path: PathBuf,
     pub source: String,
     pub trigger: Trigger,
+    pub kind: FunctionKind,
 }
 
 /// Limits per invocation.
