@@ -295,11 +295,13 @@ fn cloudfront_functions_run_with_their_own_event_shape() {
     );
     let lb = LbServer::start_in(dir, "lb.toml", &toml, &[], "info");
     assert_eq!(get(lb.addr, "/docs/").text(), "web GET /docs/index.html\n");
-    let r = Client::connect(lb.addr).request(
-        "GET /x/headers?a=1&a=2 HTTP/1.1\r\nHost: t\r\nCookie: theme=dark; id=7\r\n\r\n",
-    );
+    let r = Client::connect(lb.addr)
+        .request("GET /x/headers?a=1&a=2 HTTP/1.1\r\nHost: t\r\nCookie: theme=dark; id=7\r\n\r\n");
     let head = r.text().to_ascii_lowercase();
-    assert!(head.starts_with("get /x/headers?a=1&a=2 http/1.1\r\n"), "{head}");
+    assert!(
+        head.starts_with("get /x/headers?a=1&a=2 http/1.1\r\n"),
+        "{head}"
+    );
     assert!(head.contains("x-theme: dark\r\n"), "{head}");
     // Cookies and query parameters come back grouped by name, in name order.
     assert!(head.contains("cookie: id=7; theme=dark\r\n"), "{head}");
@@ -307,4 +309,55 @@ fn cloudfront_functions_run_with_their_own_event_shape() {
     assert_eq!(r.status, 403);
     assert_eq!(r.header("x-why"), Some("denied by 127.0.0.1"));
     assert_eq!(r.header("x-origin"), None);
+}
+
+/// A DistributionConfig's function associations run the files `--function ARN=FILE`
+/// maps them to; an ARN without a mapping is a warning, not a failure.
+#[test]
+fn a_cloudfront_distributions_function_associations_run_mapped_files() {
+    let Some(function) = seed_001_function() else {
+        eprintln!("SKIPPED: ../shared/seeds not present");
+        return;
+    };
+    let origin = Origin::start("web", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let dir = TestDir::new();
+    let file = dir.write("errors-to-200.js", &function);
+    let dist = format!(
+        r#"{{
+  "Origins": {{"Quantity": 1, "Items": [{{"Id": "web", "DomainName": "127.0.0.1",
+     "CustomOriginConfig": {{"HTTPPort": {}, "HTTPSPort": 443, "OriginProtocolPolicy": "http-only"}}}}]}},
+  "DefaultCacheBehavior": {{
+    "TargetOriginId": "web",
+    "ViewerProtocolPolicy": "allow-all",
+    "MinTTL": 0, "DefaultTTL": 0, "MaxTTL": 0,
+    "ForwardedValues": {{"QueryString": true, "Cookies": {{"Forward": "none"}}}},
+    "LambdaFunctionAssociations": {{"Quantity": 2, "Items": [
+      {{"LambdaFunctionARN": "arn:aws:lambda:us-east-1:123456789012:function:errors-to-200:7",
+        "EventType": "origin-response", "IncludeBody": false}},
+      {{"LambdaFunctionARN": "arn:aws:lambda:us-east-1:123456789012:function:unmapped:1",
+        "EventType": "viewer-request"}}
+    ]}}
+  }}
+}}"#,
+        origin.addr().port()
+    );
+    let mapping = format!(
+        "arn:aws:lambda:us-east-1:123456789012:function:errors-to-200={}",
+        file.display()
+    );
+    let listen = lb_tests::free_port().to_string();
+    let lb = LbServer::start_in(
+        dir,
+        "dist.json",
+        &dist,
+        &["--listen", &listen, "--function", &mapping],
+        "info",
+    );
+    let r = get(lb.addr, "/x?status=503");
+    assert_eq!((r.status, r.text().as_str()), (200, "Body generation example"));
+    let log = lb.stderr();
+    assert!(
+        log.contains("no --function mapping for arn:aws:lambda:us-east-1:123456789012:function:unmapped:1"),
+        "{log}"
+    );
 }

@@ -28,7 +28,8 @@ pub struct RunArgs {
     pub tls: TlsFlags,
 }
 
-/// TLS settings from the command line: what a CloudFront JSON config has no place for.
+/// Settings from the command line that a CloudFront JSON config has no place for: TLS
+/// material, and the files of the functions its ARNs name.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TlsFlags {
     /// HTTPS listener address (with --cert and --key, or the file's [tls] certificates).
@@ -43,6 +44,19 @@ pub struct TlsFlags {
     /// Extra CA certificate (PEM) trusted for HTTPS origins; repeatable.
     #[arg(long)]
     pub origin_ca: Vec<PathBuf>,
+    /// `ARN=FILE`: the JavaScript a CloudFront JSON config's Lambda@Edge or CloudFront
+    /// Functions ARN runs (the ARN with or without its version); repeatable.
+    #[arg(long = "function", value_parser = function_mapping)]
+    pub functions: Vec<(String, PathBuf)>,
+}
+
+fn function_mapping(s: &str) -> Result<(String, PathBuf), String> {
+    match s.rsplit_once('=') {
+        Some((arn, file)) if !arn.is_empty() && !file.is_empty() => {
+            Ok((arn.to_owned(), PathBuf::from(file)))
+        }
+        _ => Err(format!("`{s}`: expected ARN=FILE")),
+    }
 }
 
 impl TlsFlags {
@@ -55,6 +69,7 @@ impl TlsFlags {
             cert: self.cert.clone(),
             key: self.key.clone(),
             origin_ca: self.origin_ca.clone(),
+            functions: self.functions.clone(),
         }
     }
 }

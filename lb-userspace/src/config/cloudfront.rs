@@ -16,6 +16,7 @@ use std::{path::Path, time::Duration};
 use serde_json::{Map, Value};
 
 use super::{ConfigError, PathPattern, model::*, native};
+use crate::functions::{FunctionKind, FunctionSpec, Trigger};
 
 /// Known keys per object kind; anything else is reported as not implemented.
 const DISTRIBUTION_KEYS: &[&str] = &[
@@ -52,6 +53,8 @@ const BEHAVIOR_KEYS: &[&str] = &[
     "DefaultTTL",
     "MaxTTL",
     "CachePolicyId",
+    "LambdaFunctionAssociations",
+    "FunctionAssociations",
 ];
 const FORWARDED_VALUES_KEYS: &[&str] =
     &["QueryString", "Cookies", "Headers", "QueryStringCacheKeys"];
@@ -72,6 +75,8 @@ const ERROR_RESPONSE_KEYS: &[&str] = &["ErrorCode", "ResponsePagePath", "Respons
 /// Where the listener and admin API go: JSON configs carry neither.
 pub struct JsonDefaults {
     pub listen: std::net::SocketAddr,
+    /// ARN → JavaScript file, for the behaviors' function associations (`--function`).
+    pub functions: Vec<(String, std::path::PathBuf)>,
 }
 
 pub(super) fn parse(
@@ -97,6 +102,7 @@ pub(super) fn parse(
         text,
         unimplemented: Vec::new(),
         notes: Vec::new(),
+        function_files: &defaults.functions,
     };
     let dist = match doc.get("DistributionConfig") {
         Some(inner) => {
@@ -187,6 +193,8 @@ struct Cx<'a> {
     unimplemented: Vec<String>,
     /// Fields lb reads but can only partly honour in this build.
     notes: Vec<String>,
+    /// ARN → file, from `--function`.
+    function_files: &'a [(String, std::path::PathBuf)],
 }
 
 impl<'a> Cx<'a> {
@@ -604,14 +612,109 @@ impl<'a> Cx<'a> {
             }
         };
         let cache = self.behavior_cache(obj, field, cached_methods)?;
+        let functions = self.behavior_functions(obj, field)?;
         Ok(Behavior {
             path_pattern,
             target,
             allowed_methods,
             viewer_protocol_policy,
             cache,
-            functions: Vec::new(),
+            functions,
         })
+    }
+
+    /// `LambdaFunctionAssociations` and `FunctionAssociations`: each ARN runs the file
+    /// `--function ARN=FILE` maps it to (the ARN with or without its version). An ARN
+    /// without a mapping, or at a trigger lb does not run yet, is a note, not an error:
+    /// the rest of the distribution still works.
+    fn behavior_functions(
+        &mut self,
+        obj: &Map<String, Value>,
+        field: &str,
+    ) -> Result<Vec<FunctionSpec>, ConfigError> {
+        let mut out: Vec<FunctionSpec> = Vec::new();
+        for (key, arn_key, kind) in [
+            (
+                "LambdaFunctionAssociations",
+                "LambdaFunctionARN",
+                FunctionKind::LambdaEdge,
+            ),
+            (
+                "FunctionAssociations",
+                "FunctionARN",
+                FunctionKind::CloudFrontFunction,
+            ),
+        ] {
+            let at = format!("{field}.{key}");
+            for (i, item) in self.items(obj.get(key), &at)?.iter().enumerate() {
+                let item_field = format!("{at}.Items[{i}]");
+                let item = self.object(item, &item_field)?;
+                let arn = self.str_field(item, arn_key, &item_field)?.unwrap_or("");
+                let event = self
+                    .str_field(item, "EventType", &item_field)?
+                    .unwrap_or("");
+                let trigger = match (event, kind) {
+                    ("viewer-request", _) => Trigger::ViewerRequest,
+                    ("origin-request", FunctionKind::LambdaEdge) => Trigger::OriginRequest,
+                    ("origin-response", FunctionKind::LambdaEdge) => Trigger::OriginResponse,
+                    _ => {
+                        self.notes.push(format!(
+                            "{item_field}: {event} functions are not run by lb yet; {arn} is ignored"
+                        ));
+                        continue;
+                    }
+                };
+                let unversioned = arn.rsplit_once(':').map_or(arn, |(base, version)| {
+                    if version.bytes().all(|b| b.is_ascii_digit()) && !version.is_empty() {
+                        base
+                    } else {
+                        arn
+                    }
+                });
+                let Some((_, file)) = self
+                    .function_files
+                    .iter()
+                    .find(|(a, _)| a == arn || a == unversioned)
+                else {
+                    self.notes.push(format!(
+                        "{item_field}: no --function mapping for {arn}; its {event} function is not run"
+                    ));
+                    continue;
+                };
+                let source = std::fs::read_to_string(file).map_err(|e| {
+                    self.err_at_value(
+                        arn_key,
+                        arn,
+                        &format!("{item_field}.{arn_key}"),
+                        format!("--function {arn}={}: {e}", file.display()),
+                    )
+                })?;
+                crate::functions::engine::check(&source, kind).map_err(|e| {
+                    self.err_at_value(
+                        arn_key,
+                        arn,
+                        &format!("{item_field}.{arn_key}"),
+                        format!("{}: {e}", file.display()),
+                    )
+                })?;
+                if out.iter().any(|f| f.trigger == trigger) {
+                    return Err(self.err_at_value(
+                        arn_key,
+                        arn,
+                        &format!("{item_field}.EventType"),
+                        format!("a second {event} function: one per trigger"),
+                    ));
+                }
+                out.push(FunctionSpec {
+                    name: unversioned.rsplit(':').next().unwrap_or(arn).to_owned(),
+                    path: file.clone(),
+                    source,
+                    trigger,
+                    kind,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// How a behavior caches: its legacy `ForwardedValues` and TTLs, or a managed cache

@@ -36,6 +36,8 @@ pub struct Overrides {
     pub key: Option<PathBuf>,
     /// Extra trusted CA files for HTTPS origins (`--origin-ca`), added to the file's.
     pub origin_ca: Vec<PathBuf>,
+    /// The files of the functions a CloudFront JSON config's ARNs name (`--function`).
+    pub functions: Vec<(String, PathBuf)>,
 }
 
 impl Overrides {
@@ -112,6 +114,7 @@ impl Config {
                 listen: overrides
                     .listen
                     .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid")),
+                functions: overrides.functions.clone(),
             };
             cloudfront::parse(&text, path, &defaults)?
         } else {
