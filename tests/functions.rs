@@ -354,10 +354,74 @@ fn a_cloudfront_distributions_function_associations_run_mapped_files() {
         "info",
     );
     let r = get(lb.addr, "/x?status=503");
-    assert_eq!((r.status, r.text().as_str()), (200, "Body generation example"));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "Body generation example")
+    );
     let log = lb.stderr();
     assert!(
-        log.contains("no --function mapping for arn:aws:lambda:us-east-1:123456789012:function:unmapped:1"),
+        log.contains(
+            "no --function mapping for arn:aws:lambda:us-east-1:123456789012:function:unmapped:1"
+        ),
         "{log}"
     );
+}
+
+/// viewer-response runs on what the client gets, from the origin and from the cache
+/// (the stored copy stays the origin's), for both interfaces.
+#[test]
+fn viewer_response_functions_change_every_answer_the_client_gets() {
+    let origin = Origin::start("web", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let dir = TestDir::new();
+    dir.write(
+        "vr.js",
+        "exports.handler = async (event) => {\n\
+           const response = event.Records[0].cf.response;\n\
+           response.headers['x-vr'] = [{ key: 'X-VR', value: 'saw ' + response.status }];\n\
+           delete response.headers['x-served'];\n\
+           return response;\n\
+         };\n",
+    );
+    dir.write(
+        "cf.js",
+        "function handler(event) {\n\
+           var response = event.response;\n\
+           response.headers['x-cf'] = { value: 'yes' };\n\
+           response.cookies['seen'] = { value: '1', attributes: 'Path=/' };\n\
+           return response;\n\
+         }\n",
+    );
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n[kernel]\nenabled = false\n\
+         [[origins]]\nid = \"web\"\naddress = \"{}\"\n\
+         [[behaviors]]\npath_pattern = \"/cf/*\"\ntarget = \"web\"\n\
+         functions = [{{ trigger = \"viewer-response\", file = \"cf.js\", kind = \"cloudfront-function\" }}]\n\
+         [default_behavior]\ntarget = \"web\"\n\
+         functions = [{{ trigger = \"viewer-response\", file = \"vr.js\" }}]\n\
+         [default_behavior.cache]\nquery = \"all\"\n",
+        origin.addr()
+    );
+    let lb = LbServer::start_in(dir, "lb.toml", &toml, &[], "info");
+    let first = get(lb.addr, "/page?cc=max-age=60");
+    assert_eq!(first.header("x-vr"), Some("saw 200"));
+    assert_eq!(first.header("x-served"), None);
+    assert_eq!(
+        first.header("cache-status"),
+        Some("lb; fwd=uri-miss; stored")
+    );
+    let hit = get(lb.addr, "/page?cc=max-age=60");
+    assert!(
+        hit.header("cache-status")
+            .unwrap_or("")
+            .starts_with("lb; hit"),
+        "{:?}",
+        hit.headers
+    );
+    assert_eq!(hit.header("x-vr"), Some("saw 200"));
+    assert_eq!(hit.header("x-served"), None);
+    assert_eq!(hit.text(), first.text());
+    let cf = get(lb.addr, "/cf/x");
+    assert_eq!(cf.header("x-cf"), Some("yes"));
+    assert_eq!(cf.header("set-cookie"), Some("seen=1; Path=/"));
+    assert_eq!(cf.text(), "web GET /cf/x\n");
 }

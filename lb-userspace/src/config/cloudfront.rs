@@ -657,6 +657,7 @@ impl<'a> Cx<'a> {
                     ("viewer-request", _) => Trigger::ViewerRequest,
                     ("origin-request", FunctionKind::LambdaEdge) => Trigger::OriginRequest,
                     ("origin-response", FunctionKind::LambdaEdge) => Trigger::OriginResponse,
+                    ("viewer-response", _) => Trigger::ViewerResponse,
                     _ => {
                         self.notes.push(format!(
                             "{item_field}: {event} functions are not run by lb yet; {arn} is ignored"

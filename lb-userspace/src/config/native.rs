@@ -311,12 +311,16 @@ fn build(
                 )
             })?;
             if ff.kind == crate::functions::FunctionKind::CloudFrontFunction
-                && ff.trigger != crate::functions::Trigger::ViewerRequest
+                && !matches!(
+                    ff.trigger,
+                    crate::functions::Trigger::ViewerRequest
+                        | crate::functions::Trigger::ViewerResponse
+                )
             {
                 return Err(loc.err(
                     f.span(),
                     at,
-                    "CloudFront Functions run at viewer-request only (viewer-response is not built yet)",
+                    "CloudFront Functions run at viewer-request and viewer-response only",
                 ));
             }
             crate::functions::engine::check(&source, ff.kind)

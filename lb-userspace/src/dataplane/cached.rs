@@ -317,23 +317,63 @@ pub(super) async fn serve(
             .into_iter()
             .flat_map(crate::rules::Actions::added_response_fields),
     );
-    let fields = obj
-        .fields
-        .iter()
-        .map(|(n, v)| (&n[..], &v[..]))
-        .filter(|(n, _)| super::attempt::kept_response_field(edits, n));
+    let stored_fields = obj.fields.iter().map(|(n, v)| (&n[..], &v[..]));
+    // A viewer-response function sees hits too (the stored object stays as it is).
+    let viewer_head = match conn
+        .fn_viewer_response
+        .then(|| {
+            view.snap
+                .config
+                .behavior_for(conn.match_path())
+                .function(crate::functions::Trigger::ViewerResponse)
+        })
+        .flatten()
+    {
+        Some(spec) => match super::edge_functions::viewer_response(
+            view,
+            conn,
+            spec,
+            status,
+            reason,
+            stored_fields.clone(),
+        ) {
+            Ok(head) => Some(head),
+            Err(why) => return super::respond::error(worker, conn, 502, &why).await,
+        },
+        None => None,
+    };
     let bodiless = not_modified || status == 204;
     let with_body = !bodiless && !conn.head_request;
-    HeaderRewrite::response(
-        &mut conn.out,
-        status,
-        reason,
-        fields,
-        (!bodiless).then_some(body.len() as u64),
-        false,
-        connection,
-        &extra,
-    );
+    let length = (!bodiless).then_some(body.len() as u64);
+    let kept = |(n, _): &(&str, &[u8])| super::attempt::kept_response_field(edits, n);
+    let status = match &viewer_head {
+        Some(head) => {
+            HeaderRewrite::response(
+                &mut conn.out,
+                head.status,
+                &head.reason,
+                head.fields().filter(kept),
+                length,
+                false,
+                connection,
+                &extra,
+            );
+            head.status
+        }
+        None => {
+            HeaderRewrite::response(
+                &mut conn.out,
+                status,
+                reason,
+                stored_fields.filter(kept),
+                length,
+                false,
+                connection,
+                &extra,
+            );
+            status
+        }
+    };
     if with_body && body.len() <= INLINE_BODY_MAX {
         conn.out.extend_from_slice(&body);
     }

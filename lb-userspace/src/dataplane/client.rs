@@ -66,6 +66,9 @@ pub(super) struct ClientConn {
     pub(super) fn_request: Option<Box<super::edge_functions::FnRequest>>,
     /// The request an origin-request function made for the current attempt.
     pub(super) fn_origin_request: Option<Box<super::edge_functions::FnRequest>>,
+    /// The behavior has a viewer-response function (looked up again when the head is
+    /// written; nothing is looked up when this is false).
+    pub(super) fn_viewer_response: bool,
     /// The head an origin-response function gave the final answer.
     pub(super) fn_response: Option<Box<super::edge_functions::FnHead>>,
 }
@@ -121,6 +124,7 @@ async fn turn(worker: &Worker, io: BufferedStream, peer: SocketAddr) -> Option<B
         rule: None,
         fn_request: None,
         fn_origin_request: None,
+        fn_viewer_response: false,
         fn_response: None,
     };
     let next = one_request(worker, &mut conn).await;

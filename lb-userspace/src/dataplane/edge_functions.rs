@@ -199,6 +199,63 @@ pub(super) fn origin_response(
         .map_err(|e| failed(view, spec, &e))
 }
 
+/// Runs the viewer-response function on the head about to be sent: the head it leaves.
+pub(super) fn viewer_response<'r>(
+    view: &View,
+    conn: &ClientConn,
+    spec: &FunctionSpec,
+    status: u16,
+    reason: &str,
+    fields: impl Iterator<Item = (&'r str, &'r [u8])> + Clone,
+) -> Result<FnHead, String> {
+    view.metrics()
+        .function_runs
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let request = EdgeRequest {
+        client: conn.peer.ip(),
+        method: conn.head.method_str(),
+        target: conn.head.path(),
+        fields: conn.head.fields(),
+    };
+    let limits = view.snap.config.function_limits;
+    let head = match spec.kind {
+        FunctionKind::LambdaEdge => {
+            let event = edge::response_event(
+                crate::functions::Trigger::ViewerResponse,
+                request,
+                status,
+                reason,
+                fields,
+            );
+            engine::invoke(&spec.source, spec.kind, limits, &event)
+                .and_then(|json| edge::parse_response_result(&json))
+                .and_then(|outcome| match outcome {
+                    ResponseOutcome::Head {
+                        status,
+                        reason,
+                        headers,
+                    } => Ok((status, reason, headers)),
+                    ResponseOutcome::Replace(_) => Err(FunctionError::Invalid(
+                        "a viewer-response function cannot set a body".into(),
+                    )),
+                })
+        }
+        FunctionKind::CloudFrontFunction => {
+            let event = cff::viewer_response_event(request, status, reason, fields);
+            engine::invoke(&spec.source, spec.kind, limits, &event)
+                .and_then(|json| cff::parse_response_result(&json))
+        }
+    };
+    match head {
+        Ok((status, reason, headers)) => Ok(FnHead {
+            status,
+            reason,
+            headers,
+        }),
+        Err(e) => Err(failed(view, spec, &e)),
+    }
+}
+
 /// Writes a response a function made (headers only for HEAD), framed by lb.
 pub(super) async fn answer(worker: &Worker, conn: &mut ClientConn, g: &Generated) -> (Next, u16) {
     fate::settle_chunked_body(worker, conn).await;

@@ -37,6 +37,7 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     conn.rule = None;
     conn.fn_request = None;
     conn.fn_origin_request = None;
+    conn.fn_viewer_response = false;
     conn.fn_response = None;
     // Request rules run first, on the request as received: an answer of their own, or a
     // route and edits that the attempts below apply.
@@ -59,6 +60,7 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     if !conn.tls() && behavior.viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
         return respond::viewer_policy_reply(worker, conn, behavior.viewer_protocol_policy).await;
     }
+    conn.fn_viewer_response = behavior.function(Trigger::ViewerResponse).is_some();
     if let Some(f) = behavior.function(Trigger::ViewerRequest)
         && let Some(r) = edge_functions::viewer_request(worker, view, conn, f).await
     {

@@ -107,7 +107,7 @@ pub(super) async fn respond(
         mut origin, status, ..
     } = start;
     // What the client is told (an origin-response function may have changed it).
-    let status = conn.fn_response.as_ref().map_or(status, |f| f.status);
+    let mut status = conn.fn_response.as_ref().map_or(status, |f| f.status);
     let method = conn.head.method();
     let client_http10 = conn.head.is_http10();
     let wants_upgrade = conn.head.upgrade().is_some();
@@ -175,6 +175,39 @@ pub(super) async fn respond(
         }
         if !cache_status.is_empty() {
             extra.push(("cache-status", cache_status.as_bytes()));
+        }
+        // The viewer-response function sees the head the client would get (after any
+        // origin-response change; what the cache stores was decided above).
+        if conn.fn_viewer_response
+            && let Some(spec) = config
+                .behavior_for(conn.match_path())
+                .function(crate::functions::Trigger::ViewerResponse)
+        {
+            let head = match &conn.fn_response {
+                Some(fh) => super::edge_functions::viewer_response(
+                    view,
+                    conn,
+                    spec,
+                    fh.status,
+                    &fh.reason,
+                    fh.fields(),
+                ),
+                None => super::edge_functions::viewer_response(
+                    view,
+                    conn,
+                    spec,
+                    r.status,
+                    r.reason,
+                    httparse_headers(r.headers),
+                ),
+            };
+            match head {
+                Ok(head) => {
+                    status = head.status;
+                    conn.fn_response = Some(Box::new(head));
+                }
+                Err(reason) => return error(worker, conn, 502, &reason).await,
+            }
         }
         let edits = super::attempt::response_edits(view, conn.rule);
         extra.extend(

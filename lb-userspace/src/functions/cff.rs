@@ -57,22 +57,96 @@ fn value_object<'a>(out: &mut String, pairs: impl Iterator<Item = (&'a str, &'a 
 pub fn viewer_request_event<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>(
     req: EdgeRequest<'a, H>,
 ) -> String {
-    let (uri, query) = req.target.split_once('?').unwrap_or((req.target, ""));
     let mut out = String::with_capacity(512);
+    event_start(&mut out, "viewer-request", req);
+    out.push('}');
+    out
+}
+
+/// The viewer-response event: the request, and the response's head with `statusCode`,
+/// `headers` (without Set-Cookie) and `cookies` (from Set-Cookie).
+pub fn viewer_response_event<'a, 'r, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>(
+    req: EdgeRequest<'a, H>,
+    status: u16,
+    reason: &str,
+    response_fields: impl Iterator<Item = (&'r str, &'r [u8])> + Clone,
+) -> String {
+    let mut out = String::with_capacity(1024);
+    event_start(&mut out, "viewer-response", req);
     let _ = write!(
         out,
-        "{{\"version\":\"1.0\",\"context\":{{\"distributionDomainName\":\"lb\",\"distributionId\":\"lb\",\"eventType\":\"viewer-request\",\"requestId\":\"lb\"}},\"viewer\":{{\"ip\":\"{}\"}},\"request\":{{\"method\":",
+        ",\"response\":{{\"statusCode\":{status},\"statusDescription\":"
+    );
+    string(&mut out, reason);
+    out.push_str(",\"headers\":");
+    let lowered: Vec<(String, String)> = response_fields
+        .clone()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("set-cookie"))
+        .map(|(n, v)| {
+            (
+                n.to_ascii_lowercase(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect();
+    value_object(
+        &mut out,
+        lowered.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    );
+    out.push_str(",\"cookies\":{");
+    let set_cookies: Vec<String> = response_fields
+        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    for (i, c) in set_cookies.iter().enumerate() {
+        let (pair, attributes) = c.split_once(';').unwrap_or((c, ""));
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if i > 0 {
+            out.push(',');
+        }
+        string(&mut out, name.trim());
+        out.push_str(":{\"value\":");
+        string(&mut out, value.trim());
+        out.push_str(",\"attributes\":");
+        string(&mut out, attributes.trim());
+        out.push('}');
+    }
+    out.push_str("}}}");
+    out
+}
+
+/// The function's answer at viewer-response: the response head it leaves.
+pub fn parse_response_result(
+    json: &str,
+) -> Result<(u16, String, Vec<(String, String)>), FunctionError> {
+    match parse_request_result(json)? {
+        RequestOutcome::Respond(g) if g.body.is_empty() => Ok((g.status, g.reason, g.headers)),
+        RequestOutcome::Respond(_) => Err(invalid("a viewer-response function cannot set a body")),
+        RequestOutcome::Forward { .. } => Err(invalid("not a response (no statusCode)")),
+    }
+}
+
+/// `{"version":"1.0","context":{...},"viewer":{...},"request":{...}` (left open).
+fn event_start<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>(
+    out: &mut String,
+    event_type: &str,
+    req: EdgeRequest<'a, H>,
+) {
+    let (uri, query) = req.target.split_once('?').unwrap_or((req.target, ""));
+    let _ = write!(
+        out,
+        "{{\"version\":\"1.0\",\"context\":{{\"distributionDomainName\":\"lb\",\"distributionId\":\"lb\",\"eventType\":\"{event_type}\",\"requestId\":\"lb\"}},\"viewer\":{{\"ip\":\"{}\"}},\"request\":{{\"method\":",
         req.client
     );
-    string(&mut out, req.method);
+    string(out, req.method);
     out.push_str(",\"uri\":");
-    string(&mut out, uri);
+    string(out, uri);
     out.push_str(",\"querystring\":");
     let query_pairs = query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| p.split_once('=').unwrap_or((p, "")));
-    value_object(&mut out, query_pairs);
+    value_object(out, query_pairs);
     out.push_str(",\"headers\":");
     let lowered: Vec<(String, String)> = req
         .fields
@@ -85,10 +159,7 @@ pub fn viewer_request_event<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>
             )
         })
         .collect();
-    value_object(
-        &mut out,
-        lowered.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-    );
+    value_object(out, lowered.iter().map(|(n, v)| (n.as_str(), v.as_str())));
     out.push_str(",\"cookies\":");
     let cookie_text: Vec<String> = req
         .fields
@@ -101,9 +172,8 @@ pub fn viewer_request_event<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .map(|c| c.split_once('=').unwrap_or((c, "")));
-    value_object(&mut out, cookies);
-    out.push_str("}}");
-    out
+    value_object(out, cookies);
+    out.push('}');
 }
 
 fn invalid(what: impl Into<String>) -> FunctionError {

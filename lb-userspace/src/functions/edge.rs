@@ -163,8 +163,26 @@ pub fn origin_response_event<'a, 'r, H: Iterator<Item = (&'a str, &'a [u8])> + C
     reason: &str,
     response_fields: impl Iterator<Item = (&'r str, &'r [u8])> + Clone,
 ) -> String {
+    response_event(
+        Trigger::OriginResponse,
+        req,
+        status,
+        reason,
+        response_fields,
+    )
+}
+
+/// A response event (`origin-response` or `viewer-response`): the request and the
+/// response's head.
+pub fn response_event<'a, 'r, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>(
+    trigger: Trigger,
+    req: EdgeRequest<'a, H>,
+    status: u16,
+    reason: &str,
+    response_fields: impl Iterator<Item = (&'r str, &'r [u8])> + Clone,
+) -> String {
     let mut out = String::with_capacity(1024);
-    open_event(&mut out, Trigger::OriginResponse);
+    open_event(&mut out, trigger);
     request_json(&mut out, req, None);
     out.push_str(",\"response\":{\"headers\":");
     headers(&mut out, response_fields);

@@ -3,10 +3,9 @@
 //! needs it (`engine`: one runtime per data-plane thread, nothing crosses threads), and
 //! Lambda@Edge's event and result shapes (`edge`), and CloudFront Functions' (`cff`).
 //!
-//! Built: the `viewer-request`, `origin-request` and `origin-response` triggers,
-//! `callback(null, x)`, returned values and Promises, CPU-time and memory limits. Not
-//! yet: `viewer-response`, CloudFront Functions' `handler(event)` shape, ARN mapping for
-//! CloudFront JSON configs.
+//! Built: all four Lambda@Edge triggers, `callback(null, x)`, returned values and
+//! Promises, CloudFront Functions' `handler(event)` at the two viewer triggers, CPU-time
+//! and memory limits.
 
 pub mod cff;
 pub mod edge;
@@ -27,6 +26,9 @@ pub enum Trigger {
     /// On the final origin answer, before custom error responses: may change its status
     /// and headers or replace it with a generated response.
     OriginResponse,
+    /// On what the client gets from an origin or the cache, just before it is sent: may
+    /// change its status and headers (not its body).
+    ViewerResponse,
 }
 
 impl Trigger {
@@ -35,6 +37,7 @@ impl Trigger {
             Self::ViewerRequest => "viewer-request",
             Self::OriginRequest => "origin-request",
             Self::OriginResponse => "origin-response",
+            Self::ViewerResponse => "viewer-response",
         }
     }
 }
