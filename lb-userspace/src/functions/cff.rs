@@ -115,10 +115,11 @@ pub fn viewer_response_event<'a, 'r, H: Iterator<Item = (&'a str, &'a [u8])> + C
     out
 }
 
+/// A response head: status, reason phrase, fields.
+pub type ResponseHead = (u16, String, Vec<(String, String)>);
+
 /// The function's answer at viewer-response: the response head it leaves.
-pub fn parse_response_result(
-    json: &str,
-) -> Result<(u16, String, Vec<(String, String)>), FunctionError> {
+pub fn parse_response_result(json: &str) -> Result<ResponseHead, FunctionError> {
     match parse_request_result(json)? {
         RequestOutcome::Respond(g) if g.body.is_empty() => Ok((g.status, g.reason, g.headers)),
         RequestOutcome::Respond(_) => Err(invalid("a viewer-response function cannot set a body")),
