@@ -426,3 +426,46 @@ fn weighted_splits_are_sticky_and_near_their_shares() {
         assert_eq!(origin(&r), side[&i], "user {i}");
     }
 }
+
+/// Response rules: seed 001's case without code, head changes while the origin's body
+/// streams, conditions on the origin that answered, and their order before custom error
+/// responses.
+#[test]
+fn response_rules_rewrite_final_answers() {
+    let web = Origin::start("web", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let canary = Origin::start("canary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let dir = TestDir::new();
+    dir.write("sorry.html", "<p>sorry</p>\n");
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n[kernel]\nenabled = false\n\
+         [[origins]]\nid = \"web\"\naddress = \"{}\"\n[[origins]]\nid = \"canary\"\naddress = \"{}\"\n\
+         [[behaviors]]\npath_pattern = \"/c/*\"\ntarget = \"canary\"\n\
+         [default_behavior]\ntarget = \"web\"\n\
+         [[custom_error_responses]]\nerror_code = 404\nresponse_page_file = \"sorry.html\"\n\
+         [[response_rules]]\nname = \"errors to 200\"\nwhen = [{{ status_range = [500, 599] }}]\n\
+         set_status = 200\nbody = \"Body generation example\"\n\
+         [[response_rules]]\nname = \"canary 404 is gone\"\nwhen = [{{ origin = [\"canary\"] }}, {{ status = [404] }}]\n\
+         set_status = 410\n\
+         [[response_rules]]\nname = \"tag big\"\nwhen = [{{ path_prefix = \"/big\" }}, {{ header = \"x-origin\", equals = \"web\" }}]\n\
+         set_headers = {{ x-tagged = \"1\" }}\nremove_headers = [\"x-served\"]\n",
+        web.addr(),
+        canary.addr()
+    );
+    let lb = LbServer::start_in(dir, "lb.toml", &toml, &[], "info");
+    let r = Client::connect(lb.addr).request("GET /x?status=503 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "Body generation example")
+    );
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    let r = Client::connect(lb.addr).request("GET /big?size=150000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!((r.status, r.body.len()), (200, 150_000));
+    assert_eq!(r.header("x-tagged"), Some("1"));
+    assert_eq!(r.header("x-served"), None);
+    // The canary's 404 becomes 410 (no custom page for 410); the web origin's 404 gets
+    // the custom error page, which runs after the rules.
+    let r = Client::connect(lb.addr).request("GET /c/x?status=404 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 410);
+    let r = Client::connect(lb.addr).request("GET /x?status=404 HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (404, "<p>sorry</p>\n"));
+}

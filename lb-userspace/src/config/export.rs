@@ -220,6 +220,14 @@ pub(super) fn to_toml(config: &Config) -> String {
             disk_bytes: config.cache.disk_bytes,
         },
         rules: super::rules_file::export(&config.rules),
+        response_rules: super::rules_file::export_response(
+            &config.response_rules,
+            &config
+                .origins
+                .iter()
+                .map(|o| o.id.clone())
+                .collect::<Vec<_>>(),
+        ),
         geo: super::rules_file::export_geo(&config.geo),
         client_address: super::rules_file::export_client_address(&config.client_address),
         functions: (config.function_limits != Default::default()).then_some(FunctionsFile {

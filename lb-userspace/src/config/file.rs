@@ -53,6 +53,8 @@ pub(super) struct ConfigFile {
     pub client_address: Option<super::rules_file::ClientAddressFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub functions: Option<FunctionsFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_rules: Vec<Spanned<super::rules_file::ResponseRuleFile>>,
 }
 
 /// `[cache]`: the store every worker shares.

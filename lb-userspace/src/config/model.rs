@@ -37,6 +37,8 @@ pub struct Config {
     pub client_address: crate::rules::geo::ClientAddress,
     /// What one function invocation may use.
     pub function_limits: crate::functions::FunctionLimits,
+    /// Rules on the final origin answer.
+    pub response_rules: crate::rules::response::ResponseRuleSet,
 }
 
 /// `[cache]`: the store every worker shares. Its size is fixed at start (a reload does

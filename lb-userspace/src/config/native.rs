@@ -408,6 +408,8 @@ fn build(
     let geo = super::rules_file::build_geo(raw.geo.as_ref(), base_dir, loc)?;
     let client_address = super::rules_file::build_client_address(raw.client_address.as_ref(), loc)?;
     let rules = super::rules_file::build(&raw.rules, &names, loc, &geo)?;
+    let response_rules =
+        super::rules_file::build_response(&raw.response_rules, &names, loc, base_dir)?;
     let mut custom_errors = Vec::new();
     for (i, e) in raw.custom_error_responses.iter().enumerate() {
         let field = |f: &str| format!("custom_error_responses[{i}].{f}");
@@ -588,6 +590,7 @@ fn build(
             disk_bytes: raw.cache.disk_bytes,
         },
         rules,
+        response_rules,
         geo,
         client_address,
         function_limits: raw.functions.as_ref().map_or_else(Default::default, |f| {

@@ -23,6 +23,7 @@ use crate::rules::{
     Actions, Cidr, Condition, DirectAnswer, PathRewrite, PathTest, RegexSource, Rule, RuleSet,
     SPLIT_BUCKETS, SplitKey, Test, TextTest,
     geo::{ClientAddress, Geo, GeoDb},
+    response::{ResponseCondition, ResponseRule, ResponseRuleSet, ResponseTest},
 };
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -805,4 +806,327 @@ pub(super) fn export_client_address(c: &ClientAddress) -> Option<ClientAddressFi
         ),
         header: c.header.clone(),
     })
+}
+
+/// `[[response_rules]]`: on the final origin answer, first match wins.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ResponseRuleFile {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<Spanned<ResponseConditionFile>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set_headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_headers: Vec<String>,
+    /// The new body, inline (or `body_file`, relative to the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// One condition: `status`, `status_range`, `origin`, a path test, or a response
+/// `header` with one operator; `not = true` inverts it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ResponseConditionFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Vec<u16>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_range: Option<[u16; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub present: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absent: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not: bool,
+}
+
+pub(super) fn build_response(
+    raw: &[Spanned<ResponseRuleFile>],
+    names: &HashMap<String, Target>,
+    loc: &Locator<'_>,
+    base_dir: Option<&std::path::Path>,
+) -> Result<ResponseRuleSet, ConfigError> {
+    let mut rules = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let span = r.span();
+        let f = r.get_ref();
+        let field = |s: &str| format!("response_rules[{i}].{s}");
+        if f.name.trim().is_empty() {
+            return Err(loc.err(span.clone(), field("name"), "give the rule a name"));
+        }
+        let mut conditions = Vec::new();
+        for (j, c) in f.when.iter().enumerate() {
+            let at = field(&format!("when[{j}]"));
+            let cf = c.get_ref();
+            let err = |msg: String| loc.err(c.span(), at.clone(), msg);
+            let operators: Vec<TextTest> = [
+                cf.equals.clone().map(TextTest::Equals),
+                cf.prefix.clone().map(TextTest::Prefix),
+                cf.suffix.clone().map(TextTest::Suffix),
+                cf.contains.clone().map(TextTest::Contains),
+                cf.present.then_some(TextTest::Present),
+                cf.absent.then_some(TextTest::Absent),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let mut operators = operators;
+            if let Some(re) = &cf.regex {
+                operators.push(TextTest::Regex(regex(loc, c.span(), &at, re)?));
+            }
+            let subjects = [
+                cf.status.is_some(),
+                cf.status_range.is_some(),
+                cf.origin.is_some(),
+                cf.path.is_some(),
+                cf.path_exact.is_some(),
+                cf.path_prefix.is_some(),
+                cf.path_regex.is_some(),
+                cf.header.is_some(),
+            ]
+            .into_iter()
+            .filter(|&s| s)
+            .count();
+            if subjects != 1 {
+                return Err(err(format!(
+                    "a condition tests exactly one of status, status_range, origin, path, path_exact, path_prefix, path_regex, header (found {subjects})"
+                )));
+            }
+            if cf.header.is_some() != (operators.len() == 1) || operators.len() > 1 {
+                return Err(err(
+                    "a header condition needs exactly one of equals, prefix, suffix, contains, regex, present = true, absent = true (and only it takes one)".into(),
+                ));
+            }
+            let test = if let Some(list) = &cf.status {
+                if list.is_empty() || list.iter().any(|s| !(100..=599).contains(s)) {
+                    return Err(err("status: a list of status codes 100-599".into()));
+                }
+                ResponseTest::Status(list.clone())
+            } else if let Some([lo, hi]) = cf.status_range {
+                if lo > hi || hi > 599 {
+                    return Err(err(format!("status_range = [{lo}, {hi}]: lo <= hi <= 599")));
+                }
+                ResponseTest::StatusRange(lo, hi)
+            } else if let Some(ids) = &cf.origin {
+                let mut list = Vec::new();
+                for id in ids {
+                    match names.get(id) {
+                        Some(Target::Origin(o)) => list.push(*o),
+                        _ => return Err(err(format!("no origin `{id}` (groups are not origins)"))),
+                    }
+                }
+                ResponseTest::Origin(list)
+            } else if let Some(p) = &cf.path {
+                ResponseTest::Path(PathTest::Glob(PathPattern::new(p)))
+            } else if let Some(p) = &cf.path_exact {
+                ResponseTest::Path(PathTest::Exact(p.clone()))
+            } else if let Some(p) = &cf.path_prefix {
+                ResponseTest::Path(PathTest::Prefix(p.clone()))
+            } else if let Some(p) = &cf.path_regex {
+                ResponseTest::Path(PathTest::Regex(TextTest::Regex(regex(
+                    loc,
+                    c.span(),
+                    &at,
+                    p,
+                )?)))
+            } else {
+                ResponseTest::Header {
+                    name: cf.header.clone().unwrap_or_default().to_ascii_lowercase(),
+                    test: operators.pop().unwrap_or(TextTest::Present),
+                }
+            };
+            conditions.push(ResponseCondition {
+                test,
+                negate: cf.not,
+            });
+        }
+        if let Some(s) = f.set_status
+            && !(200..=599).contains(&s)
+        {
+            return Err(loc.err(
+                span.clone(),
+                field("set_status"),
+                format!("{s} is not 200-599"),
+            ));
+        }
+        for (name, value) in &f.set_headers {
+            if !valid_field_name(name) || !valid_field_value(value) {
+                return Err(loc.err(
+                    span.clone(),
+                    field("set_headers"),
+                    format!("`{name}: {value}` is not a valid header field"),
+                ));
+            }
+        }
+        for name in f.set_headers.keys().chain(&f.remove_headers) {
+            if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+                return Err(loc.err(
+                    span.clone(),
+                    field("set_headers"),
+                    format!("`{name}` is written by lb itself"),
+                ));
+            }
+        }
+        let body = match (&f.body, &f.body_file) {
+            (Some(_), Some(_)) => {
+                return Err(loc.err(
+                    span.clone(),
+                    field("body"),
+                    "give body or body_file, not both",
+                ));
+            }
+            (Some(b), None) => Some(b.clone().into_bytes()),
+            (None, Some(file)) => {
+                let path = base_dir.unwrap_or(std::path::Path::new(".")).join(file);
+                Some(std::fs::read(&path).map_err(|e| {
+                    loc.err(
+                        span.clone(),
+                        field("body_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?)
+            }
+            (None, None) => None,
+        };
+        if let Some(ct) = &f.content_type
+            && (body.is_none() || !valid_field_value(ct))
+        {
+            return Err(loc.err(
+                span.clone(),
+                field("content_type"),
+                "content_type goes with body or body_file, and must be a valid field value",
+            ));
+        }
+        if f.set_status.is_none()
+            && f.set_headers.is_empty()
+            && f.remove_headers.is_empty()
+            && body.is_none()
+        {
+            return Err(loc.err(
+                span.clone(),
+                field("name"),
+                "the rule does nothing: give it set_status, set_headers, remove_headers, body or body_file",
+            ));
+        }
+        rules.push(ResponseRule {
+            name: f.name.clone(),
+            conditions,
+            set_status: f.set_status,
+            set_headers: f
+                .set_headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            remove_headers: f
+                .remove_headers
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
+            content_type: f
+                .content_type
+                .clone()
+                .or_else(|| body.is_some().then(|| "text/plain".to_owned())),
+            body,
+        });
+    }
+    Ok(ResponseRuleSet { rules })
+}
+
+pub(super) fn export_response(
+    set: &ResponseRuleSet,
+    origin_ids: &[String],
+) -> Vec<Spanned<ResponseRuleFile>> {
+    set.rules
+        .iter()
+        .map(|r| {
+            let when = r
+                .conditions
+                .iter()
+                .map(|c| {
+                    let mut f = ResponseConditionFile {
+                        not: c.negate,
+                        ..ResponseConditionFile::default()
+                    };
+                    match &c.test {
+                        ResponseTest::Status(l) => f.status = Some(l.clone()),
+                        ResponseTest::StatusRange(lo, hi) => f.status_range = Some([*lo, *hi]),
+                        ResponseTest::Origin(l) => {
+                            f.origin = Some(
+                                l.iter()
+                                    .filter_map(|o| origin_ids.get(*o).cloned())
+                                    .collect(),
+                            )
+                        }
+                        ResponseTest::Path(PathTest::Glob(p)) => {
+                            f.path = Some(p.as_str().to_owned())
+                        }
+                        ResponseTest::Path(PathTest::Exact(p)) => f.path_exact = Some(p.clone()),
+                        ResponseTest::Path(PathTest::Prefix(p)) => f.path_prefix = Some(p.clone()),
+                        ResponseTest::Path(PathTest::Regex(TextTest::Regex(re))) => {
+                            f.path_regex = Some(re.as_str().to_owned())
+                        }
+                        ResponseTest::Path(PathTest::Regex(_)) => {}
+                        ResponseTest::Header { name, test } => {
+                            f.header = Some(name.clone());
+                            match test {
+                                TextTest::Equals(s) => f.equals = Some(s.clone()),
+                                TextTest::Prefix(s) => f.prefix = Some(s.clone()),
+                                TextTest::Suffix(s) => f.suffix = Some(s.clone()),
+                                TextTest::Contains(s) => f.contains = Some(s.clone()),
+                                TextTest::Regex(re) => f.regex = Some(re.as_str().to_owned()),
+                                TextTest::Present => f.present = true,
+                                TextTest::Absent => f.absent = true,
+                            }
+                        }
+                    }
+                    Spanned::new(0..0, f)
+                })
+                .collect();
+            Spanned::new(
+                0..0,
+                ResponseRuleFile {
+                    name: r.name.clone(),
+                    when,
+                    set_status: r.set_status,
+                    set_headers: r.set_headers.iter().cloned().collect(),
+                    remove_headers: r.remove_headers.clone(),
+                    body: r
+                        .body
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned()),
+                    body_file: None,
+                    content_type: r.body.as_ref().and(r.content_type.clone()),
+                },
+            )
+        })
+        .collect()
 }

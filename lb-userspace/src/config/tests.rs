@@ -498,3 +498,56 @@ fn bad_rules_are_refused_with_their_place() {
         assert!(err.starts_with("lb.toml:"), "{err}");
     }
 }
+
+#[test]
+fn response_rules_parse_round_trip_and_refuse_nonsense() {
+    let base = "[listener]\naddress = \"127.0.0.1:0\"\n[[origins]]\nid = \"web\"\naddress = \"127.0.0.1:8081\"\n\n";
+    let good = format!(
+        "{base}[[response_rules]]\nname = \"r\"\nwhen = [{{ status_range = [500, 599] }}, {{ origin = [\"web\"] }}, \
+         {{ header = \"server\", prefix = \"nginx\", not = true }}, {{ path = \"/a/*\" }}]\n\
+         set_status = 200\nset_headers = {{ X-A = \"1\" }}\nremove_headers = [\"Server\"]\nbody = \"hi\"\ncontent_type = \"text/html\"\n"
+    );
+    let c = parse(&good);
+    assert_eq!(c.response_rules.rules.len(), 1);
+    assert_eq!(c.response_rules.rules[0].conditions.len(), 4);
+    assert_eq!(parse(&c.to_toml()), c);
+    let cases = [
+        (
+            "when = [{ status = [700] }]\nset_status = 200\n",
+            "status: a list of status codes",
+        ),
+        (
+            "when = [{ origin = [\"nope\"] }]\nset_status = 200\n",
+            "no origin `nope`",
+        ),
+        (
+            "when = [{ header = \"x\" }]\nset_status = 200\n",
+            "a header condition needs exactly one of",
+        ),
+        (
+            "when = [{ status = [500], equals = \"x\" }]\nset_status = 200\n",
+            "a header condition needs",
+        ),
+        (
+            "set_status = 200\nbody = \"a\"\nbody_file = \"b\"\n",
+            "give body or body_file, not both",
+        ),
+        (
+            "content_type = \"text/plain\"\nset_status = 200\n",
+            "content_type goes with body",
+        ),
+        ("when = [{ status = [500] }]\n", "the rule does nothing"),
+        (
+            "set_headers = { transfer-encoding = \"x\" }\n",
+            "is written by lb itself",
+        ),
+    ];
+    for (rule, want) in cases {
+        let text = format!("{base}[[response_rules]]\nname = \"r\"\n{rule}");
+        let err = Config::parse(&text, Path::new("lb.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{rule}: {err}");
+        assert!(err.contains("response_rules[0]"), "{err}");
+    }
+}

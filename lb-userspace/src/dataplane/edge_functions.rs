@@ -256,6 +256,73 @@ pub(super) fn viewer_response<'r>(
     }
 }
 
+/// What a response rule made of the final answer.
+pub(super) enum RuleOutcome {
+    /// A new head; the origin's body follows.
+    Head(FnHead),
+    /// A new answer with the rule's body.
+    Replace(Generated),
+}
+
+/// Runs the response rules on the final answer from origin `origin` (head in `head`, or
+/// as an origin-response function left it).
+pub(super) fn response_rules(
+    view: &View,
+    conn: &ClientConn,
+    origin: usize,
+    head: &[u8],
+) -> Option<RuleOutcome> {
+    let rules = &view.snap.config.response_rules;
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Ok(Some(r)) = parse_response_head(head, usize::MAX, &mut slots, conn.head_request) else {
+        unreachable!("the attempt validated this head");
+    };
+    let (status, reason) = match &conn.fn_response {
+        Some(fh) => (fh.status, fh.reason.as_str()),
+        None => (r.status, r.reason),
+    };
+    let origin_fields = r.headers.iter().map(|h| (h.name, h.value));
+    let fn_fields = conn.fn_response.as_ref().map(|fh| fh.fields());
+    let (rule, (new_status, headers)) = match fn_fields {
+        Some(fields) => {
+            let rule = rules.first_match(&crate::rules::response::RuleResponse {
+                status,
+                origin,
+                target: conn.head.path(),
+                fields: fields.clone(),
+            })?;
+            (rule, rule.apply(status, fields))
+        }
+        None => {
+            let rule = rules.first_match(&crate::rules::response::RuleResponse {
+                status,
+                origin,
+                target: conn.head.path(),
+                fields: origin_fields.clone(),
+            })?;
+            (rule, rule.apply(status, origin_fields))
+        }
+    };
+    let reason = if new_status == status {
+        reason.to_owned()
+    } else {
+        super::error_response::canonical_reason(new_status).to_owned()
+    };
+    Some(match &rule.body {
+        Some(body) => RuleOutcome::Replace(Generated {
+            status: new_status,
+            reason,
+            headers,
+            body: body.clone(),
+        }),
+        None => RuleOutcome::Head(FnHead {
+            status: new_status,
+            reason,
+            headers,
+        }),
+    })
+}
+
 /// Writes a response a function made (headers only for HEAD), framed by lb.
 pub(super) async fn answer(worker: &Worker, conn: &mut ClientConn, g: &Generated) -> (Next, u16) {
     fate::settle_chunked_body(worker, conn).await;

@@ -302,6 +302,25 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
                         }
                     }
                 }
+                // Response rules see the answer as any origin-response function left it;
+                // custom error responses then see the rules' status.
+                if !config.response_rules.is_empty()
+                    && !conn.response_started
+                    && let Some(outcome) =
+                        edge_functions::response_rules(view, conn, index, start.origin.data())
+                {
+                    match outcome {
+                        edge_functions::RuleOutcome::Replace(generated) => {
+                            drop(start);
+                            drop(in_flight);
+                            return edge_functions::answer(worker, conn, &generated).await;
+                        }
+                        edge_functions::RuleOutcome::Head(head) => {
+                            status = head.status;
+                            conn.fn_response = Some(Box::new(head));
+                        }
+                    }
+                }
                 if status >= 400
                     && !conn.response_started
                     && let Some(custom) = error_pages::lookup(config, status)

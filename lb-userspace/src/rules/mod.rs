@@ -10,6 +10,7 @@
 
 pub mod condition;
 pub mod geo;
+pub mod response;
 
 use std::borrow::Cow;
 
