@@ -469,3 +469,57 @@ fn response_rules_rewrite_final_answers() {
     let r = Client::connect(lb.addr).request("GET /x?status=404 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!((r.status, r.text().as_str()), (404, "<p>sorry</p>\n"));
 }
+
+/// A behavior's own rules run when no global rule matched, and only for its paths.
+#[test]
+fn behavior_rules_run_after_the_global_ones_for_their_paths() {
+    let web = Origin::start("web", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let canary = Origin::start("canary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n[kernel]\nenabled = false\n\
+         [[origins]]\nid = \"web\"\naddress = \"{}\"\n[[origins]]\nid = \"canary\"\naddress = \"{}\"\n\
+         [[rules]]\nname = \"global beta\"\nwhen = [{{ header = \"x-beta\", present = true }}]\nroute = \"canary\"\n\
+         set_request_headers = {{ x-from = \"global\" }}\n\
+         [[behaviors]]\npath_pattern = \"/shop/*\"\ntarget = \"web\"\n\
+         [[behaviors.rules]]\nname = \"shop rewrite\"\nwhen = [{{ path_prefix = \"/shop/\" }}]\n\
+         rewrite_path = {{ prefix = \"/shop/\", to = \"/store/\" }}\n\
+         [default_behavior]\ntarget = \"web\"\n",
+        web.addr(),
+        canary.addr()
+    );
+    let dir = TestDir::new();
+    let cfg = dir.write("lb.toml", &toml);
+    let lb_server = LbServer::start_file("lb.toml", &toml, &[], "info");
+    let send = |raw: &str| Client::connect(lb_server.addr).request(raw);
+    // The behavior's rule rewrites its paths only.
+    let r = send("GET /shop/x HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.text(), "web GET /store/x\n");
+    assert_eq!(
+        send("GET /other HTTP/1.1\r\nHost: t\r\n\r\n").text(),
+        "web GET /other\n"
+    );
+    // A global match wins: the behavior's rules are not run.
+    let r = send("GET /shop/x HTTP/1.1\r\nHost: t\r\nX-Beta: 1\r\n\r\n");
+    assert_eq!(
+        (origin(&r), r.text().as_str()),
+        ("canary", "canary GET /shop/x\n")
+    );
+    let out = lb(&[
+        "rules",
+        "explain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--path",
+        "/shop/y",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("global rule \"global beta\": no match"),
+        "{text}"
+    );
+    assert!(
+        text.contains("behavior /shop/* rule \"shop rewrite\": MATCH"),
+        "{text}"
+    );
+    assert!(text.contains("origin receives /store/y"), "{text}");
+}

@@ -55,7 +55,11 @@ pub fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
         })
         .collect::<anyhow::Result<_>>()?;
     let set = &loaded.config.rules;
-    if set.is_empty() {
+    let c = &loaded.config;
+    if set.is_empty()
+        && c.default_behavior.rules.is_empty()
+        && c.behaviors.iter().all(|b| b.rules.is_empty())
+    {
         println!("no rules in {}", args.config.display());
         return Ok(ExitCode::SUCCESS);
     }
@@ -70,13 +74,40 @@ pub fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
         ),
         geo: &loaded.config.geo,
     };
+    let mut matched = explain(set, &request, &args, "global");
+    if !matched {
+        let path = args.path.split('?').next().unwrap_or("/");
+        let (behavior, _) = loaded.config.behavior_and_scope(path);
+        if !behavior.rules.is_empty() {
+            let which = behavior
+                .path_pattern
+                .as_ref()
+                .map_or("the default behavior".to_owned(), |p| {
+                    format!("behavior {}", p.as_str())
+                });
+            matched = explain(&behavior.rules, &request, &args, &which);
+        }
+    }
+    if !matched {
+        println!("no rule matches: the behaviors decide as configured");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `set`'s verdicts for `request`; whether a rule matched.
+fn explain<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>(
+    set: &crate::rules::RuleSet,
+    request: &RuleRequest<'a, H>,
+    args: &ExplainArgs,
+    scope: &str,
+) -> bool {
     let mut matched = false;
-    for e in set.explain(&request) {
+    for e in set.explain(request) {
         match e.failed {
-            Some(c) => println!("rule {:?}: no match: {}", e.rule.name, c.describe()),
+            Some(c) => println!("{scope} rule {:?}: no match: {}", e.rule.name, c.describe()),
             None => {
                 matched = true;
-                println!("rule {:?}: MATCH", e.rule.name);
+                println!("{scope} rule {:?}: MATCH", e.rule.name);
                 for c in &e.rule.conditions {
                     println!("  holds: {}", c.describe());
                 }
@@ -113,8 +144,5 @@ pub fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if !matched {
-        println!("no rule matches: the behaviors decide as configured");
-    }
-    Ok(ExitCode::SUCCESS)
+    matched
 }

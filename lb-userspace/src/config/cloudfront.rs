@@ -620,6 +620,7 @@ impl<'a> Cx<'a> {
             viewer_protocol_policy,
             cache,
             functions,
+            rules: Default::default(),
         })
     }
 

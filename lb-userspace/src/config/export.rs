@@ -63,6 +63,7 @@ pub(super) fn to_toml(config: &Config) -> String {
                 )
             })
             .collect(),
+        rules: super::rules_file::export(&b.rules),
     };
     let file = ConfigFile {
         listener: ListenerFile {

@@ -488,6 +488,9 @@ pub(super) struct BehaviorFile {
     /// Lambda@Edge-style functions: `[{ trigger = "origin-response", file = "f.js" }]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub functions: Vec<Spanned<FunctionFile>>,
+    /// Request rules of this behavior (`[[behaviors.rules]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Spanned<super::rules_file::RuleFile>>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

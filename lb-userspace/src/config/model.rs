@@ -455,7 +455,7 @@ pub enum ViewerProtocolPolicy {
     HttpsOnly,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Behavior {
     /// `None` for the default behavior.
     pub path_pattern: Option<PathPattern>,
@@ -466,6 +466,9 @@ pub struct Behavior {
     pub cache: Option<BehaviorCache>,
     /// Lambda@Edge-style functions, at most one per trigger.
     pub functions: Vec<crate::functions::FunctionSpec>,
+    /// Request rules of this behavior: run after the global ones when none of those
+    /// matched.
+    pub rules: crate::rules::RuleSet,
 }
 
 impl Behavior {
@@ -513,6 +516,34 @@ pub struct Observability {
 
 impl Config {
     /// The behavior for `path`: the first matching pattern, else the default.
+    /// The behavior for `path` and its scope (for rule references).
+    pub fn behavior_and_scope(&self, path: &str) -> (&Behavior, crate::rules::RuleScope) {
+        match self
+            .behaviors
+            .iter()
+            .position(|b| b.path_pattern.as_ref().is_some_and(|p| p.matches(path)))
+        {
+            Some(i) => (
+                &self.behaviors[i],
+                crate::rules::RuleScope::Behavior(u16::try_from(i).unwrap_or(u16::MAX)),
+            ),
+            None => (
+                &self.default_behavior,
+                crate::rules::RuleScope::DefaultBehavior,
+            ),
+        }
+    }
+
+    /// The rule a reference names.
+    pub fn rule(&self, r: crate::rules::RuleRef) -> Option<&crate::rules::Rule> {
+        let set = match r.scope {
+            crate::rules::RuleScope::Global => &self.rules,
+            crate::rules::RuleScope::Behavior(i) => &self.behaviors.get(usize::from(i))?.rules,
+            crate::rules::RuleScope::DefaultBehavior => &self.default_behavior.rules,
+        };
+        set.rules.get(usize::from(r.index))
+    }
+
     pub fn behavior_for(&self, path: &str) -> &Behavior {
         self.behaviors
             .iter()

@@ -278,6 +278,7 @@ fn build(
             always_try_primary: spec.always_try_primary,
         });
     }
+    let geo = super::rules_file::build_geo(raw.geo.as_ref(), base_dir, loc)?;
     let behavior = |b: &BehaviorFile, field: String| -> Result<Behavior, ConfigError> {
         let target = *names.get(b.target.get_ref().as_str()).ok_or_else(|| {
             loc.err(
@@ -357,6 +358,7 @@ fn build(
             viewer_protocol_policy: b.viewer_protocol_policy,
             cache,
             functions,
+            rules: super::rules_file::build(&b.rules, &names, loc, &geo, &format!("{field}."))?,
         })
     };
     let mut behaviors = Vec::new();
@@ -396,6 +398,7 @@ fn build(
             viewer_protocol_policy: ViewerProtocolPolicy::AllowAll,
             cache: None,
             functions: Vec::new(),
+            rules: Default::default(),
         },
         None => {
             return Err(loc.err(
@@ -405,9 +408,8 @@ fn build(
             ));
         }
     };
-    let geo = super::rules_file::build_geo(raw.geo.as_ref(), base_dir, loc)?;
     let client_address = super::rules_file::build_client_address(raw.client_address.as_ref(), loc)?;
-    let rules = super::rules_file::build(&raw.rules, &names, loc, &geo)?;
+    let rules = super::rules_file::build(&raw.rules, &names, loc, &geo, "")?;
     let response_rules =
         super::rules_file::build_response(&raw.response_rules, &names, loc, base_dir)?;
     let mut custom_errors = Vec::new();

@@ -356,12 +356,13 @@ pub(super) fn build(
     names: &HashMap<String, Target>,
     loc: &Locator<'_>,
     geo: &Geo,
+    prefix: &str,
 ) -> Result<RuleSet, ConfigError> {
     let mut rules = Vec::with_capacity(raw.len());
     for (i, r) in raw.iter().enumerate() {
         let span = r.span();
         let f = r.get_ref();
-        let field = |s: &str| format!("rules[{i}].{s}");
+        let field = |s: &str| format!("{prefix}rules[{i}].{s}");
         if f.name.trim().is_empty() {
             return Err(loc.err(span.clone(), field("name"), "give the rule a name"));
         }

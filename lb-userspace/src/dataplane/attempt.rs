@@ -349,26 +349,20 @@ fn request_head_into(
 }
 
 /// The request edits of the rule that matched, if it has any.
-pub(super) fn rule_edits(view: &View, rule: Option<u16>) -> Option<&crate::rules::Actions> {
-    let actions = &view
-        .snap
-        .config
-        .rules
-        .rules
-        .get(usize::from(rule?))?
-        .actions;
+pub(super) fn rule_edits(
+    view: &View,
+    rule: Option<crate::rules::RuleRef>,
+) -> Option<&crate::rules::Actions> {
+    let actions = &view.snap.config.rule(rule?)?.actions;
     actions.edits_request().then_some(actions)
 }
 
 /// The response edits of the rule that matched, if it has any.
-pub(super) fn response_edits(view: &View, rule: Option<u16>) -> Option<&crate::rules::Actions> {
-    let actions = &view
-        .snap
-        .config
-        .rules
-        .rules
-        .get(usize::from(rule?))?
-        .actions;
+pub(super) fn response_edits(
+    view: &View,
+    rule: Option<crate::rules::RuleRef>,
+) -> Option<&crate::rules::Actions> {
+    let actions = &view.snap.config.rule(rule?)?.actions;
     actions.edits_response().then_some(actions)
 }
 

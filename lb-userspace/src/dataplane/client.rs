@@ -59,9 +59,9 @@ pub(super) struct ClientConn {
     /// The request path as behaviors match it (dot segments resolved, unreserved bytes
     /// decoded), when it differs from the path as received.
     pub(super) match_path: String,
-    /// The request rule that matched (index into the config's rules): its route and
-    /// request edits apply to every attempt.
-    pub(super) rule: Option<u16>,
+    /// The request rule that matched (global or the behavior's): its route and request
+    /// edits apply to every attempt.
+    pub(super) rule: Option<crate::rules::RuleRef>,
     /// The request as a viewer-request function left it.
     pub(super) fn_request: Option<Box<super::edge_functions::FnRequest>>,
     /// The request an origin-request function made for the current attempt.

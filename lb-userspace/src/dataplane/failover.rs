@@ -28,7 +28,7 @@ use crate::{
     http::BodyFraming,
     metrics::CacheEvent,
     metrics::FailoverReason,
-    rules::DirectAnswer,
+    rules::{DirectAnswer, RuleRef, RuleScope, RuleSet},
 };
 
 pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn) -> (Next, u16) {
@@ -42,17 +42,13 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     // Request rules run first, on the request as received: an answer of their own, or a
     // route and edits that the attempts below apply.
     if !config.rules.is_empty()
-        && let Some(r) = apply_rules(worker, view, conn).await
+        && let Some(r) = apply_rules(worker, view, conn, &config.rules, RuleScope::Global).await
     {
         return r;
     }
     let method = conn.head.method();
     let framing = conn.head.framing();
-    let behavior = config.behavior_for(conn.match_path());
-    let target = conn
-        .rule
-        .and_then(|i| config.rules.rules[usize::from(i)].actions.route.as_ref())
-        .map_or(behavior.target, |(t, _)| *t);
+    let (behavior, scope) = config.behavior_and_scope(conn.match_path());
     if !behavior.allowed_methods.allows(conn.head.method_str()) {
         // CloudFront answers methods a behavior does not allow with 403.
         return respond::error(worker, conn, 403, "method not allowed for this path").await;
@@ -60,6 +56,18 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
     if !conn.tls() && behavior.viewer_protocol_policy != ViewerProtocolPolicy::AllowAll {
         return respond::viewer_policy_reply(worker, conn, behavior.viewer_protocol_policy).await;
     }
+    // The behavior's own rules, when no global rule matched.
+    if conn.rule.is_none()
+        && !behavior.rules.is_empty()
+        && let Some(r) = apply_rules(worker, view, conn, &behavior.rules, scope).await
+    {
+        return r;
+    }
+    let target = conn
+        .rule
+        .and_then(|r| config.rule(r))
+        .and_then(|rule| rule.actions.route.as_ref())
+        .map_or(behavior.target, |(t, _)| *t);
     conn.fn_viewer_response = behavior.function(Trigger::ViewerResponse).is_some();
     if let Some(f) = behavior.function(Trigger::ViewerRequest)
         && let Some(r) = edge_functions::viewer_request(worker, view, conn, f).await
@@ -436,7 +444,13 @@ async fn revalidated(
 /// Runs the request rules: `Some` when the matching rule answered the request itself
 /// (a redirect or a fixed response); otherwise records the matching rule, if any, in
 /// `conn.rule` for the route and the request edits.
-async fn apply_rules(worker: &Worker, view: &View, conn: &mut ClientConn) -> Option<(Next, u16)> {
+async fn apply_rules(
+    worker: &Worker,
+    view: &View,
+    conn: &mut ClientConn,
+    rules: &RuleSet,
+    scope: RuleScope,
+) -> Option<(Next, u16)> {
     let config = &*view.snap.config;
     let index = {
         let request = crate::rules::RuleRequest {
@@ -449,12 +463,14 @@ async fn apply_rules(worker: &Worker, view: &View, conn: &mut ClientConn) -> Opt
                 .resolve(conn.peer.ip(), conn.head.fields()),
             geo: &config.geo,
         };
-        config.rules.first_match(&request)?.0
+        rules.first_match(&request)?.0
     };
-    let rule = &config.rules.rules[index];
+    let rule = &rules.rules[index];
     match &rule.actions.answer {
         None => {
-            conn.rule = u16::try_from(index).ok();
+            conn.rule = u16::try_from(index)
+                .ok()
+                .map(|index| RuleRef { scope, index });
             None
         }
         Some(DirectAnswer::Redirect { status, location }) => {

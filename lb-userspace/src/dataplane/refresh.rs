@@ -36,7 +36,7 @@ pub(super) struct Refresh {
     pub policy: BehaviorCache,
     pub target: Target,
     /// The request rule whose edits the origin request gets (as the client's did).
-    pub rule: Option<u16>,
+    pub rule: Option<crate::rules::RuleRef>,
     pub host: Option<Vec<u8>>,
     /// The keyed request fields (they reach the origin) and, for Vary, the client's
     /// values of every field.

@@ -176,6 +176,21 @@ impl DirectAnswer {
     }
 }
 
+/// Which rule matched: a global one or one of a behavior's, and its index there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleRef {
+    pub scope: RuleScope,
+    pub index: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleScope {
+    Global,
+    /// `behaviors[i]`.
+    Behavior(u16),
+    DefaultBehavior,
+}
+
 /// The rules of a config, in order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RuleSet {
