@@ -485,6 +485,7 @@ async fn respond<S: Conn>(
         ("vary", "vary"),
         ("expires", "expires"),
         ("last_modified", "last-modified"),
+        ("amz_meta_last_modified", "x-amz-meta-last-modified"),
     ] {
         if let Some(v) = req.param(param) {
             head.push_str(&format!("{field}: {}\r\n", v.replace("%20", " ")));

@@ -59,6 +59,21 @@ impl FnHead {
     }
 }
 
+/// The viewer as functions see it: its address (through trusted proxies, as rules see
+/// it) and, with `[geo]`, its country.
+fn viewer<'v>(view: &'v View, conn: &ClientConn) -> (std::net::IpAddr, Option<&'v str>) {
+    let config = &*view.snap.config;
+    let client = config
+        .client_address
+        .resolve(conn.peer.ip(), conn.head.fields());
+    let country = config
+        .geo
+        .country
+        .as_ref()
+        .and_then(|db| db.country(client));
+    (client, country)
+}
+
 fn failed(view: &View, spec: &FunctionSpec, e: &FunctionError) -> String {
     view.metrics().function_error(e);
     tracing::warn!(function = %spec.name, reason = e.label(), error = %e, "function failed; answering 502");
@@ -76,11 +91,13 @@ pub(super) async fn viewer_request(
     view.metrics()
         .function_runs
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (client, country) = viewer(view, conn);
     let request = EdgeRequest {
-        client: conn.peer.ip(),
+        client,
         method: conn.head.method_str(),
         target: conn.head.path(),
         fields: conn.head.fields(),
+        country,
     };
     let limits = view.snap.config.function_limits;
     let outcome = match spec.kind {
@@ -135,25 +152,28 @@ pub(super) fn origin_request(
         read_timeout: origin.response_timeout.as_secs(),
     };
     // The request as the viewer-request function left it, if one ran.
+    let (client, country) = viewer(view, conn);
     let event = match &conn.fn_request {
         Some(changed) => {
             let host = changed.host().map(|h| ("host", h));
             edge::origin_request_event(
                 EdgeRequest {
-                    client: conn.peer.ip(),
+                    client,
                     method: conn.head.method_str(),
                     target: &changed.target,
                     fields: host.into_iter().chain(changed.fields()),
+                    country,
                 },
                 &edge_origin,
             )
         }
         None => edge::origin_request_event(
             EdgeRequest {
-                client: conn.peer.ip(),
+                client,
                 method: conn.head.method_str(),
                 target: conn.head.path(),
                 fields: conn.head.fields(),
+                country,
             },
             &edge_origin,
         ),
@@ -182,12 +202,14 @@ pub(super) fn origin_response(
     let Ok(Some(r)) = parse_response_head(head, usize::MAX, &mut slots, conn.head_request) else {
         unreachable!("the attempt validated this head");
     };
+    let (client, country) = viewer(view, conn);
     let event = edge::origin_response_event(
         EdgeRequest {
-            client: conn.peer.ip(),
+            client,
             method: conn.head.method_str(),
             target: conn.head.path(),
             fields: conn.head.fields(),
+            country,
         },
         r.status,
         r.reason,
@@ -211,11 +233,13 @@ pub(super) fn viewer_response<'r>(
     view.metrics()
         .function_runs
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (client, country) = viewer(view, conn);
     let request = EdgeRequest {
-        client: conn.peer.ip(),
+        client,
         method: conn.head.method_str(),
         target: conn.head.path(),
         fields: conn.head.fields(),
+        country,
     };
     let limits = view.snap.config.function_limits;
     let head = match spec.kind {

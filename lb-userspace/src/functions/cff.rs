@@ -150,8 +150,7 @@ fn event_start<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>(
     value_object(out, query_pairs);
     out.push_str(",\"headers\":");
     let lowered: Vec<(String, String)> = req
-        .fields
-        .clone()
+        .viewer_fields()
         .filter(|(n, _)| !n.eq_ignore_ascii_case("cookie"))
         .map(|(n, v)| {
             (
@@ -355,6 +354,7 @@ mod tests {
             method: "GET",
             target: "/p?a=1&b=2&a=3&flag",
             fields: fields.iter().copied(),
+            country: None,
         });
         let e: Value = serde_json::from_str(&event).unwrap();
         assert_eq!(e["version"], "1.0");

@@ -12,11 +12,30 @@ use super::{FunctionError, Trigger};
 
 /// The request as the function sees it.
 pub struct EdgeRequest<'a, H> {
+    /// The viewer's address (a trusted proxy's forwarded one where configured).
     pub client: IpAddr,
     pub method: &'a str,
     /// Path and query as received.
     pub target: &'a str,
     pub fields: H,
+    /// The viewer's country from `[geo]`, given to the function as CloudFront gives it,
+    /// in a `CloudFront-Viewer-Country` header.
+    pub country: Option<&'a str>,
+}
+
+/// The header CloudFront adds with the viewer's country code.
+pub const VIEWER_COUNTRY: &str = "CloudFront-Viewer-Country";
+
+impl<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone> EdgeRequest<'a, H> {
+    /// The request's fields as a function sees them: a `CloudFront-Viewer-Country` the
+    /// client sent is dropped (it would let any client choose its country), and lb's
+    /// own is added when the country is known.
+    pub fn viewer_fields(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + Clone + use<'a, H> {
+        self.fields
+            .clone()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case(VIEWER_COUNTRY))
+            .chain(self.country.map(|c| (VIEWER_COUNTRY, c.as_bytes())))
+    }
 }
 
 /// Writes `s` as a JSON string.
@@ -83,7 +102,7 @@ fn request_json<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>(
 ) {
     let (uri, query) = req.target.split_once('?').unwrap_or((req.target, ""));
     let _ = write!(out, "{{\"clientIp\":\"{}\",\"headers\":", req.client);
-    headers(out, req.fields);
+    headers(out, req.viewer_fields());
     out.push_str(",\"method\":");
     string(out, req.method);
     out.push_str(",\"querystring\":");
@@ -247,12 +266,22 @@ fn parse_headers(v: Option<&Value>) -> Result<Vec<(String, String)>, FunctionErr
             let value = item.get("value").and_then(Value::as_str).ok_or_else(|| {
                 invalid(format!("headers[{lower:?}] has an entry without a value"))
             })?;
-            let key = item.get("key").and_then(Value::as_str).unwrap_or(lower);
-            if !key.eq_ignore_ascii_case(lower) {
-                return Err(invalid(format!(
-                    "header key {key:?} is filed under {lower:?}"
-                )));
-            }
+            // The object's name is the field's; `key` only gives its spelling. Without a
+            // `key`, or with one that names another field (AWS's own "override a response
+            // header" example files X-Amz-Meta-Last-Modified's entry under
+            // last-modified), the name is written as CloudFront writes it: Each-Part.
+            let spelled = item
+                .get("key")
+                .and_then(Value::as_str)
+                .filter(|k| k.eq_ignore_ascii_case(lower));
+            let capitalised;
+            let key = match spelled {
+                Some(k) => k,
+                None => {
+                    capitalised = capitalise(lower);
+                    &capitalised
+                }
+            };
             let name_ok = !key.is_empty()
                 && key
                     .bytes()
@@ -267,6 +296,17 @@ fn parse_headers(v: Option<&Value>) -> Result<Vec<(String, String)>, FunctionErr
         }
     }
     Ok(out)
+}
+
+/// `content-type` as `Content-Type`.
+fn capitalise(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut start = true;
+    for c in name.chars() {
+        out.push(if start { c.to_ascii_uppercase() } else { c });
+        start = c == '-';
+    }
+    out
 }
 
 fn parse_status(v: &Value) -> Result<u16, FunctionError> {
@@ -427,12 +467,14 @@ mod tests {
                 "X-Odd",
                 "quote\" back\\ tab\t sep\u{2028} caf\u{e9}".as_bytes(),
             ),
+            ("CloudFront-Viewer-Country", b"XX"),
         ];
         let req = EdgeRequest {
             client: "203.0.113.9".parse().unwrap(),
             method: "GET",
             target: "/p/x?a=1&b=2",
             fields: fields.iter().copied(),
+            country: Some("GB"),
         };
         let e: Value = serde_json::from_str(&origin_response_event(
             req,
@@ -448,6 +490,11 @@ mod tests {
         assert_eq!(cf["request"]["clientIp"], "203.0.113.9");
         assert_eq!(cf["request"]["headers"]["host"][0]["key"], "Host");
         assert_eq!(cf["request"]["headers"]["x-multi"][1]["value"], "2");
+        // The client's own country header is never believed; lb's replaces it.
+        assert_eq!(
+            cf["request"]["headers"]["cloudfront-viewer-country"],
+            serde_json::json!([{"key": "CloudFront-Viewer-Country", "value": "GB"}])
+        );
         assert_eq!(
             cf["request"]["headers"]["x-multi"]
                 .as_array()
@@ -475,6 +522,7 @@ mod tests {
                 method: "POST",
                 target: "/a",
                 fields: std::iter::empty(),
+                country: None,
             },
             &EdgeOrigin {
                 domain_name: "origin.test",
@@ -518,10 +566,18 @@ mod tests {
         assert!(
             matches!(r, Ok(ResponseOutcome::Head { status: 404, ref headers, .. }) if headers == &[("X-A".to_owned(), "1".to_owned())])
         );
+        // The entry's name wins over a `key` that names another field; without a key
+        // the name is capitalised as CloudFront does.
+        let r = parse_response_result(
+            r#"{"status":200,"headers":{"x-a":[{"key":"X-B","value":"1"}],"content-type":[{"value":"t"}]}}"#,
+        );
+        assert!(
+            matches!(r, Ok(ResponseOutcome::Head { ref headers, .. }) if headers == &[("X-A".to_owned(), "1".to_owned()), ("Content-Type".to_owned(), "t".to_owned())]),
+            "{r:?}"
+        );
         for bad in [
             r#"{"status":"abc"}"#,
             r#"{"status":700}"#,
-            r#"{"status":200,"headers":{"x-a":[{"key":"X-B","value":"1"}]}}"#,
             r#"{"status":200,"headers":{"x-a":[{"key":"X-A","value":"a\r\nb"}]}}"#,
             r#"{"status":200,"body":"!!","bodyEncoding":"base64"}"#,
             r#"42"#,

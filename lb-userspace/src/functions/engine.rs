@@ -19,8 +19,100 @@ use rquickjs::{Context, Function, Object, Persistent, Runtime};
 
 use super::{FunctionError, FunctionKind, FunctionLimits};
 
-/// Defines `module`/`exports` as Node does, then the user's source runs as a script.
-const PRELUDE: &str = "var module = { exports: {} }; var exports = module.exports;";
+/// What the user's source finds around it, as in Node and CloudFront Functions:
+/// `module`/`exports`; `console` (its output goes to lb's log at debug level, target
+/// `lb::functions::console`); and `require` for the built-in module published functions
+/// use most, `querystring` (Node's parse/stringify/escape/unescape semantics). Any other
+/// module is an error when the script loads, so `lb check` reports it.
+const PRELUDE: &str = r#"var module = { exports: {} }; var exports = module.exports;
+var __lb_console = [];
+var console = (function () {
+  function text(args) {
+    var parts = [];
+    for (var i = 0; i < args.length; i++) {
+      var a = args[i];
+      if (typeof a === 'string' || a === undefined || typeof a === 'function' || a instanceof Error) { parts.push(String(a)); continue; }
+      try { parts.push(JSON.stringify(a)); } catch (e) { parts.push(String(a)); }
+    }
+    return parts.join(' ');
+  }
+  function at(level) { return function () { if (__lb_console.length < 32) __lb_console.push(level, text(arguments)); }; }
+  return { log: at('log'), info: at('info'), warn: at('warn'), error: at('error'), debug: at('debug') };
+})();
+var require = (function () {
+  function unescape(s) {
+    try { return decodeURIComponent(s); } catch (e) {
+      return s.replace(/%([0-9a-fA-F]{2})/g, function (_, h) { return String.fromCharCode(parseInt(h, 16)); });
+    }
+  }
+  function primitive(v) {
+    if (typeof v === 'string') return v;
+    if (typeof v === 'number') return isFinite(v) ? String(v) : '';
+    if (typeof v === 'bigint' || typeof v === 'boolean') return String(v);
+    return '';
+  }
+  var querystring = {
+    escape: function (s) { return encodeURIComponent(s); },
+    unescape: unescape,
+    parse: function (str, sep, eq) {
+      sep = sep || '&'; eq = eq || '=';
+      var out = Object.create(null);
+      if (typeof str !== 'string' || str.length === 0) return out;
+      var pairs = str.split(sep);
+      for (var i = 0; i < pairs.length; i++) {
+        if (pairs[i].length === 0) continue;
+        var at = pairs[i].indexOf(eq);
+        var k = at >= 0 ? pairs[i].slice(0, at) : pairs[i];
+        var v = at >= 0 ? pairs[i].slice(at + eq.length) : '';
+        k = unescape(k.replace(/\+/g, ' ')); v = unescape(v.replace(/\+/g, ' '));
+        if (!(k in out)) out[k] = v;
+        else if (Array.isArray(out[k])) out[k].push(v);
+        else out[k] = [out[k], v];
+      }
+      return out;
+    },
+    stringify: function (obj, sep, eq) {
+      sep = sep || '&'; eq = eq || '=';
+      if (obj === null || typeof obj !== 'object') return '';
+      var parts = [];
+      var keys = Object.keys(obj);
+      for (var i = 0; i < keys.length; i++) {
+        var k = encodeURIComponent(primitive(keys[i])) + eq;
+        var v = obj[keys[i]];
+        if (Array.isArray(v)) {
+          for (var j = 0; j < v.length; j++) parts.push(k + encodeURIComponent(primitive(v[j])));
+        } else {
+          parts.push(k + encodeURIComponent(primitive(v)));
+        }
+      }
+      return parts.join(sep);
+    }
+  };
+  querystring.decode = querystring.parse;
+  querystring.encode = querystring.stringify;
+  var modules = { querystring: querystring };
+  return function require(name) {
+    var m = modules[String(name).replace(/^node:/, '')];
+    if (!m) throw new Error("Cannot find module '" + name + "' (lb provides: querystring)");
+    return m;
+  };
+})();
+"#;
+
+/// The longest console line kept in the log.
+const CONSOLE_LINE: usize = 2048;
+
+/// `console.*` from a function: to lb's log at debug level (a function that logs on
+/// every request must not flood the log at the default level). The lines wait in the
+/// context's `__lb_console` (level, text, ...; at most 16 lines per invocation) until the call
+/// ends.
+fn console_line(level: &str, text: &str) {
+    let mut end = text.len().min(CONSOLE_LINE);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    tracing::debug!(target: "lb::functions::console", level, "{}", &text[..end]);
+}
 
 /// Calls the handler with Lambda@Edge's three arguments and collects the answer from
 /// whichever way it comes: the callback, a returned value, or a Promise.
@@ -241,6 +333,7 @@ fn run(engine: &Engine, k: u64, event: &str) -> Result<String, FunctionError> {
         }
     }
     compiled.context.with(|ctx| {
+        flush_console(&ctx);
         let out = out.restore(&ctx).map_err(|e| classify(e.to_string()))?;
         let done: bool = out.get("done").unwrap_or(false);
         if !done {
@@ -261,6 +354,21 @@ fn run(engine: &Engine, k: u64, event: &str) -> Result<String, FunctionError> {
             .map_err(|e| classify(e.to_string()))?;
         Ok(json.unwrap_or_else(|| "null".into()))
     })
+}
+
+/// Logs what the invocation wrote to `console` and empties the buffer.
+fn flush_console(ctx: &rquickjs::Ctx<'_>) {
+    let Ok(lines) = ctx.globals().get::<_, rquickjs::Array>("__lb_console") else {
+        return;
+    };
+    if lines.is_empty() {
+        return;
+    }
+    let mut items = lines.iter::<String>().flatten();
+    while let (Some(level), Some(text)) = (items.next(), items.next()) {
+        console_line(&level, &text);
+    }
+    let _ = lines.as_object().set("length", 0);
 }
 
 #[cfg(test)]
@@ -297,6 +405,42 @@ mod tests {
         );
         let module = "module.exports.handler = function (e, c, cb) { cb(null, 'x'); };";
         assert_eq!(invoke(module, LE, limits(), "{}").unwrap(), r#""x""#);
+    }
+
+    /// What published functions expect around them: Node's `querystring` with its
+    /// semantics, `console`, and a clear error for a module lb does not have.
+    #[test]
+    fn querystring_and_console_behave_as_in_node() {
+        let qs = r#"const querystring = require('querystring');
+exports.handler = (e) => {
+  const p = querystring.parse(e.q);
+  console.log('parsed', p, 3, undefined);
+  const auth = p.auth; delete p.auth;
+  return { auth: auth, rest: querystring.stringify(p), multi: p.a, space: p.s };
+};"#;
+        let out = invoke(
+            qs,
+            LE,
+            limits(),
+            r#"{"q":"a=1&auth=t%20k&a=2&s=x+y&odd=%zz&flag&e=%C3%A9"}"#,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["auth"], "t k");
+        assert_eq!(v["multi"], serde_json::json!(["1", "2"]));
+        assert_eq!(v["space"], "x y");
+        // Order kept, arrays repeated, malformed escapes passed through, re-escaped.
+        assert_eq!(v["rest"], "a=1&a=2&s=x%20y&odd=%25zz&flag=&e=%C3%A9");
+        let missing = "const fs = require('fs'); exports.handler = () => 1;";
+        let err = check(missing, LE).unwrap_err().to_string();
+        assert!(err.contains("Cannot find module 'fs'"), "{err}");
+        assert!(
+            check(
+                "require('node:querystring'); exports.handler = () => 1;",
+                LE
+            )
+            .is_ok()
+        );
     }
 
     #[test]
