@@ -17,7 +17,7 @@ const RULES: &str = r#"
 [[rules]]
 name = "maintenance page"
 when = [{ path_exact = "/closed" }]
-respond = { status = 503, body = "closed for maintenance\n", content_type = "text/plain" }
+respond = { status = 503, body = "closed for maintenance\n", content_type = "text/plain", headers = { retry-after = "120", cache-control = "no-store" } }
 
 [[rules]]
 name = "old blog"
@@ -32,6 +32,7 @@ when = [
 ]
 route = "canary"
 set_request_headers = { x-canary = "yes" }
+add_request_headers = { x-via-rule = "beta" }
 
 [[rules]]
 name = "v2 by query"
@@ -139,6 +140,8 @@ fn redirects_and_direct_answers_never_reach_an_origin() {
     assert_eq!(r.status, 503);
     assert_eq!(r.text(), "closed for maintenance\n");
     assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.header("retry-after"), Some("120"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
     assert_eq!(origin(&r), "-");
 }
 
@@ -176,13 +179,19 @@ fn rewrites_change_what_the_origin_receives() {
     // The negated prefix: curl is not rewritten.
     let r = send(&s, "GET", "/echo/abc", &["User-Agent: curl/8"]);
     assert_eq!(r.text(), "web GET /echo/abc\n");
-    // The canary rule's header reaches the canary.
-    let r = send(&s, "GET", "/x/headers", &["X-Beta: 1"]);
-    assert!(
-        r.text().to_ascii_lowercase().contains("x-canary: yes\r\n"),
-        "{}",
-        r.text()
+    // The canary rule's headers reach the canary: a set one replaces the client's, an
+    // added one goes next to it.
+    let r = send(
+        &s,
+        "GET",
+        "/x/headers",
+        &["X-Beta: 1", "X-Canary: client", "X-Via-Rule: client"],
     );
+    let head = r.text().to_ascii_lowercase();
+    assert!(head.contains("x-canary: yes\r\n"), "{head}");
+    assert!(!head.contains("x-canary: client"), "{head}");
+    assert!(head.contains("x-via-rule: client\r\n"), "{head}");
+    assert!(head.contains("x-via-rule: beta\r\n"), "{head}");
 }
 
 #[test]

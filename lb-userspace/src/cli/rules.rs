@@ -124,6 +124,9 @@ fn explain<'a, H: Iterator<Item = (&'a str, &'a [u8])> + Clone>(
                 for (n, v) in &a.set_request_headers {
                     println!("  set {n}: {v}");
                 }
+                for (n, v) in &a.add_request_headers {
+                    println!("  add {n}: {v}");
+                }
                 for n in &a.remove_request_headers {
                     println!("  remove {n}");
                 }

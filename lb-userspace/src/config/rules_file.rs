@@ -41,6 +41,10 @@ pub(super) struct RuleFile {
     pub set_host: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub set_request_headers: BTreeMap<String, String>,
+    /// Added next to the client's fields of the same name (`set_request_headers`
+    /// replaces them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add_request_headers: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove_request_headers: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -140,6 +144,9 @@ pub(super) struct RespondFile {
     pub body: String,
     #[serde(default = "default_content_type")]
     pub content_type: String,
+    /// Fields of the answer besides Content-Type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
 }
 
 fn default_content_type() -> String {
@@ -417,13 +424,19 @@ pub(super) fn build(
                 "the new path may not hold spaces, '#' or control characters",
             ));
         }
-        for (name, value) in &f.set_request_headers {
-            if !valid_field_name(name) || !valid_field_value(value) {
-                return Err(loc.err(
-                    span.clone(),
-                    field("set_request_headers"),
-                    format!("`{name}: {value}` is not a valid header field"),
-                ));
+        let request_fields = [
+            (&f.set_request_headers, "set_request_headers"),
+            (&f.add_request_headers, "add_request_headers"),
+        ];
+        for (fields, which) in request_fields {
+            for (name, value) in fields {
+                if !valid_field_name(name) || !valid_field_value(value) {
+                    return Err(loc.err(
+                        span.clone(),
+                        field(which),
+                        format!("`{name}: {value}` is not a valid header field"),
+                    ));
+                }
             }
         }
         for (name, value) in &f.set_response_headers {
@@ -440,6 +453,11 @@ pub(super) fn build(
             .keys()
             .chain(&f.remove_request_headers)
             .map(|n| (n, "set_request_headers"))
+            .chain(
+                f.add_request_headers
+                    .keys()
+                    .map(|n| (n, "add_request_headers")),
+            )
             .chain(
                 f.set_response_headers
                     .keys()
@@ -515,9 +533,28 @@ pub(super) fn build(
                         "not a valid field value",
                     ));
                 }
+                for (name, value) in &rs.headers {
+                    let why = if !valid_field_name(name) || !valid_field_value(value) {
+                        format!("`{name}: {value}` is not a valid header field")
+                    } else if name.eq_ignore_ascii_case("content-type") {
+                        "give Content-Type as respond.content_type".to_owned()
+                    } else if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name))
+                        || name.eq_ignore_ascii_case("via")
+                    {
+                        format!("`{name}` is written by lb itself")
+                    } else {
+                        continue;
+                    };
+                    return Err(loc.err(r.span(), field("respond.headers"), why));
+                }
                 Some(DirectAnswer::Respond {
                     status: rs.status,
                     content_type: rs.content_type.clone(),
+                    headers: rs
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                        .collect(),
                     body: rs.body.clone().into_bytes(),
                 })
             }
@@ -529,6 +566,11 @@ pub(super) fn build(
             set_host: f.set_host.clone(),
             set_request_headers: f
                 .set_request_headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            add_request_headers: f
+                .add_request_headers
                 .iter()
                 .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
                 .collect(),
@@ -566,7 +608,7 @@ pub(super) fn build(
             return Err(loc.err(
                 span.clone(),
                 field("name"),
-                "the rule does nothing: give it route, rewrite_path, set_host, set/remove_request_headers, set/remove_response_headers, redirect or respond",
+                "the rule does nothing: give it route, rewrite_path, set_host, set/add/remove_request_headers, set/remove_response_headers, redirect or respond",
             ));
         }
         rules.push(Rule {
@@ -614,6 +656,7 @@ pub(super) fn export(set: &RuleSet) -> Vec<Spanned<RuleFile>> {
                 }),
                 set_host: a.set_host.clone(),
                 set_request_headers: a.set_request_headers.iter().cloned().collect(),
+                add_request_headers: a.add_request_headers.iter().cloned().collect(),
                 remove_request_headers: a.remove_request_headers.clone(),
                 set_response_headers: a.set_response_headers.iter().cloned().collect(),
                 remove_response_headers: a.remove_response_headers.clone(),
@@ -631,6 +674,7 @@ pub(super) fn export(set: &RuleSet) -> Vec<Spanned<RuleFile>> {
                     Some(DirectAnswer::Respond {
                         status,
                         content_type,
+                        headers,
                         body,
                     }) => Some(Spanned::new(
                         0..0,
@@ -638,6 +682,7 @@ pub(super) fn export(set: &RuleSet) -> Vec<Spanned<RuleFile>> {
                             status: *status,
                             body: String::from_utf8_lossy(body).into_owned(),
                             content_type: content_type.clone(),
+                            headers: headers.iter().cloned().collect(),
                         },
                     )),
                     _ => None,

@@ -416,6 +416,7 @@ route = "canary"
 rewrite_path = { regex = "^/api/(.*)$", to = "/v2/$1" }
 set_host = "backend"
 set_request_headers = { X-From = "lb" }
+add_request_headers = { X-Trace = "beta" }
 remove_request_headers = ["x-debug"]
 
 [[rules]]
@@ -425,7 +426,7 @@ redirect = { status = 308, location = "https://{host}{path}" }
 
 [[rules]]
 name = "teapot"
-respond = { status = 418, body = "short and stout" }
+respond = { status = 418, body = "short and stout", headers = { Retry-After = "60" } }
 "#;
     let c = parse(text);
     assert_eq!(c.rules.rules.len(), 3);
@@ -439,6 +440,14 @@ respond = { status = 418, body = "short and stout" }
         beta.actions.set_request_headers,
         [("x-from".to_owned(), "lb".to_owned())]
     );
+    assert_eq!(
+        beta.actions.add_request_headers,
+        [("x-trace".to_owned(), "beta".to_owned())]
+    );
+    assert!(matches!(
+        &c.rules.rules[2].actions.answer,
+        Some(crate::rules::DirectAnswer::Respond { headers, .. }) if headers == &[("retry-after".to_owned(), "60".to_owned())]
+    ));
     assert_eq!(parse(&c.to_toml()), c);
 }
 
@@ -478,6 +487,18 @@ fn bad_rules_are_refused_with_their_place() {
         (
             "set_request_headers = { \"bad name\" = \"1\" }\n",
             "is not a valid header field",
+        ),
+        (
+            "add_request_headers = { transfer-encoding = \"chunked\" }\n",
+            "rules[0].add_request_headers: `transfer-encoding` is written by lb itself",
+        ),
+        (
+            "respond = { status = 403, headers = { content-length = \"9\" } }\n",
+            "rules[0].respond.headers: `content-length` is written by lb itself",
+        ),
+        (
+            "respond = { status = 403, headers = { Content-Type = \"text/html\" } }\n",
+            "give Content-Type as respond.content_type",
         ),
         (
             "when = [{ method = [\"get\"] }]\nroute = \"web\"\n",

@@ -47,6 +47,7 @@ pub(super) async fn serve(
             let page = Answer::Page {
                 status: code,
                 content_type: content_type_for(&path.to_string_lossy()),
+                headers: &[],
                 body,
             };
             (respond::answer(worker, conn, page).await, code)
@@ -86,6 +87,7 @@ pub(super) async fn serve(
             let page = Answer::Page {
                 status: code,
                 content_type: &content_type,
+                headers: &[],
                 body: &body,
             };
             (respond::answer(worker, conn, page).await, code)

@@ -32,6 +32,7 @@ pub(super) fn write_page(
     out: &mut Vec<u8>,
     status: u16,
     content_type: &[u8],
+    headers: &[(String, String)],
     body: &[u8],
     conn: ResponseConnection<'_>,
 ) {
@@ -42,6 +43,9 @@ pub(super) fn write_page(
         canonical_reason(status)
     );
     out.extend_from_slice(content_type);
+    for (name, value) in headers {
+        let _ = write!(out, "\r\n{name}: {value}");
+    }
     let _ = write!(out, "\r\ncontent-length: {}\r\nvia: 1.1 lb\r\n", body.len());
     connection(out, conn);
     out.extend_from_slice(b"\r\n");

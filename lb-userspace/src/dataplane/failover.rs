@@ -488,11 +488,13 @@ async fn apply_rules(
         Some(DirectAnswer::Respond {
             status,
             content_type,
+            headers,
             body,
         }) => {
             let answer = respond::Answer::Page {
                 status: *status,
                 content_type: content_type.as_bytes(),
+                headers,
                 body,
             };
             Some((respond::answer(worker, conn, answer).await, *status))

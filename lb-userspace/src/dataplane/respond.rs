@@ -29,10 +29,11 @@ pub(super) enum Answer<'a> {
         status: u16,
         reason: &'a str,
     },
-    /// A custom error page.
+    /// A custom error page, or a rule's fixed answer (with its own fields).
     Page {
         status: u16,
         content_type: &'a [u8],
+        headers: &'a [(String, String)],
         body: &'a [u8],
     },
     Redirect {
@@ -54,8 +55,16 @@ pub(super) async fn answer(worker: &Worker, conn: &mut ClientConn, answer: Answe
         Answer::Page {
             status,
             content_type,
+            headers,
             body,
-        } => error_response::write_page(&mut conn.out, status, content_type, body, connection),
+        } => error_response::write_page(
+            &mut conn.out,
+            status,
+            content_type,
+            headers,
+            body,
+            connection,
+        ),
         Answer::Redirect { status, location } => {
             error_response::write_redirect(&mut conn.out, status, location, connection)
         }

@@ -38,6 +38,8 @@ pub struct Actions {
     pub set_host: Option<String>,
     /// Replace (or add) these request fields.
     pub set_request_headers: Vec<(String, String)>,
+    /// Add these request fields, keeping the client's of the same name.
+    pub add_request_headers: Vec<(String, String)>,
     pub remove_request_headers: Vec<String>,
     /// Replace (or add) these fields of the response the client gets, whoever made it
     /// (an origin or the cache).
@@ -52,6 +54,7 @@ impl Actions {
         self.rewrite_path.is_some()
             || self.set_host.is_some()
             || !self.set_request_headers.is_empty()
+            || !self.add_request_headers.is_empty()
             || !self.remove_request_headers.is_empty()
     }
 
@@ -83,10 +86,11 @@ impl Actions {
             .map(|(n, v)| (n.as_str(), v.as_bytes()))
     }
 
-    /// The fields the rule adds, for the request builder.
+    /// The fields the rule adds (set and added ones), for the request builder.
     pub fn added_fields(&self) -> impl Iterator<Item = (&str, &[u8])> + Clone {
         self.set_request_headers
             .iter()
+            .chain(&self.add_request_headers)
             .map(|(n, v)| (n.as_str(), v.as_bytes()))
     }
 }
@@ -143,6 +147,8 @@ pub enum DirectAnswer {
     Respond {
         status: u16,
         content_type: String,
+        /// Fields of its own (names lower case; lb writes the framing ones).
+        headers: Vec<(String, String)>,
         body: Vec<u8>,
     },
 }
