@@ -17,6 +17,7 @@ use super::{
     conn::{BufferedStream, write_all},
     failover,
     fate::{self, BodyState, Next},
+    parking::Parked,
     request_head::RequestHead,
     respond::{self, Answer},
     stream::Stream,
@@ -73,17 +74,53 @@ pub(super) struct ClientConn {
     pub(super) fn_response: Option<Box<super::edge_functions::FnHead>>,
 }
 
-/// Serves one client connection (TCP accepted, TLS handshake done) until it closes.
+/// Serves one client connection (TCP accepted and counted, TLS handshake done) until it
+/// closes.
 /// Between requests the task holds only the stream (and no buffer) and its idle wait;
 /// everything a request needs lives in [`turn`]'s boxed state while the request runs.
 pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: SocketAddr) {
-    let _active = worker.track_connection();
-    let mut io = BufferedStream::with_buffer(stream, Vec::new());
-    let mut pace = Pace::default();
+    let io = BufferedStream::with_buffer(stream, Vec::new());
+    serve(worker, io, peer, Pace::default(), None).await;
+}
+
+/// Gives a parked connection ([`super::parking`]) whose socket became readable a task
+/// again: it reads what came (or finds the client gone) and goes on as before.
+pub(super) async fn resume_client(worker: Rc<Worker>, parked: Parked) {
+    let io = BufferedStream::with_buffer(Stream::Plain(parked.stream), Vec::new());
+    serve(worker, io, parked.peer, parked.pace, Some(parked.since)).await;
+}
+
+/// The connection loop (the connection was counted as open at its accept).
+/// `parked_since`: it comes back from parking, its socket readable or hung up.
+async fn serve(
+    worker: Rc<Worker>,
+    mut io: BufferedStream,
+    peer: SocketAddr,
+    mut pace: Pace,
+    parked_since: Option<Instant>,
+) {
+    let active = worker.adopt_connection();
+    if let Some(since) = parked_since {
+        if !matches!(Box::pin(io.fill_idle()).await, Ok(n) if n > 0) {
+            // The client closed (or reset) while parked.
+            return;
+        }
+        pace.waited(since.elapsed());
+    }
     loop {
         if !io.has_data() {
             if !pace.hot() {
                 io.shed_idle_buffer();
+                if !worker.drain.is_draining() && !io.stream.is_tls() {
+                    match park(&worker, io, peer, pace) {
+                        Ok(()) => {
+                            // The connection stays open without this task.
+                            active.hand_over();
+                            return;
+                        }
+                        Err(back) => io = back,
+                    }
+                }
             }
             let started = Instant::now();
             if !idle_wait(&worker, &mut io, pace.hot()).await {
@@ -97,6 +134,29 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: Socke
             Some(kept) => io = kept,
             None => return,
         }
+    }
+}
+
+/// Parks a cold plain-TCP connection with nothing buffered; gives it back if it cannot be.
+fn park(
+    worker: &Worker,
+    io: BufferedStream,
+    peer: SocketAddr,
+    pace: Pace,
+) -> Result<(), BufferedStream> {
+    let (stream, buf) = io.into_parts();
+    let Stream::Plain(stream) = stream else {
+        return Err(BufferedStream::with_buffer(stream, buf));
+    };
+    let conn = Parked {
+        stream,
+        peer,
+        pace,
+        since: Instant::now(),
+    };
+    match worker.parking.park(conn) {
+        None => Ok(()),
+        Some(conn) => Err(BufferedStream::with_buffer(Stream::Plain(conn.stream), buf)),
     }
 }
 
@@ -265,9 +325,15 @@ fn take_head(
 ///
 /// A connection's first request is awaited hot: clients send it right after connecting,
 /// and a connection that carries one request pays no second operation.
-struct Pace {
+///
+/// A cold connection with plain TCP does not even keep its task: it is parked
+/// ([`super::parking`]) and gets a new task when its socket becomes readable.
+#[derive(Clone, Copy)]
+pub(super) struct Pace {
     first: bool,
     quick: u8,
+    /// The socket is in the worker's epoll set already (parked before).
+    pub(super) parked_before: bool,
 }
 
 impl Default for Pace {
@@ -275,6 +341,7 @@ impl Default for Pace {
         Self {
             first: true,
             quick: 0,
+            parked_before: false,
         }
     }
 }

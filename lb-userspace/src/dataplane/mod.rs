@@ -20,6 +20,7 @@ mod fate;
 mod hedge;
 mod kernel_watch;
 mod listener;
+mod parking;
 mod refresh;
 mod request_head;
 mod respond;

@@ -13,7 +13,10 @@ use super::{
     worker::Worker,
 };
 
+/// Runs the TLS handshake of an accepted (and counted) connection, then serves it.
 pub(super) async fn serve_tls_client(worker: Rc<Worker>, tcp: TcpStream, peer: SocketAddr) {
+    // Released if the handshake fails; handed to the connection loop if it succeeds.
+    let counted = worker.adopt_connection();
     let view = worker.view();
     let Some(config) = view.snap.tls.server.clone() else {
         // Only possible if a reload removed [tls]; the listener stays until restart.
@@ -28,6 +31,7 @@ pub(super) async fn serve_tls_client(worker: Rc<Worker>, tcp: TcpStream, peer: S
         Ok(Ok(stream)) => {
             metrics.tls_handshakes.fetch_add(1, Ordering::Relaxed);
             drop(view);
+            counted.hand_over();
             serve_client(worker, Stream::ServerTls(Tls::new(stream, fd)), peer).await;
         }
         Ok(Err(e)) => {

@@ -42,6 +42,8 @@ pub(super) struct Worker {
     /// The HTTPS listener's port (for redirect-to-https); 443 without one.
     pub https_port: u16,
     pub buffers: BufferPool,
+    /// Idle client connections held without a task.
+    pub parking: super::parking::Parking,
     index: usize,
     active: Cell<usize>,
     /// Most client connections this worker serves at once; more wait in the backlog.
@@ -127,10 +129,30 @@ impl Worker {
         Rc::clone(&self.view.borrow())
     }
 
-    /// Counts an open client connection until the guard drops.
-    pub fn track_connection(&self) -> ActiveGuard<'_> {
+    /// Counts a client connection as open from its accept on: the accept loop counts it
+    /// before the connection's task first runs, so the loop's next check of
+    /// `max_connections` already sees it, and a TLS handshake in progress counts too. The
+    /// task takes the count over with [`adopt_connection`](Self::adopt_connection).
+    fn count_connection(&self) {
         self.active.set(self.active.get() + 1);
+    }
+
+    /// The guard of a connection counted before (at its accept, or one coming back from
+    /// parking): it is released when the guard drops.
+    pub fn adopt_connection(&self) -> ActiveGuard<'_> {
         ActiveGuard(self)
+    }
+
+    /// Counts `n` connections closed without a guard (parked ones).
+    pub fn release_connections(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.active.set(self.active.get() - n);
+        let waiting = std::mem::take(&mut *self.slot_freed.borrow_mut());
+        for waker in waiting {
+            waker.wake();
+        }
     }
 
     /// Waits until this worker serves fewer than its `max_connections` clients. Meanwhile
@@ -181,15 +203,20 @@ impl Worker {
 /// not spin while the shortage lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// An open client connection, counted against `max_connections` until it drops.
 pub(super) struct ActiveGuard<'a>(&'a Worker);
+
+impl ActiveGuard<'_> {
+    /// The connection stays open without its task (parked): it stays counted, and
+    /// whoever closes it releases it ([`Worker::release_connections`]).
+    pub fn hand_over(self) {
+        std::mem::forget(self);
+    }
+}
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
-        self.0.active.set(self.0.active.get() - 1);
-        let waiting = std::mem::take(&mut *self.0.slot_freed.borrow_mut());
-        for waker in waiting {
-            waker.wake();
-        }
+        self.0.release_connections(1);
     }
 }
 
@@ -335,6 +362,7 @@ async fn worker_loop(
         pool: RefCell::new(Pool::default()),
         drain: Drain::default(),
         buffers: BufferPool::default(),
+        parking: super::parking::Parking::new(index),
         index,
         active: Cell::new(0),
         max_connections: config.listener.max_connections_per_worker(),
@@ -348,6 +376,7 @@ async fn worker_loop(
         monoio::spawn(Rc::clone(&worker.kernel_watch).run(move || w.drain.is_draining()));
     }
     monoio::spawn(sweep_idle(Rc::clone(&worker)));
+    monoio::spawn(super::parking::run(Rc::clone(&worker)));
     monoio::spawn(flush_access_log(Rc::clone(&worker)));
     if let Some(tls_listener) = tls_listener {
         monoio::spawn(accept_tls(Rc::clone(&worker), tls_listener));
@@ -360,6 +389,7 @@ async fn worker_loop(
             } => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    worker.count_connection();
                     monoio::spawn(Guarded::new(
                         "client connection",
                         serve_client(Rc::clone(&worker), Stream::Plain(stream), peer),
@@ -397,6 +427,7 @@ async fn accept_tls(worker: Rc<Worker>, listener: monoio::net::TcpListener) {
                 listener.accept().await
             } => match accepted {
                 Ok((stream, peer)) => {
+                    worker.count_connection();
                     monoio::spawn(Guarded::new(
                         "HTTPS client connection",
                         serve_tls_client(Rc::clone(&worker), stream, peer),
@@ -422,7 +453,10 @@ async fn sweep_idle(worker: Rc<Worker>) {
     while !worker.drain.is_draining() {
         let idle = worker.view().snap.config.limits.idle_timeout;
         monoio::time::sleep(super::drain::Drain::sweep_interval(idle)).await;
-        worker.drain.expire(Instant::now());
+        let now = Instant::now();
+        worker.drain.expire(now);
+        let closed = worker.parking.expire(now, idle);
+        worker.release_connections(closed);
     }
 }
 

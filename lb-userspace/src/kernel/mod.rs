@@ -1,10 +1,10 @@
 //! Everything that touches the kernel's BPF machinery: loading and attaching the XDP
 //! program and the socket-event tracepoints, pinning their maps, filling the origin
-//! index, the zero-syscall mmap view of the per-origin signals, and `TCP_INFO` on lb's
-//! own connections.
+//! index, the zero-syscall mmap view of the per-origin signals, `TCP_INFO` on lb's
+//! own connections, and the epoll set idle client connections are parked in.
 //!
 //! All `unsafe` code of lb lives in this module (mmap of the signal array and the
-//! reinterpretation of its words, `getsockopt(TCP_INFO)`); each block carries a
+//! reinterpretation of its words, `getsockopt(TCP_INFO)`, `epoll_ctl`); each block carries a
 //! `SAFETY:` comment.
 //!
 //! Minimum kernel: 5.5 for `BPF_F_MMAPABLE` arrays; bpf_link-based XDP attach needs 5.9;
@@ -20,6 +20,7 @@ mod loader;
 mod object;
 mod pinned;
 mod program_log;
+mod readiness;
 mod signals;
 mod signals_view;
 mod tcp_info;
@@ -31,6 +32,7 @@ pub use interfaces::{AttachPlan, XdpAttachMode, plan_attachments};
 pub use loader::{LoadedProgram, OriginRegistration, ProgramStatsTotal};
 pub use pinned::{PinnedMaps, PinnedOrigin, SignalsReport, key_address};
 pub use program_log::{ProgramLogReader, forward_program_logs};
+pub use readiness::{READY_BATCH, ReadinessSet};
 pub use signals::{AttachedInterface, KernelSettings, KernelSignals, KernelStatus};
 pub use signals_view::{ConnectEvidence, KernelFinding, SignalsView, monotonic_now_ns};
 pub use tcp_info::{TcpProgress, tcp_progress};
