@@ -10,19 +10,35 @@ use std::{
 
 use lb_origin::Origin;
 use lb_tests::{
-    http::Client,
-    process::{LbConfig, LbServer},
+    free_port,
+    http::{Client, get},
+    process::{LbConfig, LbServer, wait_for},
 };
 
-fn start(io_driver: &str, listener_extra: &str) -> (Origin, LbServer) {
+fn start(io_driver: &str, listener_extra: &str, admin: std::net::SocketAddr) -> (Origin, LbServer) {
     let origin = Origin::start("o", "127.0.0.1:0".parse().unwrap()).unwrap();
-    let lb = LbServer::start(
-        &LbConfig::new()
-            .origin("o", origin.addr(), "")
-            .listener(&format!("io_driver = \"{io_driver}\"\n{listener_extra}"))
-            .limits("idle_timeout = \"1s\""),
+    let config = LbConfig::new()
+        .origin("o", origin.addr(), "")
+        .listener(&format!("io_driver = \"{io_driver}\"\n{listener_extra}"))
+        .limits("idle_timeout = \"1s\"");
+    let lb = LbServer::start_file(
+        "lb.toml",
+        &config.to_toml(),
+        &["--admin", &admin.to_string()],
+        "info",
     );
     (origin, lb)
+}
+
+/// `lb_client_connections{state}` from the admin API's metrics.
+fn connections_gauge(admin: std::net::SocketAddr, state: &str) -> u64 {
+    let metrics = get(admin, "/metrics").text();
+    let prefix = format!("lb_client_connections{{state=\"{state}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
 }
 
 const GET: &str = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -30,7 +46,7 @@ const GET: &str = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
 /// A connection used slowly (parked between its requests) keeps serving, then closes
 /// about one idle timeout after its last answer, with a FIN.
 fn parked_connection_lifecycle(io_driver: &str) {
-    let (_origin, lb) = start(io_driver, "");
+    let (_origin, lb) = start(io_driver, "", free_port());
     let mut c = Client::connect(lb.addr);
     for _ in 0..4 {
         assert_eq!(c.request(GET).status, 200);
@@ -69,7 +85,8 @@ fn a_parked_connection_serves_and_times_out_with_epoll() {
 /// waits in the backlog until one of the parked ones leaves, and then is served.
 #[test]
 fn parked_connections_count_against_max_connections() {
-    let (_origin, lb) = start("auto", "max_connections = 3\n");
+    let admin = free_port();
+    let (_origin, lb) = start("auto", "max_connections = 3\n", admin);
     let mut parked: Vec<Client> = (0..3)
         .map(|_| {
             let mut c = Client::connect(lb.addr);
@@ -77,7 +94,11 @@ fn parked_connections_count_against_max_connections() {
             c
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // The gauges say so (sampled by the idle sweep, every 250 ms here).
+    wait_for("3 open and 3 parked", Duration::from_secs(3), || {
+        (connections_gauge(admin, "open") == 3 && connections_gauge(admin, "parked") == 3)
+            .then_some(())
+    });
     let mut fourth = std::net::TcpStream::connect(lb.addr).unwrap();
     fourth.write_all(GET.as_bytes()).unwrap();
     fourth
@@ -106,6 +127,12 @@ fn parked_connections_count_against_max_connections() {
     for c in &mut parked {
         assert_eq!(c.request(GET).status, 200);
     }
+    drop(parked);
+    drop(fourth);
+    wait_for("all closed", Duration::from_secs(3), || {
+        (connections_gauge(admin, "open") == 0 && connections_gauge(admin, "parked") == 0)
+            .then_some(())
+    });
 }
 
 /// A client that half-closes while parked gets its connection closed (nothing more can

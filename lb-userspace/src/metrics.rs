@@ -158,6 +158,11 @@ pub struct WorkerMetrics {
     pub tls_handshake_failures: AtomicU64,
     /// Failed accepts (EMFILE and friends).
     pub accept_errors: AtomicU64,
+    /// Gauges, sampled by the worker's idle sweep (at most a second old): open client
+    /// connections, and those of them parked without a task. Not carried over a reload
+    /// (the next sweep refills them).
+    pub client_connections: AtomicU64,
+    pub parked_connections: AtomicU64,
     /// lb's own resource failures while connecting upstream, by [`LocalResource::index`].
     local_errors: [AtomicU64; LocalResource::ALL.len()],
     origins: Box<[OriginCounters]>,
@@ -204,6 +209,8 @@ impl Metrics {
                     tls_handshakes: AtomicU64::new(0),
                     tls_handshake_failures: AtomicU64::new(0),
                     accept_errors: AtomicU64::new(0),
+                    client_connections: AtomicU64::new(0),
+                    parked_connections: AtomicU64::new(0),
                     local_errors: Default::default(),
                     origins: (0..origins).map(|_| OriginCounters::default()).collect(),
                     cache: Default::default(),
@@ -295,6 +302,14 @@ impl Metrics {
 
     pub fn accept_errors(&self) -> u64 {
         self.sum(|w| &w.accept_errors)
+    }
+
+    /// Open client connections and those parked without a task, all workers.
+    pub fn client_connections(&self) -> (u64, u64) {
+        (
+            self.sum(|w| &w.client_connections),
+            self.sum(|w| &w.parked_connections),
+        )
     }
 
     /// lb's own resource failures, by resource.

@@ -352,6 +352,11 @@ fn render_metrics(state: &State) -> String {
         out,
         "# HELP lb_tls_handshakes_total Viewer TLS handshakes on the HTTPS listener.\n# TYPE lb_tls_handshakes_total counter\nlb_tls_handshakes_total{{result=\"ok\"}} {tls_ok}\nlb_tls_handshakes_total{{result=\"failed\"}} {tls_failed}"
     );
+    let (open, parked) = metrics.client_connections();
+    let _ = writeln!(
+        out,
+        "# HELP lb_client_connections Client connections open, and those of them idle and parked without a task (sampled each idle sweep, at most 1 s old).\n# TYPE lb_client_connections gauge\nlb_client_connections{{state=\"open\"}} {open}\nlb_client_connections{{state=\"parked\"}} {parked}"
+    );
     let _ = writeln!(
         out,
         "# HELP lb_accept_errors_total Failed accepts on the listeners (EMFILE and friends).\n# TYPE lb_accept_errors_total counter\nlb_accept_errors_total {}",

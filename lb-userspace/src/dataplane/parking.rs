@@ -11,7 +11,7 @@
 //! hold decrypted bytes only a read can find) waits in its own task as before.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     net::SocketAddr,
     rc::Rc,
     time::{Duration, Instant},
@@ -47,6 +47,7 @@ pub(super) struct Parking {
     set: RefCell<Option<ReadinessSet>>,
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<u32>>,
+    count: Cell<usize>,
 }
 
 impl Parking {
@@ -63,7 +64,13 @@ impl Parking {
             set: RefCell::new(set),
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
+            count: Cell::new(0),
         }
+    }
+
+    /// Connections parked now.
+    pub fn len(&self) -> usize {
+        self.count.get()
     }
 
     /// Parks `conn` until its socket is readable: `Some(conn)` back if it cannot be parked.
@@ -96,6 +103,7 @@ impl Parking {
         }
         conn.pace.parked_before = true;
         slot.conn = Some(conn);
+        self.count.set(self.count.get() + 1);
         None
     }
 
@@ -106,6 +114,7 @@ impl Parking {
         let conn = slot.conn.take()?;
         slot.generation = slot.generation.wrapping_add(1);
         self.free.borrow_mut().push(index);
+        self.count.set(self.count.get() - 1);
         Some(conn)
     }
 

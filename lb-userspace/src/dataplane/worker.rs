@@ -457,6 +457,15 @@ async fn sweep_idle(worker: Rc<Worker>) {
         worker.drain.expire(now);
         let closed = worker.parking.expire(now, idle);
         worker.release_connections(closed);
+        let view = worker.view();
+        let metrics = view.metrics();
+        let gauge = std::sync::atomic::Ordering::Relaxed;
+        metrics
+            .client_connections
+            .store(worker.active.get() as u64, gauge);
+        metrics
+            .parked_connections
+            .store(worker.parking.len() as u64, gauge);
     }
 }
 
