@@ -11,7 +11,7 @@
 //! hold decrypted bytes only a read can find) waits in its own task as before.
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::RefCell,
     net::SocketAddr,
     rc::Rc,
     time::{Duration, Instant},
@@ -46,8 +46,8 @@ pub(super) struct Parking {
     /// None when the epoll set could not be made, or its wait failed: nothing is parked.
     set: RefCell<Option<ReadinessSet>>,
     slots: RefCell<Vec<Slot>>,
+    /// The vacant slots (every other slot holds a connection).
     free: RefCell<Vec<u32>>,
-    count: Cell<usize>,
 }
 
 impl Parking {
@@ -64,13 +64,12 @@ impl Parking {
             set: RefCell::new(set),
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
-            count: Cell::new(0),
         }
     }
 
     /// Connections parked now.
     pub fn len(&self) -> usize {
-        self.count.get()
+        self.slots.borrow().len() - self.free.borrow().len()
     }
 
     /// Parks `conn` until its socket is readable: `Some(conn)` back if it cannot be parked.
@@ -103,7 +102,6 @@ impl Parking {
         }
         conn.pace.parked_before = true;
         slot.conn = Some(conn);
-        self.count.set(self.count.get() + 1);
         None
     }
 
@@ -114,7 +112,6 @@ impl Parking {
         let conn = slot.conn.take()?;
         slot.generation = slot.generation.wrapping_add(1);
         self.free.borrow_mut().push(index);
-        self.count.set(self.count.get() - 1);
         Some(conn)
     }
 
@@ -132,7 +129,7 @@ impl Parking {
                 .slots
                 .borrow()
                 .get(index as usize)
-                .is_some_and(|s| s.generation == generation && s.conn.is_some());
+                .is_some_and(|s| s.generation == generation);
             if current && let Some(conn) = self.take(index) {
                 out.push(conn);
             }
