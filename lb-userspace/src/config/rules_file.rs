@@ -358,6 +358,10 @@ const RESERVED: &[&str] = &[
     "proxy-connection",
 ];
 
+fn is_reserved(name: &str) -> bool {
+    RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
 pub(super) fn build(
     raw: &[Spanned<RuleFile>],
     names: &HashMap<String, Target>,
@@ -465,7 +469,7 @@ pub(super) fn build(
                     .map(|n| (n, "set_response_headers")),
             );
         for (name, which) in reserved {
-            if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+            if is_reserved(name) {
                 return Err(loc.err(
                     span.clone(),
                     field(which),
@@ -538,9 +542,7 @@ pub(super) fn build(
                         format!("`{name}: {value}` is not a valid header field")
                     } else if name.eq_ignore_ascii_case("content-type") {
                         "give Content-Type as respond.content_type".to_owned()
-                    } else if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name))
-                        || name.eq_ignore_ascii_case("via")
-                    {
+                    } else if is_reserved(name) || name.eq_ignore_ascii_case("via") {
                         format!("`{name}` is written by lb itself")
                     } else {
                         continue;
@@ -1034,7 +1036,7 @@ pub(super) fn build_response(
             }
         }
         for name in f.set_headers.keys().chain(&f.remove_headers) {
-            if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+            if is_reserved(name) {
                 return Err(loc.err(
                     span.clone(),
                     field("set_headers"),
