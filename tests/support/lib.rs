@@ -43,10 +43,30 @@ impl LoopbackXdpLock {
 
 /// A loopback address nothing listens on (the port was free a moment ago): for an origin
 /// that refuses connections, or an admin API address.
+///
+/// The port comes from below the kernel's ephemeral range (read from
+/// `ip_local_port_range`), so a port handed out here cannot also be given by the kernel
+/// to a socket bound to port 0 (an origin, lb's own listener) or to an outgoing
+/// connection between the moment it is chosen and the moment its user binds it. Ports
+/// are handed out in turn from a per-process starting point, each checked free by a bind.
 pub fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_start.max(12_000));
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
 }
 
 /// A unique name fragment for kernel objects (pins, namespaces) of one test.
