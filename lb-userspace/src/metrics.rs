@@ -163,6 +163,11 @@ pub struct WorkerMetrics {
     /// (the next sweep refills them).
     pub client_connections: AtomicU64,
     pub parked_connections: AtomicU64,
+    /// HTTP/2 viewer connections and streams served.
+    pub h2_connections: AtomicU64,
+    pub h2_streams: AtomicU64,
+    /// HTTP/2 connections lb ended for the client's fault, by [`H2_ERROR_LABELS`].
+    h2_errors: [AtomicU64; H2_ERROR_LABELS.len()],
     /// lb's own resource failures while connecting upstream, by [`LocalResource::index`].
     local_errors: [AtomicU64; LocalResource::ALL.len()],
     origins: Box<[OriginCounters]>,
@@ -173,7 +178,25 @@ pub struct WorkerMetrics {
     function_errors: [AtomicU64; crate::functions::ERROR_LABELS.len()],
 }
 
+/// Why lb ended an HTTP/2 viewer connection with an error: the GOAWAY code it sent
+/// (`enhance_your_calm` is the rapid-reset, MadeYouReset and flood defences tripping),
+/// or a client that did not complete the connection preface and SETTINGS in time.
+pub const H2_ERROR_LABELS: [&str; 7] = [
+    "protocol_error",
+    "flow_control_error",
+    "frame_size_error",
+    "compression_error",
+    "enhance_your_calm",
+    "handshake_timeout",
+    "other",
+];
+
 impl WorkerMetrics {
+    /// Counts an HTTP/2 connection ended for a client's error ([`H2_ERROR_LABELS`] index).
+    pub fn h2_error(&self, index: usize) {
+        self.h2_errors[index.min(H2_ERROR_LABELS.len() - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts what the cache did for one request.
     pub fn cache(&self, event: CacheEvent) {
         self.cache[event as usize].fetch_add(1, Ordering::Relaxed);
@@ -211,6 +234,9 @@ impl Metrics {
                     accept_errors: AtomicU64::new(0),
                     client_connections: AtomicU64::new(0),
                     parked_connections: AtomicU64::new(0),
+                    h2_connections: AtomicU64::new(0),
+                    h2_streams: AtomicU64::new(0),
+                    h2_errors: Default::default(),
                     local_errors: Default::default(),
                     origins: (0..origins).map(|_| OriginCounters::default()).collect(),
                     cache: Default::default(),
@@ -290,6 +316,24 @@ impl Metrics {
 
     pub fn upstream_connections_opened(&self) -> u64 {
         self.sum(|w| &w.upstream_connections_opened)
+    }
+
+    /// HTTP/2 viewer connections, streams, and connection errors by label.
+    pub fn h2_counts(&self) -> (u64, u64, [(&'static str, u64); H2_ERROR_LABELS.len()]) {
+        let errors = std::array::from_fn(|i| {
+            (
+                H2_ERROR_LABELS[i],
+                self.workers
+                    .iter()
+                    .map(|w| w.h2_errors[i].load(Ordering::Relaxed))
+                    .sum(),
+            )
+        });
+        (
+            self.sum(|w| &w.h2_connections),
+            self.sum(|w| &w.h2_streams),
+            errors,
+        )
     }
 
     /// Viewer TLS handshakes: (completed, failed).
@@ -385,6 +429,12 @@ impl Metrics {
         let (ok, failed) = old.tls_handshakes();
         w.tls_handshakes.store(ok, Ordering::Relaxed);
         w.tls_handshake_failures.store(failed, Ordering::Relaxed);
+        let (h2_connections, h2_streams, h2_errors) = old.h2_counts();
+        w.h2_connections.store(h2_connections, Ordering::Relaxed);
+        w.h2_streams.store(h2_streams, Ordering::Relaxed);
+        for (i, (_, n)) in h2_errors.iter().enumerate() {
+            w.h2_errors[i].store(*n, Ordering::Relaxed);
+        }
         w.accept_errors
             .store(old.accept_errors(), Ordering::Relaxed);
         for (r, n) in old.local_errors() {

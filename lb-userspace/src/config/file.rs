@@ -26,6 +26,8 @@ pub(super) struct ConfigFile {
     #[serde(default)]
     pub http: HttpFile,
     #[serde(default)]
+    pub http2: Http2File,
+    #[serde(default)]
     pub failover: FailoverFile,
     #[serde(default)]
     pub observability: ObservabilityFile,
@@ -261,6 +263,60 @@ impl Default for HttpFile {
         Self {
             underscore_headers: UnderscoreHeaders::Drop,
             upgrade_protocols: vec!["websocket".into()],
+        }
+    }
+}
+
+/// `[http2]`: HTTP/2 to viewers, and the limits that keep one connection's streams from
+/// costing more than their share. The defaults are those of nginx and HAProxy where
+/// they agree (100 streams, 64 KiB stream windows), with the h2 crate's defences against
+/// rapid reset (CVE-2023-44487) and MadeYouReset (CVE-2025-8671) bounded further.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Http2File {
+    /// Offer `h2` by ALPN on the HTTPS listener (before `http/1.1`).
+    pub enabled: bool,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the plain listener: a connection that
+    /// opens with the HTTP/2 preface is served as HTTP/2, any other as HTTP/1.
+    pub cleartext: bool,
+    /// Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Largest decoded header list of a request, CONTINUATION frames included
+    /// (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one gets 431 or a reset.
+    pub max_header_list_size: u32,
+    /// Request body bytes a client may send on one stream before lb reads them.
+    pub stream_window: u32,
+    /// The same for all streams of a connection together.
+    pub connection_window: u32,
+    /// Largest frame lb accepts (SETTINGS_MAX_FRAME_SIZE).
+    pub max_frame_size: u32,
+    /// Response bytes lb buffers per stream for a client that does not read.
+    pub max_send_buffer: usize,
+    /// Streams the client reset that lb remembers at once; beyond it the connection is
+    /// closed with ENHANCE_YOUR_CALM (rapid reset).
+    pub max_concurrent_reset_streams: usize,
+    /// Streams reset by the client before lb accepted them; beyond it, GOAWAY
+    /// ENHANCE_YOUR_CALM (rapid reset).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams lb itself had to reset for the client's errors; beyond it, GOAWAY
+    /// ENHANCE_YOUR_CALM (MadeYouReset).
+    pub max_local_error_reset_streams: usize,
+}
+
+impl Default for Http2File {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cleartext: true,
+            max_concurrent_streams: 100,
+            max_header_list_size: 64 * 1024,
+            stream_window: 64 * 1024,
+            connection_window: 1024 * 1024,
+            max_frame_size: 16 * 1024,
+            max_send_buffer: 64 * 1024,
+            max_concurrent_reset_streams: 50,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 200,
         }
     }
 }

@@ -16,6 +16,7 @@ pub struct Config {
     pub admin: Admin,
     pub limits: Limits,
     pub http: HttpSettings,
+    pub http2: Http2Settings,
     pub origins: Vec<Origin>,
     pub groups: Vec<OriginGroup>,
     /// Path behaviors, matched in order; the first match wins.
@@ -170,6 +171,22 @@ pub struct HttpSettings {
     pub underscore_headers: super::UnderscoreHeaders,
     /// `Upgrade` protocols lb tunnels (lower case); others are stripped from the request.
     pub upgrade_protocols: Vec<String>,
+}
+
+/// HTTP/2 to viewers (`[http2]`; each field is explained in the file format).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Http2Settings {
+    pub enabled: bool,
+    pub cleartext: bool,
+    pub max_concurrent_streams: u32,
+    pub max_header_list_size: u32,
+    pub stream_window: u32,
+    pub connection_window: u32,
+    pub max_frame_size: u32,
+    pub max_send_buffer: usize,
+    pub max_concurrent_reset_streams: usize,
+    pub max_pending_accept_reset_streams: usize,
+    pub max_local_error_reset_streams: usize,
 }
 
 /// An HTTPS listener: its own address, served by the same workers as the plain one.

@@ -520,6 +520,18 @@ fn build(
         system_roots: raw.origin_tls.system_roots,
     };
     let l = &raw.limits;
+    let http2 = http2_settings(&raw.http2).map_err(|(field, why)| {
+        // The key's place in the `[http2]` table (the values are plain numbers).
+        let span = loc
+            .text
+            .find("[http2]")
+            .and_then(|table| {
+                let at = table + loc.text[table..].find(field)?;
+                Some(at..at + field.len())
+            })
+            .unwrap_or(0..0);
+        loc.err(span, format!("http2.{field}"), why)
+    })?;
     Ok(Config {
         tls,
         origin_tls,
@@ -558,6 +570,7 @@ fn build(
                 .map(|p| p.to_ascii_lowercase())
                 .collect(),
         },
+        http2,
         origins,
         groups,
         behaviors,
@@ -675,6 +688,50 @@ pub(super) fn behavior_cache(
         allow_authorization: c.allow_authorization,
         allow_set_cookie: c.allow_set_cookie,
         collapse_wait: c.collapse_wait,
+    })
+}
+
+/// `[http2]`, checked against what HTTP/2 allows (RFC 9113 §6.5.2, §6.9.1).
+fn http2_settings(f: &super::file::Http2File) -> Result<Http2Settings, (&'static str, String)> {
+    const MAX_WINDOW: u32 = (1 << 31) - 1;
+    if f.max_concurrent_streams == 0 {
+        return Err(("max_concurrent_streams", "must be at least 1".into()));
+    }
+    if !(16_384..=16_777_215).contains(&f.max_frame_size) {
+        return Err((
+            "max_frame_size",
+            format!(
+                "{} is outside 16384..=16777215 (RFC 9113)",
+                f.max_frame_size
+            ),
+        ));
+    }
+    for (field, window) in [
+        ("stream_window", f.stream_window),
+        ("connection_window", f.connection_window),
+    ] {
+        if !(1024..=MAX_WINDOW).contains(&window) {
+            return Err((field, format!("{window} is outside 1024..={MAX_WINDOW}")));
+        }
+    }
+    if f.max_header_list_size < 1024 {
+        return Err(("max_header_list_size", "must be at least 1024".into()));
+    }
+    if f.max_send_buffer < 1024 {
+        return Err(("max_send_buffer", "must be at least 1024".into()));
+    }
+    Ok(Http2Settings {
+        enabled: f.enabled,
+        cleartext: f.cleartext,
+        max_concurrent_streams: f.max_concurrent_streams,
+        max_header_list_size: f.max_header_list_size,
+        stream_window: f.stream_window,
+        connection_window: f.connection_window,
+        max_frame_size: f.max_frame_size,
+        max_send_buffer: f.max_send_buffer,
+        max_concurrent_reset_streams: f.max_concurrent_reset_streams,
+        max_pending_accept_reset_streams: f.max_pending_accept_reset_streams,
+        max_local_error_reset_streams: f.max_local_error_reset_streams,
     })
 }
 

@@ -352,6 +352,17 @@ fn render_metrics(state: &State) -> String {
         out,
         "# HELP lb_tls_handshakes_total Viewer TLS handshakes on the HTTPS listener.\n# TYPE lb_tls_handshakes_total counter\nlb_tls_handshakes_total{{result=\"ok\"}} {tls_ok}\nlb_tls_handshakes_total{{result=\"failed\"}} {tls_failed}"
     );
+    let (h2_connections, h2_streams, h2_errors) = metrics.h2_counts();
+    let _ = writeln!(
+        out,
+        "# HELP lb_http2_connections_total HTTP/2 viewer connections (ALPN h2 and cleartext prior knowledge).\n# TYPE lb_http2_connections_total counter\nlb_http2_connections_total {h2_connections}\n# HELP lb_http2_streams_total HTTP/2 viewer streams accepted (each is one exchange).\n# TYPE lb_http2_streams_total counter\nlb_http2_streams_total {h2_streams}\n# HELP lb_http2_connection_errors_total HTTP/2 viewer connections lb ended for the client's error: the GOAWAY code sent (enhance_your_calm: a rapid-reset, MadeYouReset or flood limit tripped), or handshake_timeout.\n# TYPE lb_http2_connection_errors_total counter"
+    );
+    for (label, n) in h2_errors {
+        let _ = writeln!(
+            out,
+            "lb_http2_connection_errors_total{{reason=\"{label}\"}} {n}"
+        );
+    }
     let (open, parked) = metrics.client_connections();
     let _ = writeln!(
         out,

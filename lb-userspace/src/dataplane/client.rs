@@ -83,6 +83,16 @@ pub(super) async fn serve_client(worker: Rc<Worker>, stream: Stream, peer: Socke
     serve(worker, io, peer, Pace::default(), None).await;
 }
 
+/// Runs the exchange of one HTTP/2 stream ([`super::h2_stream`]): the stream reads as a
+/// connection carrying one request. Its connection is counted by the connection's task.
+pub(super) async fn serve_h2_stream(worker: &Worker, stream: Stream, peer: SocketAddr) {
+    let io = BufferedStream::with_buffer(stream, Vec::new());
+    if let Some(mut io) = Box::pin(turn(worker, io, peer)).await {
+        // Kept alive: there is no next request on a stream; it ends in order.
+        let _ = monoio::io::AsyncWriteRent::shutdown(&mut io.stream).await;
+    }
+}
+
 /// Gives a parked connection ([`super::parking`]) whose socket became readable a task
 /// again: it reads what came (or finds the client gone) and goes on as before.
 pub(super) async fn resume_client(worker: Rc<Worker>, parked: Parked) {
@@ -107,6 +117,8 @@ async fn serve(
         }
         pace.waited(since.elapsed());
     }
+    // A connection that has not sent anything yet (not one back from parking).
+    let mut fresh = parked_since.is_none();
     loop {
         if !io.has_data() {
             if !pace.hot() {
@@ -130,11 +142,73 @@ async fn serve(
             }
             pace.waited(started.elapsed());
         }
+        if std::mem::take(&mut fresh)
+            && !io.stream.is_tls()
+            && worker.view().snap.config.http2.cleartext
+        {
+            // A prior-knowledge HTTP/2 client opens with the connection preface.
+            match prior_knowledge(&worker, &mut io).await {
+                Preface::Http2 => {
+                    active.hand_over();
+                    serve_cleartext_h2(worker, io, peer).await;
+                    return;
+                }
+                Preface::Http1 => {}
+                Preface::Gone => return,
+            }
+        }
         match Box::pin(turn(&worker, io, peer)).await {
             Some(kept) => io = kept,
             None => return,
         }
     }
+}
+
+/// What the first bytes of a plain connection say it speaks.
+enum Preface {
+    Http2,
+    Http1,
+    /// Closed, or timed out, before saying.
+    Gone,
+}
+
+/// Reads until the connection's first bytes either are the HTTP/2 preface or cannot be
+/// (an HTTP/1 request line differs from it by its fifth byte at the latest), within the
+/// header timeout. Nothing read is consumed.
+async fn prior_knowledge(worker: &Worker, io: &mut BufferedStream) -> Preface {
+    use super::h2_viewer::PREFACE;
+    let deadline = Instant::now() + worker.view().snap.config.limits.header_timeout;
+    loop {
+        let data = io.data();
+        let n = data.len().min(PREFACE.len());
+        if data[..n] != PREFACE[..n] {
+            return Preface::Http1;
+        }
+        if n == PREFACE.len() {
+            return Preface::Http2;
+        }
+        match monoio::time::timeout_at(deadline.into(), io.fill_from(&worker.buffers)).await {
+            Ok(Ok(read)) if read > 0 => {}
+            _ => return Preface::Gone,
+        }
+    }
+}
+
+/// Hands a plain connection that opened with the HTTP/2 preface (still unread) to the
+/// HTTP/2 server.
+async fn serve_cleartext_h2(worker: Rc<Worker>, io: BufferedStream, peer: SocketAddr) {
+    let (stream, buf) = io.into_parts_keeping_data();
+    let Stream::Plain(tcp) = stream else {
+        return;
+    };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+    let io = super::h2_viewer::Prefixed::new(buf, monoio_compat::StreamWrapper::new(tcp));
+    let from = super::h2_viewer::Origin {
+        peer,
+        tls: false,
+        fd,
+    };
+    super::h2_viewer::serve_h2(worker, io, from).await;
 }
 
 /// Parks a cold plain-TCP connection with nothing buffered; gives it back if it cannot be.

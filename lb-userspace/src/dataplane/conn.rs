@@ -41,6 +41,13 @@ impl BufferedStream {
         (self.stream, self.buf)
     }
 
+    /// The stream and the bytes read from it but not consumed (for a handover to
+    /// another protocol's reader).
+    pub fn into_parts_keeping_data(mut self) -> (Stream, Vec<u8>) {
+        self.buf.drain(..self.start);
+        (self.stream, self.buf)
+    }
+
     /// Bytes read but not yet consumed.
     pub fn data(&self) -> &[u8] {
         &self.buf[self.start..]

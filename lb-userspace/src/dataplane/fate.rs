@@ -195,6 +195,13 @@ const CLOSE_NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_mill
 /// socket with unread input makes the kernel send a reset, which can destroy the response
 /// before the client has read it.
 pub(super) async fn close(worker: &Worker, io: &mut BufferedStream, body: BodyState) {
+    if io.stream.is_h2() {
+        // The stream ends; its connection and the client's other streams go on. An
+        // unread request body is refused by the stream's reset (h2 sends it when the
+        // stream is dropped with its body unread).
+        let _ = io.stream.shutdown().await;
+        return;
+    }
     let may_send = body != BodyState::Consumed || io.has_data();
     if !may_send && !io.stream.is_tls() {
         return;

@@ -17,6 +17,8 @@ mod error_pages;
 mod error_response;
 mod failover;
 mod fate;
+mod h2_stream;
+mod h2_viewer;
 mod hedge;
 mod kernel_watch;
 mod listener;

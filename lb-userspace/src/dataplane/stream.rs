@@ -30,6 +30,9 @@ pub(super) enum Stream {
     ServerTls(Tls<ServerTlsStream<TcpStream>>),
     /// A connection to an HTTPS origin (lb is the client).
     ClientTls(Tls<ClientTlsStream<TcpStream>>),
+    /// One HTTP/2 stream of a viewer, read and written as an HTTP/1.1 connection that
+    /// carries one request ([`super::h2_stream`]).
+    H2(Box<super::h2_stream::H2Stream>),
 }
 
 /// A monoio-rustls stream (boxed: rustls state is large) and whether an operation on it
@@ -65,8 +68,19 @@ fn broken() -> io::Error {
 }
 
 impl Stream {
+    /// Whether the viewer (or origin) connection is HTTPS: for an HTTP/2 stream, whether
+    /// its connection is.
     pub fn is_tls(&self) -> bool {
-        !matches!(self, Self::Plain(_))
+        match self {
+            Self::Plain(_) => false,
+            Self::ServerTls(_) | Self::ClientTls(_) => true,
+            Self::H2(s) => s.is_tls(),
+        }
+    }
+
+    /// An HTTP/2 stream: it carries one request, and closing it closes no connection.
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Self::H2(_))
     }
 
     /// Waits until the socket has something to read (or is closed), holding no buffer.
@@ -75,7 +89,7 @@ impl Stream {
     pub async fn readable(&self) -> io::Result<()> {
         match self {
             Self::Plain(s) => s.readable(false).await,
-            Self::ServerTls(_) | Self::ClientTls(_) => Ok(()),
+            Self::ServerTls(_) | Self::ClientTls(_) | Self::H2(_) => Ok(()),
         }
     }
 }
@@ -87,6 +101,7 @@ impl AsRawFd for Stream {
             Self::Plain(s) => s.as_raw_fd(),
             Self::ServerTls(t) => t.fd,
             Self::ClientTls(t) => t.fd,
+            Self::H2(s) => s.fd(),
         }
     }
 }
@@ -165,6 +180,11 @@ impl AsyncReadRent for Stream {
             Self::Plain(s) => s.read(buf).await,
             Self::ServerTls(t) => Box::pin(t.read(buf)).await,
             Self::ClientTls(t) => Box::pin(t.read(buf)).await,
+            Self::H2(s) => {
+                let mut buf = buf;
+                let result = Box::pin(s.read_into(&mut buf)).await;
+                (result, buf)
+            }
         }
     }
 
@@ -173,6 +193,8 @@ impl AsyncReadRent for Stream {
             Self::Plain(s) => s.readv(buf).await,
             Self::ServerTls(t) => Box::pin(t.readv(buf)).await,
             Self::ClientTls(t) => Box::pin(t.readv(buf)).await,
+            // Nothing reads a client stream with vectors.
+            Self::H2(_) => (Err(io::ErrorKind::Unsupported.into()), buf),
         }
     }
 }
@@ -183,6 +205,10 @@ impl AsyncWriteRent for Stream {
             Self::Plain(s) => s.write(buf).await,
             Self::ServerTls(t) => Box::pin(t.write(buf)).await,
             Self::ClientTls(t) => Box::pin(t.write(buf)).await,
+            Self::H2(s) => {
+                let result = Box::pin(s.write_from(crate::kernel::owned_bytes(&buf))).await;
+                (result, buf)
+            }
         }
     }
 
@@ -191,6 +217,8 @@ impl AsyncWriteRent for Stream {
             Self::Plain(s) => s.writev(buf).await,
             Self::ServerTls(t) => Box::pin(t.writev(buf)).await,
             Self::ClientTls(t) => Box::pin(t.writev(buf)).await,
+            // Nothing writes a client stream with vectors.
+            Self::H2(_) => (Err(io::ErrorKind::Unsupported.into()), buf),
         }
     }
 
@@ -199,6 +227,7 @@ impl AsyncWriteRent for Stream {
             Self::Plain(s) => s.flush().await,
             Self::ServerTls(t) => t.flush().await,
             Self::ClientTls(t) => t.flush().await,
+            Self::H2(_) => Ok(()),
         }
     }
 
@@ -207,6 +236,10 @@ impl AsyncWriteRent for Stream {
             Self::Plain(s) => s.shutdown().await,
             Self::ServerTls(t) => t.shutdown().await,
             Self::ClientTls(t) => t.shutdown().await,
+            Self::H2(s) => {
+                s.finish();
+                Ok(())
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The HTTPS listener's side of a connection: the TLS handshake, bounded by the header
 //! timeout (a client that stalls in the handshake is a slowloris like any other), with the
 //! certificates of the snapshot in force, so reloaded certificates apply to the next
-//! handshake. Then the connection is served like a plain one.
+//! handshake. Then the connection is served like a plain one, or as HTTP/2 when the
+//! client chose `h2` by ALPN.
 
 use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, sync::atomic::Ordering};
 
@@ -32,6 +33,16 @@ pub(super) async fn serve_tls_client(worker: Rc<Worker>, tcp: TcpStream, peer: S
             metrics.tls_handshakes.fetch_add(1, Ordering::Relaxed);
             drop(view);
             counted.hand_over();
+            if stream.alpn_protocol().as_deref() == Some(crate::tls::H2) {
+                let from = super::h2_viewer::Origin {
+                    peer,
+                    tls: true,
+                    fd,
+                };
+                let io = monoio_compat::StreamWrapper::new(stream);
+                super::h2_viewer::serve_h2(worker, io, from).await;
+                return;
+            }
             serve_client(worker, Stream::ServerTls(Tls::new(stream, fd)), peer).await;
         }
         Ok(Err(e)) => {

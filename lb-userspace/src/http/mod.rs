@@ -16,8 +16,8 @@ pub use chunked::{
 };
 pub use error::{HeadError, RejectReason};
 pub use headers::{
-    ConnectionHeader, ForwardedFor, HeaderRewrite, Headers, OnBehalfOf, ResponseConnection,
-    UpstreamRequest, httparse_headers, is_hop_by_hop,
+    ConnectionHeader, ForwardedFor, HeaderRewrite, Headers, HopByHop, OnBehalfOf,
+    ResponseConnection, UpstreamRequest, httparse_headers, is_hop_by_hop,
 };
 pub use path::normalize_path;
 pub use request::{

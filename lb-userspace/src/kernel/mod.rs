@@ -1,10 +1,11 @@
 //! Everything that touches the kernel's BPF machinery: loading and attaching the XDP
 //! program and the socket-event tracepoints, pinning their maps, filling the origin
 //! index, the zero-syscall mmap view of the per-origin signals, `TCP_INFO` on lb's
-//! own connections, and the epoll set idle client connections are parked in.
+//! own connections, the epoll set idle client connections are parked in, and the copies
+//! into and out of io_uring's owned buffers that in-memory streams need.
 //!
 //! All `unsafe` code of lb lives in this module (mmap of the signal array and the
-//! reinterpretation of its words, `getsockopt(TCP_INFO)`, `epoll_ctl`); each block carries a
+//! reinterpretation of its words, `getsockopt(TCP_INFO)`, `epoll_ctl`, owned-buffer copies); each block carries a
 //! `SAFETY:` comment.
 //!
 //! Minimum kernel: 5.5 for `BPF_F_MMAPABLE` arrays; bpf_link-based XDP attach needs 5.9;
@@ -18,6 +19,7 @@ mod error;
 mod interfaces;
 mod loader;
 mod object;
+mod owned_buf;
 mod pinned;
 mod program_log;
 mod readiness;
@@ -30,6 +32,7 @@ pub use bpffs::ensure_bpffs_mounted;
 pub use error::KernelError;
 pub use interfaces::{AttachPlan, XdpAttachMode, plan_attachments};
 pub use loader::{LoadedProgram, OriginRegistration, ProgramStatsTotal};
+pub use owned_buf::{fill_owned, owned_bytes};
 pub use pinned::{PinnedMaps, PinnedOrigin, SignalsReport, key_address};
 pub use program_log::{ProgramLogReader, forward_program_logs};
 pub use readiness::{READY_BATCH, ReadinessSet};

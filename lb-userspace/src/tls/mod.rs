@@ -29,6 +29,8 @@ use crate::config::{CertificateFiles, Config, OriginTls};
 
 /// ALPN protocol lb speaks on both sides.
 const HTTP11: &[u8] = b"http/1.1";
+/// ALPN for HTTP/2 over TLS (RFC 9113 §3.2).
+pub const H2: &[u8] = b"h2";
 
 /// Everything TLS a snapshot needs; rebuilt from the files on reload.
 pub struct TlsMaterial {
@@ -63,6 +65,7 @@ impl TlsMaterial {
         let server = match &config.tls {
             Some(listener) => Some(Arc::new(server_config(
                 &listener.certificates,
+                config.http2.enabled,
                 previous.map(|p| Arc::clone(&p.ticketer)),
             )?)),
             None => None,
@@ -113,9 +116,10 @@ const VERSIONS: &[&rustls::SupportedProtocolVersion] =
 
 /// The listener's config: certificates by SNI (the first is the default), session
 /// resumption by tickets (keys rotate every 6 hours; `ticketer` carries them over a
-/// reload) and by session id, ALPN http/1.1.
+/// reload) and by session id, ALPN `h2` (when `http2`) then `http/1.1`.
 pub fn server_config(
     certificates: &[CertificateFiles],
+    http2: bool,
     ticketer: Option<Arc<dyn rustls::server::ProducesTickets>>,
 ) -> Result<ServerConfig, TlsError> {
     let provider = provider();
@@ -132,7 +136,11 @@ pub fn server_config(
         .map_err(TlsError::Rustls)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![HTTP11.to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![H2.to_vec(), HTTP11.to_vec()]
+    } else {
+        vec![HTTP11.to_vec()]
+    };
     config.ticketer = match ticketer {
         Some(t) => t,
         None => rustls::crypto::ring::Ticketer::new().map_err(TlsError::Rustls)?,

@@ -1,0 +1,400 @@
+//! One HTTP/2 stream of a viewer, seen by the exchange as a one-request HTTP/1.1
+//! connection: reads yield the request as an HTTP/1.1 message (the head built from the
+//! stream's pseudo-headers and fields, then the body from its DATA frames), and what the
+//! exchange writes, an HTTP/1.1 response, is parsed and sent as HEADERS and DATA frames.
+//!
+//! This keeps one exchange for both protocols: behavior matching, rules, functions, the
+//! cache, failover, custom error responses, limits and the access log run on every
+//! HTTP/2 stream exactly as on an HTTP/1.1 request, and HTTP/1.1's strict head parser
+//! checks every request a second time after h2's own RFC 9113 checks.
+//!
+//! Flow control holds both ways: request DATA is acknowledged (WINDOW_UPDATE) only as the
+//! exchange reads it, and a response write waits for the client's window, so a client
+//! that stops reading holds at most `http2.max_send_buffer` bytes of lb's memory and the
+//! exchange's write timeout ends the stream.
+
+use std::{io, os::fd::RawFd};
+
+use bytes::{Buf, Bytes};
+use h2::{RecvStream, SendStream, server::SendResponse};
+use http::{HeaderName, HeaderValue, Request, Response};
+
+use crate::http::{ChunkedDecoder, MAX_HEADERS, ResponseFraming, parse_response_head};
+
+/// Largest response head the exchange writes (lb built it; this only bounds a bug).
+const MAX_RESPONSE_HEAD: usize = 256 * 1024;
+
+pub(super) struct H2Stream {
+    /// HTTP/1.1 bytes for the exchange to read: the head, then chunk framing.
+    input: Vec<u8>,
+    input_pos: usize,
+    /// The request body still to come (`None`: it ended, or there was none).
+    body: Option<RecvStream>,
+    /// DATA bytes being handed to the exchange.
+    chunk: Bytes,
+    /// The body has no Content-Length: it is passed on chunked.
+    chunked_body: bool,
+    /// A chunk's closing CRLF is due once `chunk` is read.
+    chunk_crlf: bool,
+    respond: Option<SendResponse<Bytes>>,
+    send: Option<SendStream<Bytes>>,
+    response: ResponseState,
+    head_request: bool,
+    tls: bool,
+    fd: RawFd,
+}
+
+/// Where the HTTP/1.1 response the exchange writes has got to.
+enum ResponseState {
+    /// Its head is being collected.
+    Head(Vec<u8>),
+    Length(u64),
+    Chunked(ChunkedDecoder, Vec<u8>),
+    /// No length: the body ends when the exchange shuts the stream down.
+    UntilClose,
+    Done,
+}
+
+/// Why a stream's request cannot be given to the exchange (answered 400 directly).
+pub(super) struct Malformed(pub &'static str);
+
+impl H2Stream {
+    /// The stream's request as an HTTP/1.1 message, or why it is malformed.
+    pub fn new(
+        request: Request<RecvStream>,
+        respond: SendResponse<Bytes>,
+        tls: bool,
+        fd: RawFd,
+    ) -> Result<Self, (Malformed, SendResponse<Bytes>)> {
+        let (parts, body) = request.into_parts();
+        let mut input = Vec::with_capacity(512);
+        let head_request = parts.method == http::Method::HEAD;
+        let chunked_body =
+            !body.is_end_stream() && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
+        if let Err(why) = request_head(&parts, chunked_body, &mut input) {
+            return Err((why, respond));
+        }
+        Ok(Self {
+            input,
+            input_pos: 0,
+            body: (!body.is_end_stream()).then_some(body),
+            chunk: Bytes::new(),
+            chunked_body,
+            chunk_crlf: false,
+            respond: Some(respond),
+            send: None,
+            response: ResponseState::Head(Vec::new()),
+            head_request,
+            tls,
+            fd,
+        })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Copies request bytes into `buf`; `Ok(0)` at the end of the request.
+    pub async fn read_into<T: monoio::buf::IoBufMut>(&mut self, buf: &mut T) -> io::Result<usize> {
+        use crate::kernel::fill_owned;
+        loop {
+            if self.input_pos < self.input.len() {
+                let n = fill_owned(buf, &self.input[self.input_pos..]);
+                self.input_pos += n;
+                if self.input_pos == self.input.len() {
+                    self.input.clear();
+                    self.input_pos = 0;
+                }
+                return Ok(n);
+            }
+            if !self.chunk.is_empty() {
+                let n = fill_owned(buf, &self.chunk);
+                self.chunk.advance(n);
+                if let Some(body) = &mut self.body {
+                    // The client may send as much again.
+                    let _ = body.flow_control().release_capacity(n);
+                }
+                return Ok(n);
+            }
+            if std::mem::take(&mut self.chunk_crlf) {
+                self.input.extend_from_slice(b"\r\n");
+                continue;
+            }
+            let Some(body) = &mut self.body else {
+                return Ok(0);
+            };
+            match body.data().await {
+                Some(Ok(data)) if data.is_empty() => {}
+                Some(Ok(data)) => {
+                    if self.chunked_body {
+                        self.input
+                            .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        self.chunk_crlf = true;
+                    }
+                    self.chunk = data;
+                }
+                Some(Err(e)) => return Err(h2_io(e)),
+                None => {
+                    // Trailers end the body too; they are not passed on (yet).
+                    self.body = None;
+                    if self.chunked_body {
+                        self.input.extend_from_slice(b"0\r\n\r\n");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes HTTP/1.1 response bytes and sends them as frames, waiting for the client's
+    /// flow-control window. All of `data` is taken when this returns `Ok`.
+    pub async fn write_from(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let total = data.len();
+        while !data.is_empty() {
+            match &mut self.response {
+                ResponseState::Head(head) => {
+                    head.extend_from_slice(data);
+                    data = &[];
+                    let head = std::mem::take(head);
+                    let rest = self.start_response(head)?;
+                    if !rest.is_empty() {
+                        // Bytes after the head: the start of its body (or another head
+                        // after a 1xx).
+                        Box::pin(self.write_from(&rest)).await?;
+                    }
+                }
+                ResponseState::Length(left) => {
+                    let take = (data.len() as u64).min(*left) as usize;
+                    *left -= take as u64;
+                    let end = *left == 0;
+                    let piece = &data[..take];
+                    data = &data[take..];
+                    if end {
+                        self.response = ResponseState::Done;
+                    }
+                    self.send_data(piece, end).await?;
+                }
+                ResponseState::Chunked(decoder, decoded) => {
+                    decoded.clear();
+                    let progress = decoder.decode(data, decoded).map_err(|_| {
+                        io::Error::new(io::ErrorKind::InvalidData, "response chunk framing")
+                    })?;
+                    data = &data[progress.consumed..];
+                    let decoded = std::mem::take(decoded);
+                    if progress.done {
+                        self.response = ResponseState::Done;
+                    }
+                    self.send_data(&decoded, progress.done).await?;
+                    if let ResponseState::Chunked(_, buf) = &mut self.response {
+                        *buf = decoded;
+                    }
+                }
+                ResponseState::UntilClose => {
+                    let piece = data;
+                    data = &[];
+                    self.send_data(piece, false).await?;
+                }
+                ResponseState::Done => data = &[],
+            }
+        }
+        Ok(total)
+    }
+
+    /// Parses the response head collected so far; sends it once complete. Returns the
+    /// bytes that followed it.
+    fn start_response(&mut self, head: Vec<u8>) -> io::Result<Vec<u8>> {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let parsed =
+            match parse_response_head(&head, MAX_RESPONSE_HEAD, &mut slots, self.head_request) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => {
+                    self.response = ResponseState::Head(head);
+                    return Ok(Vec::new());
+                }
+                Err(_) => return Err(io::Error::new(io::ErrorKind::InvalidData, "response head")),
+            };
+        let rest = head[parsed.head_len..].to_vec();
+        if (100..200).contains(&parsed.status) {
+            // 100 Continue and other interim answers: HTTP/2 clients do not wait for
+            // them (a request body is sent at once), so they are not passed on.
+            self.response = ResponseState::Head(Vec::new());
+            return Ok(rest);
+        }
+        let mut response = Response::builder().status(parsed.status);
+        let hop = crate::http::HopByHop::new(crate::http::httparse_headers(parsed.headers));
+        for h in parsed.headers {
+            if hop.contains(h.name) {
+                continue;
+            }
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(h.name.as_bytes()),
+                HeaderValue::from_bytes(h.value),
+            ) else {
+                continue;
+            };
+            response = response.header(name, value);
+        }
+        let response = response
+            .body(())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "response head"))?;
+        let (state, end) = match parsed.framing {
+            ResponseFraming::None | ResponseFraming::ContentLength(0) => {
+                (ResponseState::Done, true)
+            }
+            ResponseFraming::ContentLength(n) => (ResponseState::Length(n), false),
+            ResponseFraming::Chunked => (
+                ResponseState::Chunked(ChunkedDecoder::new(), Vec::new()),
+                false,
+            ),
+            ResponseFraming::CloseDelimited => (ResponseState::UntilClose, false),
+        };
+        let Some(mut respond) = self.respond.take() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "second response",
+            ));
+        };
+        let send = respond.send_response(response, end).map_err(h2_io)?;
+        self.send = Some(send);
+        self.response = state;
+        Ok(rest)
+    }
+
+    /// Sends `data` (`end`: and ends the stream), as the client's window allows.
+    async fn send_data(&mut self, mut data: &[u8], end: bool) -> io::Result<()> {
+        let Some(send) = &mut self.send else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        if data.is_empty() {
+            if end {
+                send.send_data(Bytes::new(), true).map_err(h2_io)?;
+            }
+            return Ok(());
+        }
+        while !data.is_empty() {
+            send.reserve_capacity(data.len());
+            let granted = std::future::poll_fn(|cx| send.poll_capacity(cx)).await;
+            let n = match granted {
+                Some(Ok(n)) => n.min(data.len()),
+                Some(Err(e)) => return Err(h2_io(e)),
+                None => return Err(io::ErrorKind::BrokenPipe.into()),
+            };
+            if n == 0 {
+                continue;
+            }
+            let last = end && n == data.len();
+            send.send_data(Bytes::copy_from_slice(&data[..n]), last)
+                .map_err(h2_io)?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// The exchange closed its side in order: a body delimited by the close ends here.
+    pub fn finish(&mut self) {
+        if matches!(self.response, ResponseState::UntilClose) {
+            if let Some(send) = &mut self.send {
+                let _ = send.send_data(Bytes::new(), true);
+            }
+            self.response = ResponseState::Done;
+        }
+    }
+}
+
+impl Drop for H2Stream {
+    /// A response that did not go out whole is reset, so the client sees a failed stream
+    /// rather than a short one (HTTP/1.1's abortive close).
+    fn drop(&mut self) {
+        if matches!(self.response, ResponseState::Done) {
+            return;
+        }
+        if let Some(send) = &mut self.send {
+            send.send_reset(h2::Reason::INTERNAL_ERROR);
+        } else if let Some(respond) = &mut self.respond {
+            respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        }
+    }
+}
+
+fn h2_io(e: h2::Error) -> io::Error {
+    if let Some(io) = e.get_io() {
+        return io::Error::new(io.kind(), e.to_string());
+    }
+    io::Error::new(io::ErrorKind::ConnectionReset, e.to_string())
+}
+
+/// Writes the HTTP/1.1 request head of a stream: request line in origin form (or
+/// authority form for CONNECT), Host from `:authority`, fields as received with split
+/// cookies joined (RFC 9113 §8.2.3), and `Connection: close` (the stream carries one
+/// request).
+fn request_head(
+    parts: &http::request::Parts,
+    chunked_body: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), Malformed> {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    if parts.method == http::Method::CONNECT {
+        let Some(authority) = parts.uri.authority() else {
+            return Err(Malformed("CONNECT without :authority"));
+        };
+        out.extend_from_slice(authority.as_str().as_bytes());
+    } else {
+        match parts.uri.path_and_query() {
+            Some(p) if !p.as_str().is_empty() => out.extend_from_slice(p.as_str().as_bytes()),
+            _ => return Err(Malformed("missing :path")),
+        }
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let host_field = parts.headers.get(http::header::HOST);
+    match (parts.uri.authority(), host_field) {
+        (Some(authority), Some(host)) if host.as_bytes() != authority.as_str().as_bytes() => {
+            // RFC 9113 §8.3.1: a Host that differs from :authority makes it malformed.
+            return Err(Malformed("host differs from :authority"));
+        }
+        (Some(authority), _) => {
+            out.extend_from_slice(b"host: ");
+            out.extend_from_slice(authority.as_str().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        (None, _) => {}
+    }
+    let mut cookies = parts
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .peekable();
+    if cookies.peek().is_some() {
+        out.extend_from_slice(b"cookie: ");
+        for (i, c) in cookies.enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b"; ");
+            }
+            out.extend_from_slice(c.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &parts.headers {
+        if name == http::header::COOKIE
+            || (name == http::header::HOST && parts.uri.authority().is_some())
+        {
+            continue;
+        }
+        if name == http::header::TE {
+            // Only `trailers` passes h2's checks; it is hop-by-hop in HTTP/1.1.
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked_body {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    Ok(())
+}

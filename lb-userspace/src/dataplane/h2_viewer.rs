@@ -1,0 +1,276 @@
+//! HTTP/2 viewer connections: ALPN `h2` on the HTTPS listener, and prior knowledge
+//! (the connection preface) on the plain one. The protocol is the `h2` crate's, driven
+//! on this worker's monoio runtime through tokio's I/O traits (monoio-compat's
+//! [`StreamWrapper`](monoio_compat::StreamWrapper)); no tokio runtime, task or timer is
+//! involved: `h2` needs none.
+//!
+//! The connection's task polls the connection (which does all of its I/O) and accepts
+//! streams; each stream gets a task of its own that runs the ordinary exchange on it
+//! ([`super::h2_stream`]). The limits of `[http2]` are the connection's SETTINGS and
+//! `h2`'s defences (rapid reset, MadeYouReset, CONTINUATION floods, header list size);
+//! the connection preface must arrive within `limits.header_timeout`, a connection with
+//! no stream for `limits.idle_timeout` is closed with GOAWAY, and a drain (shutdown)
+//! sends GOAWAY at once and lets the streams in flight finish.
+
+use std::{
+    cell::Cell,
+    net::SocketAddr,
+    os::fd::RawFd,
+    rc::Rc,
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use h2::{Reason, server::SendResponse};
+use http::Response;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{
+    client::serve_h2_stream,
+    h2_stream::{H2Stream, Malformed},
+    stream::Stream,
+    worker::Worker,
+};
+use crate::config::Http2Settings;
+
+/// The client connection preface (RFC 9113 §3.4): how a prior-knowledge client starts.
+pub(super) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What an HTTP/2 connection needs to know about where it came from.
+pub(super) struct Origin {
+    pub peer: SocketAddr,
+    /// Over TLS (ALPN h2), not cleartext.
+    pub tls: bool,
+    /// The TCP socket underneath.
+    pub fd: RawFd,
+}
+
+/// Serves an HTTP/2 connection (counted as open by whoever accepted it) until it ends.
+pub(super) async fn serve_h2<IO>(worker: Rc<Worker>, io: IO, from: Origin)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let _active = worker.adopt_connection();
+    let (settings, header_timeout, drain_timeout) = {
+        let view = worker.view();
+        view.metrics()
+            .h2_connections
+            .fetch_add(1, Ordering::Relaxed);
+        let config = &view.snap.config;
+        (
+            config.http2.clone(),
+            config.limits.header_timeout,
+            config.listener.drain_timeout,
+        )
+    };
+    let handshake = builder(&settings).handshake::<_, Bytes>(io);
+    let mut conn = match monoio::time::timeout(header_timeout, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            record_error(&worker, &e);
+            tracing::debug!(peer = %from.peer, error = %e, "HTTP/2 handshake failed");
+            return;
+        }
+        Err(_elapsed) => {
+            worker.view().metrics().h2_error(HANDSHAKE_TIMEOUT);
+            tracing::debug!(peer = %from.peer, "HTTP/2 preface timed out");
+            return;
+        }
+    };
+    let streams = Rc::new(Streams {
+        live: Cell::new(0),
+        last_end: Cell::new(Instant::now()),
+    });
+    let mut closing: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let idle_timeout = worker.view().snap.config.limits.idle_timeout;
+        // Woken to look again: at the idle deadline, or every idle_timeout while
+        // streams run (the last may end meanwhile), or when a drain starts.
+        let wake = if streams.live.get() == 0 {
+            (streams.last_end.get() + idle_timeout).max(now)
+        } else {
+            now + idle_timeout
+        };
+        let next = match closing {
+            Some(deadline) => {
+                match monoio::time::timeout_at(deadline.into(), conn.accept()).await {
+                    Ok(next) => next,
+                    Err(_elapsed) => break,
+                }
+            }
+            None => {
+                monoio::select! {
+                    next = conn.accept() => next,
+                    _ = worker.drain.wait_until(Some(wake)) => {
+                        let idle = streams.live.get() == 0
+                            && streams.last_end.get() + idle_timeout <= Instant::now();
+                        if worker.drain.is_draining() || idle {
+                            // GOAWAY: no new streams; those in flight finish.
+                            conn.graceful_shutdown();
+                            closing = Some(Instant::now() + drain_timeout);
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        match next {
+            Some(Ok((request, respond))) => {
+                worker
+                    .view()
+                    .metrics()
+                    .h2_streams
+                    .fetch_add(1, Ordering::Relaxed);
+                streams.live.set(streams.live.get() + 1);
+                let stream = H2Stream::new(request, respond, from.tls, from.fd);
+                monoio::spawn(serve_stream(
+                    Rc::clone(&worker),
+                    stream,
+                    from.peer,
+                    Rc::clone(&streams),
+                ));
+            }
+            Some(Err(e)) => {
+                record_error(&worker, &e);
+                tracing::debug!(peer = %from.peer, error = %e, "HTTP/2 connection ended");
+                break;
+            }
+            None => break,
+        }
+    }
+}
+
+/// A connection whose first bytes were read already (to see the preface): they are
+/// read again first.
+pub(super) struct Prefixed<IO> {
+    prefix: Vec<u8>,
+    at: usize,
+    io: IO,
+}
+
+impl<IO> Prefixed<IO> {
+    pub fn new(prefix: Vec<u8>, io: IO) -> Self {
+        Self { prefix, at: 0, io }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.prefix.len() {
+            let n = buf.remaining().min(this.prefix.len() - this.at);
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// The streams of one connection: how many run, and when the last one ended.
+struct Streams {
+    live: Cell<usize>,
+    last_end: Cell<Instant>,
+}
+
+/// Runs one stream's exchange (or answers a malformed one).
+async fn serve_stream(
+    worker: Rc<Worker>,
+    stream: Result<H2Stream, (Malformed, SendResponse<Bytes>)>,
+    peer: SocketAddr,
+    streams: Rc<Streams>,
+) {
+    match stream {
+        Ok(stream) => serve_h2_stream(&worker, Stream::H2(Box::new(stream)), peer).await,
+        Err((Malformed(reason), respond)) => refuse(respond, reason),
+    }
+    streams.live.set(streams.live.get() - 1);
+    streams.last_end.set(Instant::now());
+}
+
+/// 400 for a request HTTP/1.1 could not carry either (RFC 9113 §8.1.1: malformed).
+fn refuse(mut respond: SendResponse<Bytes>, reason: &'static str) {
+    let body = Bytes::from(format!("400 Bad Request: {reason}\n"));
+    let response = Response::builder()
+        .status(400)
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("content-length", body.len())
+        .body(())
+        .expect("a static response is valid");
+    if let Ok(mut send) = respond.send_response(response, false) {
+        let _ = send.send_data(body, true);
+    }
+}
+
+fn builder(s: &Http2Settings) -> h2::server::Builder {
+    let mut b = h2::server::Builder::new();
+    b.max_concurrent_streams(s.max_concurrent_streams)
+        .max_header_list_size(s.max_header_list_size)
+        .initial_window_size(s.stream_window)
+        .initial_connection_window_size(s.connection_window)
+        .max_frame_size(s.max_frame_size)
+        .max_send_buffer_size(s.max_send_buffer)
+        .max_concurrent_reset_streams(s.max_concurrent_reset_streams)
+        .max_pending_accept_reset_streams(s.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(s.max_local_error_reset_streams))
+        .reset_stream_duration(Duration::from_secs(10));
+    b
+}
+
+/// Index of `handshake_timeout` in [`crate::metrics::H2_ERROR_LABELS`].
+const HANDSHAKE_TIMEOUT: usize = 5;
+
+/// Counts a connection lb ended for the client's error (not the client's own GOAWAY,
+/// and not a vanished socket).
+fn record_error(worker: &Worker, e: &h2::Error) {
+    if e.is_io() || e.is_remote() {
+        return;
+    }
+    let Some(reason) = e.reason() else {
+        return;
+    };
+    let index = match reason {
+        Reason::NO_ERROR => return,
+        Reason::PROTOCOL_ERROR => 0,
+        Reason::FLOW_CONTROL_ERROR => 1,
+        Reason::FRAME_SIZE_ERROR => 2,
+        Reason::COMPRESSION_ERROR => 3,
+        Reason::ENHANCE_YOUR_CALM => 4,
+        _ => 6,
+    };
+    worker.view().metrics().h2_error(index);
+}
