@@ -490,7 +490,9 @@ fn access_log_and_metrics_record_every_attempt_and_failover_reason() {
             .map(str::to_owned)
     });
     assert!(line.contains(" GET /logged 200 "), "{line}");
-    let tail = line.rsplit(' ').next().unwrap();
+    // <time> access <client> <method> <path> <status> <ms> <attempts> <protocol>
+    assert!(line.ends_with(" HTTP/1.1"), "{line}");
+    let tail = line.rsplit(' ').nth(1).unwrap();
     assert!(
         tail.starts_with("primary:503:") && tail.contains(",secondary:200:"),
         "{line}"

@@ -383,7 +383,7 @@ fn access_attempts(stderr: &str) -> HashMap<String, String> {
         .filter(|l| l.contains(" access "))
         .filter_map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            // <time> access <client> <method> <path> <status> <ms> <attempts>
+            // <time> access <client> <method> <path> <status> <ms> <attempts> <protocol>
             let at = cols.iter().position(|c| *c == "access")?;
             Some((cols.get(at + 3)?.to_string(), cols.get(at + 6)?.to_string()))
         })

@@ -59,6 +59,13 @@ impl TestDir {
         std::fs::write(&p, contents).expect("write test file");
         p
     }
+
+    /// Writes a binary file; returns its path.
+    pub fn write_bytes(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.path.join(name);
+        std::fs::write(&path, contents).expect("write a test file");
+        path
+    }
 }
 
 impl Default for TestDir {

@@ -9,11 +9,16 @@ use crate::cmd;
 /// bpf-linker 0.10 loads the LLVM that ships with rustc; 0.11+ needs a system LLVM 21+.
 const BPF_LINKER_VERSION: &str = "0.10.0";
 
-/// Debian packages the tests use, with the command each provides (checked before apt runs).
+/// Debian packages the tests use, with a shell command that succeeds when the package is
+/// usable (checked before apt runs).
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
-    ("iproute2", "ip"),        // veth pairs and network namespaces in kernel tests
-    ("util-linux", "setpriv"), // the unprivileged start-up test
-    ("testssl.sh", "testssl"), // the TLS listener scan (protocols and cipher strength)
+    ("iproute2", "command -v ip"), // veth pairs and network namespaces in kernel tests
+    ("util-linux", "command -v setpriv"), // the unprivileged start-up test
+    ("testssl.sh", "command -v testssl"), // the TLS listener scan (protocols and cipher strength)
+    ("curl", "curl -V | grep -q HTTP2"), // HTTP/2 viewer tests (curl --http2)
+    ("nghttp2-client", "command -v h2load"), // HTTP/2 load and failover tests
+    // The crafted-frame HTTP/2 client (tests/support/h2_probe.py).
+    ("python3-h2", "/usr/bin/python3 -c 'import h2, hyperframe'"),
 ];
 
 pub fn setup() -> anyhow::Result<()> {
@@ -90,7 +95,7 @@ fn bpf_linker() -> anyhow::Result<()> {
 fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
-        .filter(|(_, command)| !command_exists(command))
+        .filter(|(_, check)| !check_passes(check))
         .map(|(package, _)| *package)
         .collect();
     if missing.is_empty() {
@@ -114,9 +119,9 @@ fn debian_packages() -> anyhow::Result<()> {
     .with_context(|| format!("run `apt-get install -y {list}`"))
 }
 
-fn command_exists(command: &str) -> bool {
+fn check_passes(check: &str) -> bool {
     Command::new("sh")
-        .args(["-c", &format!("command -v {command} >/dev/null 2>&1")])
+        .args(["-c", &format!("{check} >/dev/null 2>&1")])
         .status()
         .is_ok_and(|s| s.success())
 }

@@ -50,6 +50,8 @@ pub(super) struct AccessEntry<'a> {
     pub status: u16,
     pub total_ms: u32,
     pub attempts: &'a [AttemptRecord],
+    /// The viewer's protocol: `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+    pub protocol: &'static str,
 }
 
 impl AccessLog {
@@ -80,6 +82,8 @@ impl AccessLog {
         } else {
             write_attempts(&mut buf, e.attempts, origins);
         }
+        buf.push(b' ');
+        buf.extend_from_slice(e.protocol.as_bytes());
         buf.push(b'\n');
         if buf.len() >= FLUSH_AT {
             flush_into_stderr(&mut buf);

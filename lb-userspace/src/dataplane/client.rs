@@ -298,6 +298,7 @@ async fn one_request(worker: &Worker, conn: &mut ClientConn) -> Next {
             status,
             total_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
             attempts: &conn.attempts,
+            protocol: conn.protocol(),
         },
         &view.snap.config.origins,
     );
@@ -501,6 +502,17 @@ impl ClientConn {
     /// Whether the viewer connected over HTTPS.
     pub(super) fn tls(&self) -> bool {
         self.io.stream.is_tls()
+    }
+
+    /// The viewer's protocol, as the access log names it.
+    pub(super) fn protocol(&self) -> &'static str {
+        if self.io.stream.is_h2() {
+            "HTTP/2.0"
+        } else if self.head.is_http10() {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        }
     }
 
     /// The path behaviors match: normalised when that differs from the received one.

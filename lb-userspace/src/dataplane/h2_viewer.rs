@@ -47,10 +47,11 @@ pub(super) struct Origin {
 }
 
 /// Serves an HTTP/2 connection (counted as open by whoever accepted it) until it ends.
-pub(super) async fn serve_h2<IO>(worker: Rc<Worker>, io: IO, from: Origin)
+pub(super) async fn serve_h2<IO>(worker: Rc<Worker>, io: Prefixed<IO>, from: Origin)
 where
     IO: AsyncRead + AsyncWrite + Unpin + 'static,
 {
+    let read = Rc::clone(&io.read);
     let _active = worker.adopt_connection();
     let (settings, header_timeout, drain_timeout) = {
         let view = worker.view();
@@ -83,16 +84,34 @@ where
         last_end: Cell::new(Instant::now()),
     });
     let mut closing: Option<Instant> = None;
+    // The client's SETTINGS (the second half of its preface, RFC 9113 §3.4) are due
+    // within the header timeout too; h2 does not wait for them in its handshake.
+    let mut settings_due = Some(Instant::now() + header_timeout);
     loop {
         let now = Instant::now();
+        if let Some(due) = settings_due {
+            if read.get() >= SETTINGS_SEEN {
+                settings_due = None;
+            } else if now >= due {
+                worker.view().metrics().h2_error(HANDSHAKE_TIMEOUT);
+                tracing::debug!(peer = %from.peer, "HTTP/2 SETTINGS timed out");
+                conn.abrupt_shutdown(Reason::SETTINGS_TIMEOUT);
+                // Sends the GOAWAY; bounded, the client may not read.
+                let _ = monoio::time::timeout(Duration::from_secs(1), conn.accept()).await;
+                return;
+            }
+        }
         let idle_timeout = worker.view().snap.config.limits.idle_timeout;
         // Woken to look again: at the idle deadline, or every idle_timeout while
         // streams run (the last may end meanwhile), or when a drain starts.
-        let wake = if streams.live.get() == 0 {
+        let mut wake = if streams.live.get() == 0 {
             (streams.last_end.get() + idle_timeout).max(now)
         } else {
             now + idle_timeout
         };
+        if let Some(due) = settings_due {
+            wake = wake.min(due);
+        }
         let next = match closing {
             Some(deadline) => {
                 match monoio::time::timeout_at(deadline.into(), conn.accept()).await {
@@ -142,17 +161,24 @@ where
     }
 }
 
-/// A connection whose first bytes were read already (to see the preface): they are
-/// read again first.
+/// A viewer's HTTP/2 connection as `h2` reads it: the bytes read already (to see the
+/// preface on a plain connection) come first, and the bytes read are counted, which is
+/// how lb knows the client's SETTINGS arrived (h2 does not say).
 pub(super) struct Prefixed<IO> {
     prefix: Vec<u8>,
     at: usize,
     io: IO,
+    read: Rc<Cell<u64>>,
 }
 
 impl<IO> Prefixed<IO> {
     pub fn new(prefix: Vec<u8>, io: IO) -> Self {
-        Self { prefix, at: 0, io }
+        Self {
+            prefix,
+            at: 0,
+            io,
+            read: Rc::new(Cell::new(0)),
+        }
     }
 }
 
@@ -171,9 +197,14 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
                 this.prefix = Vec::new();
                 this.at = 0;
             }
+            this.read.set(this.read.get() + n as u64);
             return std::task::Poll::Ready(Ok(()));
         }
-        std::pin::Pin::new(&mut this.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut this.io).poll_read(cx, buf);
+        this.read
+            .set(this.read.get() + (buf.filled().len() - before) as u64);
+        polled
     }
 }
 
@@ -250,6 +281,10 @@ fn builder(s: &Http2Settings) -> h2::server::Builder {
         .reset_stream_duration(Duration::from_secs(10));
     b
 }
+
+/// Bytes read once the client's first frame header has arrived after its 24-byte magic
+/// (h2 refuses a first frame that is not SETTINGS).
+const SETTINGS_SEEN: u64 = PREFACE.len() as u64 + 9;
 
 /// Index of `handshake_timeout` in [`crate::metrics::H2_ERROR_LABELS`].
 const HANDSHAKE_TIMEOUT: usize = 5;

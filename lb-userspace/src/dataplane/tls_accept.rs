@@ -39,7 +39,10 @@ pub(super) async fn serve_tls_client(worker: Rc<Worker>, tcp: TcpStream, peer: S
                     tls: true,
                     fd,
                 };
-                let io = monoio_compat::StreamWrapper::new(stream);
+                let io = super::h2_viewer::Prefixed::new(
+                    Vec::new(),
+                    monoio_compat::StreamWrapper::new(stream),
+                );
                 super::h2_viewer::serve_h2(worker, io, from).await;
                 return;
             }

@@ -1,0 +1,382 @@
+//! HTTP/2 to viewers, with real clients: curl (`--http2` by ALPN, and
+//! `--http2-prior-knowledge`), nghttp2's h2load for load and the failover matrix, and a
+//! Python `h2` client (tests/support/h2_probe.py) that sends what well-behaved clients
+//! never do: malformed header blocks, too many streams, rapid resets, MadeYouReset,
+//! CONTINUATION floods, a reader that never opens its window.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use lb_origin::{Fault, Origin};
+use lb_tests::{
+    free_port,
+    http::get,
+    process::{LbServer, TestDir, wait_for},
+    tls::{TestCa, Validity},
+};
+
+fn origin(name: &str) -> Origin {
+    Origin::start(name, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+/// lb with a plain listener (HTTP/1.1 and prior-knowledge HTTP/2), an HTTPS one whose
+/// certificate `ca` issued for lb.test, an admin API, and `rest` of the config.
+fn start_lb(ca: &TestCa, admin: SocketAddr, rest: &str) -> LbServer {
+    let dir = TestDir::new();
+    ca.issue(&["lb.test"], Validity::Current).write(&dir, "lb");
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n\n\
+         [tls]\naddress = \"127.0.0.1:0\"\n[[tls.certificates]]\ncert = \"lb.pem\"\nkey = \"lb.key\"\n\n\
+         {rest}\n[kernel]\nenabled = false\n"
+    );
+    LbServer::start_in(
+        dir,
+        "lb.toml",
+        &toml,
+        &["--admin", &admin.to_string()],
+        "info",
+    )
+}
+
+fn one_origin(addr: SocketAddr) -> String {
+    format!(
+        "[[origins]]\nid = \"o\"\naddress = \"{addr}\"\n\n[default_behavior]\ntarget = \"o\"\nallowed_methods = [\"GET\", \"HEAD\", \"OPTIONS\", \"PUT\", \"POST\", \"PATCH\", \"DELETE\"]\n"
+    )
+}
+
+/// Runs curl; returns (stdout, `-w` line).
+fn curl(args: &[&str]) -> (Vec<u8>, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let mut body = out.stdout;
+    let at = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+    let tail = String::from_utf8_lossy(&body[at + 1..]).into_owned();
+    body.truncate(at);
+    (body, tail)
+}
+
+/// curl against lb's HTTPS listener as lb.test, trusting `ca_file`.
+fn https_args(lb: &LbServer, ca_file: &Path, path: &str) -> Vec<String> {
+    let port = lb.tls_addr.unwrap().port();
+    vec![
+        "--cacert".into(),
+        ca_file.display().to_string(),
+        "--resolve".into(),
+        format!("lb.test:{port}:127.0.0.1"),
+        format!("https://lb.test:{port}{path}"),
+    ]
+}
+
+fn ca_file(ca: &TestCa, lb: &LbServer) -> PathBuf {
+    lb.dir.write("ca.pem", &ca.pem())
+}
+
+fn metric(admin: SocketAddr, line_start: &str) -> u64 {
+    let text = get(admin, "/metrics").text();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"))
+}
+
+#[test]
+fn curl_over_h2c_and_alpn_h2_is_served_like_http1() {
+    let ca = TestCa::new("h2 test CA");
+    let o = origin("o");
+    let admin = free_port();
+    let lb = start_lb(&ca, admin, &one_origin(o.addr()));
+    let ca_path = ca_file(&ca, &lb);
+
+    // Cleartext with prior knowledge, on the plain listener.
+    let url = format!("http://{}/headers", lb.addr);
+    let (body, tail) = curl(&["--http2-prior-knowledge", &url]);
+    assert_eq!(tail, "2 200");
+    let seen = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    assert!(seen.contains("x-forwarded-proto: http\r\n"), "{seen}");
+    assert!(seen.contains(&format!("host: {}", lb.addr)), "{seen}");
+    // HTTP/1.1 still works on the same listener.
+    let (_, tail) = curl(&["--http1.1", &url]);
+    assert_eq!(tail, "1.1 200");
+
+    // ALPN both ways on the HTTPS listener.
+    let args = https_args(&lb, &ca_path, "/headers");
+    let mut h2 = vec!["--http2"];
+    h2.extend(args.iter().map(String::as_str));
+    let (body, tail) = curl(&h2);
+    assert_eq!(tail, "2 200");
+    let seen = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    assert!(seen.contains("x-forwarded-proto: https"), "{seen}");
+    let mut h1 = vec!["--http1.1"];
+    h1.extend(args.iter().map(String::as_str));
+    assert_eq!(curl(&h1).1, "1.1 200");
+
+    // A 1 MiB body each way over one stream (flow control both ways).
+    let payload: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let file = lb.dir.write_bytes("payload.bin", &payload);
+    let data = format!("@{}", file.display());
+    let (echoed, tail) = curl(&[
+        "--http2-prior-knowledge",
+        "--data-binary",
+        &data,
+        &format!("http://{}/echo", lb.addr),
+    ]);
+    assert_eq!(tail, "2 200");
+    assert!(echoed == payload, "echoed {} bytes", echoed.len());
+    let (big, tail) = curl(&[
+        "--http2-prior-knowledge",
+        &format!("http://{}/big?size=3000000", lb.addr),
+    ]);
+    assert_eq!((tail.as_str(), big.len()), ("2 200", 3_000_000));
+
+    // Logged with the protocol, counted.
+    let log = wait_for("an HTTP/2 access-log line", Duration::from_secs(3), || {
+        lb.stderr()
+            .lines()
+            .find(|l| l.contains(" access ") && l.contains("/echo"))
+            .map(str::to_owned)
+    });
+    assert!(log.ends_with(" HTTP/2.0"), "{log}");
+    assert!(metric(admin, "lb_http2_connections_total ") >= 4);
+    assert!(metric(admin, "lb_http2_streams_total ") >= 4);
+}
+
+#[test]
+fn http2_can_be_turned_off() {
+    let ca = TestCa::new("h2 test CA");
+    let o = origin("o");
+    let admin = free_port();
+    let rest = format!(
+        "[http2]\nenabled = false\ncleartext = false\n\n{}",
+        one_origin(o.addr())
+    );
+    let lb = start_lb(&ca, admin, &rest);
+    let ca_path = ca_file(&ca, &lb);
+    let args = https_args(&lb, &ca_path, "/");
+    let mut h2 = vec!["--http2"];
+    h2.extend(args.iter().map(String::as_str));
+    assert_eq!(curl(&h2).1, "1.1 200", "ALPN falls back to http/1.1");
+    let (_, tail) = curl(&["--http2-prior-knowledge", &format!("http://{}/", lb.addr)]);
+    assert_ne!(tail, "2 200", "no cleartext HTTP/2 when it is off");
+    assert_eq!(o.requests(), 1, "the preface was never forwarded");
+}
+
+/// Runs one scenario of the Python probe against `addr`.
+fn probe(addr: SocketAddr, scenario: &str, extra: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/h2_probe.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(scenario)
+        .args(extra)
+        .output()
+        .expect("python3 runs (Debian: python3-h2)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{scenario}: {e}\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn malformed_streams_are_refused_and_never_forwarded() {
+    let ca = TestCa::new("h2 test CA");
+    let o = origin("o");
+    let admin = free_port();
+    let lb = start_lb(&ca, admin, &one_origin(o.addr()));
+    // RFC 9113 §8.2 and §8.3: each is malformed. The answer is a stream reset or a
+    // GOAWAY with PROTOCOL_ERROR (1), or a 4xx; the origin never sees the request.
+    for scenario in [
+        "uppercase",
+        "connection-header",
+        "te-gzip",
+        "pseudo-after-regular",
+        "duplicate-path",
+        "missing-path",
+        "host-mismatch",
+        "header-list-too-large",
+    ] {
+        let before = o.requests();
+        let r = probe(lb.addr, scenario, &[]);
+        let status = r["responses"]["1"].as_u64();
+        let refused = r["resets"]["1"] == 1
+            || r["goaway"] == 1
+            || status.is_some_and(|s| (400..500).contains(&s));
+        assert!(refused, "{scenario}: {r}");
+        // When the connection lives on, its next request is served.
+        let after = r["after"].as_u64();
+        if r["goaway"].is_null() {
+            assert_eq!(after, Some(200), "{scenario}: {r}");
+        }
+        let forwarded = o.requests() - before - u64::from(after.is_some());
+        assert_eq!(forwarded, 0, "{scenario} reached the origin: {r}");
+    }
+    // The worker serves others throughout.
+    assert_eq!(get(lb.addr, "/").status, 200);
+}
+
+#[test]
+fn stream_and_connection_limits_trip_and_the_worker_keeps_serving() {
+    let ca = TestCa::new("h2 test CA");
+    let o = origin("o");
+    let admin = free_port();
+    let rest = format!(
+        "[http2]\nmax_concurrent_streams = 20\n\n{}",
+        one_origin(o.addr())
+    );
+    let lb = start_lb(&ca, admin, &rest);
+    let h2_ok = || curl(&["--http2-prior-knowledge", &format!("http://{}/ok", lb.addr)]).1;
+
+    // Streams beyond SETTINGS_MAX_CONCURRENT_STREAMS are refused (REFUSED_STREAM).
+    let r = probe(lb.addr, "too-many-streams", &[]);
+    assert_eq!(r["limit"], 20, "{r}");
+    assert!(r["resets"]["7"].as_u64() >= Some(5), "{r}");
+    assert!(r["goaway"].is_null(), "the connection lives: {r}");
+    assert_eq!(h2_ok(), "2 200");
+
+    // Rapid reset (CVE-2023-44487), MadeYouReset (CVE-2025-8671) and a CONTINUATION
+    // flood each end the connection with ENHANCE_YOUR_CALM (11).
+    for scenario in ["rapid-reset", "made-you-reset", "continuation-flood"] {
+        let started = Instant::now();
+        let r = probe(lb.addr, scenario, &[]);
+        assert_eq!(r["goaway"], 11, "{scenario}: {r}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{scenario}");
+        assert_eq!(h2_ok(), "2 200", "after {scenario}");
+        assert_eq!(get(lb.addr, "/").status, 200, "HTTP/1.1 after {scenario}");
+    }
+    let calm = metric(
+        admin,
+        "lb_http2_connection_errors_total{reason=\"enhance_your_calm\"}",
+    );
+    assert!(calm >= 3, "enhance_your_calm counted {calm} times");
+    // The rapid-reset streams were not all run as requests.
+    assert!(o.requests() < 1000, "{} origin requests", o.requests());
+}
+
+#[test]
+fn a_reader_that_never_opens_its_window_is_reset_at_the_write_timeout() {
+    let ca = TestCa::new("h2 test CA");
+    let o = origin("o");
+    let admin = free_port();
+    let rest = format!(
+        "[limits]\nbody_timeout = \"1s\"\n\n{}",
+        one_origin(o.addr())
+    );
+    let lb = start_lb(&ca, admin, &rest);
+    let r = probe(lb.addr, "slow-reader", &["8"]);
+    // The head is not flow-controlled; no body byte is, until the window opens.
+    assert_eq!(r["responses"]["1"], 200, "{r}");
+    assert!(r["bodies"]["1"].is_null() || r["bodies"]["1"] == 0, "{r}");
+    assert_eq!(
+        r["resets"]["1"], 2,
+        "INTERNAL_ERROR at the write timeout: {r}"
+    );
+    let seconds = r["seconds"].as_f64().unwrap();
+    assert!((0.9..4.0).contains(&seconds), "{r}");
+    assert_eq!(h2_get(lb.addr), "2 200");
+}
+
+fn h2_get(addr: SocketAddr) -> String {
+    curl(&["--http2-prior-knowledge", &format!("http://{addr}/")]).1
+}
+
+#[test]
+fn the_preface_and_settings_must_come_within_the_header_timeout() {
+    let ca = TestCa::new("h2 test CA");
+    let o = origin("o");
+    let admin = free_port();
+    let rest = format!(
+        "[limits]\nheader_timeout = \"1s\"\n\n{}",
+        one_origin(o.addr())
+    );
+    let lb = start_lb(&ca, admin, &rest);
+    let r = probe(lb.addr, "preface-then-silence", &[]);
+    let after = r["closed_after"].as_f64().unwrap();
+    assert!((0.9..3.0).contains(&after), "{r}");
+    assert_eq!(h2_get(lb.addr), "2 200");
+}
+
+/// h2load over cleartext HTTP/2: (succeeded, 2xx) of `n` requests, 10 streams at once on
+/// each of 2 connections.
+fn h2load(addr: SocketAddr, path: &str, n: usize) -> (usize, usize, String) {
+    let out = Command::new("h2load")
+        .args(["-n", &n.to_string(), "-c", "2", "-m", "10", "-T", "20"])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("h2load runs (Debian: nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let number_before = |line_start: &str, word: &str| -> usize {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| {
+                let words: Vec<&str> = l.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+                let at = words.iter().position(|w| *w == word)?;
+                words.get(at.checked_sub(1)?)?.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    (
+        number_before("requests:", "succeeded"),
+        number_before("status codes:", "2xx"),
+        text,
+    )
+}
+
+/// The failover matrix with HTTP/2 viewers: whatever the primary does, every GET stream
+/// gets the secondary's 200.
+#[test]
+fn failover_over_http2_viewers_loses_no_get() {
+    let secondary = origin("secondary");
+    let group = |primary: SocketAddr, primary_extra: &str| {
+        format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n\n[observability]\naccess_log = false\n\n\
+             [[origins]]\nid = \"primary\"\naddress = \"{primary}\"\nconnect_timeout = \"300ms\"\nconnection_attempts = 1\nresponse_timeout = \"300ms\"\n{primary_extra}\n\n\
+             [[origins]]\nid = \"secondary\"\naddress = \"{}\"\n\n\
+             [[origin_groups]]\nid = \"site\"\nmembers = [\"primary\", \"secondary\"]\nfailover_status_codes = [500, 502, 503, 504]\n\n\
+             [default_behavior]\ntarget = \"site\"\n\n[kernel]\nenabled = false\n",
+            secondary.addr()
+        )
+    };
+    let run = |name: &str, toml: String| {
+        let lb = LbServer::start_file("lb.toml", &toml, &[], "info");
+        let (ok, twoxx, text) = h2load(lb.addr, &format!("/{name}"), 200);
+        assert_eq!((ok, twoxx), (200, 200), "{name}:\n{text}");
+    };
+
+    let primary = origin("primary");
+    primary.set_forced_status(Some(503));
+    run("status", group(primary.addr(), ""));
+    primary.set_forced_status(None);
+    primary.set_fault(Some(Fault::Reset));
+    run("reset", group(primary.addr(), ""));
+    primary.set_fault(Some(Fault::Hang));
+    run("timeout", group(primary.addr(), ""));
+    primary.set_fault(None);
+    run("refused", group(free_port(), ""));
+
+    if !lb_tests::require_root("HTTP/2 black-hole failover (creates a network namespace)") {
+        return;
+    }
+    let ns = lb_tests::netns::VethNamespace::create();
+    let hole = SocketAddr::new(ns.ns_ip.into(), 8080);
+    let inside = ns.run_inside(move || Origin::start("primary", hole).expect("origin in netns"));
+    lb_tests::netns::ip(&["-n", &ns.ns, "link", "set", &ns.ns_if, "down"]);
+    run("black-hole", group(hole, ""));
+    drop(inside);
+}
