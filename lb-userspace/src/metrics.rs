@@ -22,10 +22,12 @@ pub enum FailoverReason {
     SynRetransmit,
     /// A retransmission timeout with request bytes unacknowledged (stall): hedged.
     Stall,
+    /// An HTTP/2 origin refused the stream unprocessed (REFUSED_STREAM, GOAWAY).
+    RefusedStream,
 }
 
 impl FailoverReason {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Status,
         Self::ConnectRefused,
         Self::ConnectTimeout,
@@ -37,6 +39,7 @@ impl FailoverReason {
         Self::TlsHandshake,
         Self::SynRetransmit,
         Self::Stall,
+        Self::RefusedStream,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -52,6 +55,7 @@ impl FailoverReason {
             Self::TlsHandshake => "tls_handshake",
             Self::SynRetransmit => "syn_retransmit",
             Self::Stall => "stall",
+            Self::RefusedStream => "refused_stream",
         }
     }
 }

@@ -441,6 +441,8 @@ impl<'a> Cx<'a> {
             origin_path,
             custom_headers,
             protocol: policy,
+            // CloudFront speaks HTTP/1.1 to custom origins.
+            http_version: OriginHttpVersion::H1,
             https_port: https_port as u16,
             tls_server_name,
             connect_timeout: Duration::from_secs(connect),

@@ -155,6 +155,10 @@ pub(super) fn to_toml(config: &Config) -> String {
                 }),
                 origin_path: o.origin_path.clone(),
                 protocol: o.protocol,
+                protocol_version: o
+                    .http_version
+                    .is_h2()
+                    .then(|| Spanned::new(0..0, o.http_version)),
                 https_port: (o.protocol != OriginProtocol::HttpOnly)
                     .then(|| Spanned::new(0..0, o.https_port)),
                 tls_server_name: (o.tls_server_name

@@ -460,6 +460,9 @@ pub(super) struct OriginFile {
     pub origin_path: String,
     #[serde(default = "default_protocol")]
     pub protocol: OriginProtocol,
+    /// `h1`, `h2` (over TLS, by ALPN) or `h2c` (cleartext, prior knowledge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<Spanned<super::model::OriginHttpVersion>>,
     /// The HTTPS port for match-viewer origins (default 443); https-only origins use the
     /// address's port unless this is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -255,6 +255,24 @@ pub struct Limits {
     pub lingering_max_bytes: u64,
 }
 
+/// The HTTP version lb speaks to an origin (`protocol_version`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginHttpVersion {
+    #[default]
+    H1,
+    /// HTTP/2 over TLS, chosen by ALPN (`protocol = "https-only"`).
+    H2,
+    /// HTTP/2 over cleartext TCP with prior knowledge (`protocol = "http-only"`).
+    H2c,
+}
+
+impl OriginHttpVersion {
+    pub fn is_h2(self) -> bool {
+        self != Self::H1
+    }
+}
+
 /// How lb talks to an origin (CloudFront's OriginProtocolPolicy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -277,6 +295,8 @@ pub struct Origin {
     /// Fixed headers lb adds to every request to this origin, replacing any the client sent.
     pub custom_headers: Vec<(String, String)>,
     pub protocol: OriginProtocol,
+    /// HTTP/1.1 or HTTP/2 (over TLS, or cleartext with prior knowledge).
+    pub http_version: OriginHttpVersion,
     /// The port for HTTPS connections; plain HTTP uses `address`'s port.
     pub https_port: u16,
     /// The name sent as SNI and checked against the origin's certificate: the configured
@@ -303,6 +323,7 @@ impl Origin {
             origin_path: String::new(),
             custom_headers: Vec::new(),
             protocol: OriginProtocol::HttpOnly,
+            http_version: OriginHttpVersion::H1,
             https_port: 443,
             tls_server_name: address.ip().to_string(),
             connect_timeout: Duration::from_secs(10),

@@ -157,6 +157,30 @@ fn build(
             (None, OriginProtocol::HttpsOnly) => address.port(),
             (None, _) => 443,
         };
+        let http_version = match &spec.protocol_version {
+            None => OriginHttpVersion::H1,
+            Some(v) => {
+                let version = *v.get_ref();
+                let needs = match version {
+                    OriginHttpVersion::H1 => None,
+                    OriginHttpVersion::H2 => Some((OriginProtocol::HttpsOnly, "https-only", "h2c")),
+                    OriginHttpVersion::H2c => Some((OriginProtocol::HttpOnly, "http-only", "h2")),
+                };
+                if let Some((protocol, name, other)) = needs {
+                    if spec.protocol != protocol {
+                        return Err(loc.err(
+                            v.span(),
+                            field("protocol_version"),
+                            format!(
+                                "`{}` needs protocol = \"{name}\" (use `{other}` for the other scheme)",
+                                serde_json::to_value(version).unwrap_or_default().as_str().unwrap_or("")
+                            ),
+                        ));
+                    }
+                }
+                version
+            }
+        };
         let tls_server_name = match &spec.tls_server_name {
             Some(name) => {
                 validate_server_name(name.get_ref())
@@ -173,6 +197,7 @@ fn build(
             origin_path: spec.origin_path.clone(),
             custom_headers,
             protocol: spec.protocol,
+            http_version,
             https_port,
             tls_server_name,
             connect_timeout: spec.connect_timeout,

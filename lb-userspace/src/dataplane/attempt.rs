@@ -73,6 +73,9 @@ pub(super) async fn attempt(
     let replayable = body_mode != BodyMode::Stream;
     let idempotent = conn.head.method().is_idempotent();
     let mut fresh_retry = true;
+    if origin.http_version.is_h2() {
+        return attempt_h2(worker, view, conn, index, body_mode, sent, cached).await;
+    }
     loop {
         // The retry after a dead pooled connection always uses a fresh one.
         let pooled = if fresh_retry {
@@ -175,6 +178,95 @@ pub(super) async fn attempt(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// [`attempt`] on an HTTP/2 origin: a new stream on the origin's shared connection. No
+/// pooled-connection retry (a stream is never reused) and no hedging (the connection's
+/// TCP state belongs to every stream on it). A stream the origin refused unprocessed
+/// fails over like a connect failure.
+async fn attempt_h2(
+    worker: &Worker,
+    view: &View,
+    conn: &mut ClientConn,
+    index: usize,
+    body_mode: BodyMode,
+    sent: &mut bool,
+    cached: Cached<'_>,
+) -> Result<ResponseStart, Failure> {
+    let config = &view.snap.config;
+    let origin = &config.origins[index];
+    let tls = origin.uses_tls(conn.tls());
+    let address = view.snap.addresses.get(index);
+    let address = SocketAddr::new(address.ip(), origin.port(tls));
+    let mut opened = false;
+    let stream = worker
+        .h2_origins
+        .stream(
+            origin,
+            index,
+            address,
+            tls.then_some(&view.snap.tls.origin_h2),
+            &mut opened,
+        )
+        .await
+        .map_err(|e| Failure::Upstream(e.after(*sent)))?;
+    if opened {
+        view.metrics()
+            .upstream_connections_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let refused = |up: &BufferedStream, sent_before: bool| {
+        up.stream.refused_by_origin().then(|| {
+            Failure::Upstream(
+                UpstreamError::new(UpstreamErrorKind::StreamRefused, RequestProgress::NotSent)
+                    .after(sent_before),
+            )
+        })
+    };
+    let sent_before = *sent;
+    let mut up = BufferedStream::with_buffer(stream, std::mem::take(&mut conn.upstream_buf));
+    write_request_head(view, conn, index, body_mode, cached);
+    if body_mode == BodyMode::Buffered {
+        conn.out.extend_from_slice(&conn.replay);
+    }
+    let write = monoio::time::timeout(
+        config.limits.body_timeout,
+        write_all(&mut up.stream, &mut conn.out),
+    )
+    .await;
+    *sent = true;
+    match write {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(refused(&up, sent_before).unwrap_or(Failure::Upstream(
+                UpstreamError::new(
+                    UpstreamErrorKind::WriteFailed(e.kind()),
+                    RequestProgress::Sent,
+                ),
+            )));
+        }
+        Err(_elapsed) => {
+            return Err(Failure::Upstream(UpstreamError::new(
+                UpstreamErrorKind::WriteTimeout,
+                RequestProgress::Sent,
+            )));
+        }
+    }
+    if body_mode == BodyMode::Stream {
+        if let Err(e) = stream_body(view, conn, &mut up).await {
+            return Err(refused(&up, sent_before).unwrap_or(e));
+        }
+    }
+    let how = Head { body_mode, cached };
+    match read_final_head(worker, view, conn, &mut up, index, 0, None, how).await {
+        Ok(FinalHead::Own(status)) => Ok(ResponseStart {
+            origin: up,
+            status,
+            from: index,
+        }),
+        Ok(FinalHead::Hedged { .. }) => unreachable!("HTTP/2 attempts are never hedged"),
+        Err(e) => Err(refused(&up, sent_before).unwrap_or(e)),
     }
 }
 

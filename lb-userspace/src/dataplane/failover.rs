@@ -608,6 +608,7 @@ fn failover_reason(e: &UpstreamError) -> FailoverReason {
             FailoverReason::WriteError
         }
         UpstreamErrorKind::SynRetransmitted => FailoverReason::SynRetransmit,
+        UpstreamErrorKind::StreamRefused => FailoverReason::RefusedStream,
     }
 }
 

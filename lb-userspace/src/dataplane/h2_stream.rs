@@ -264,33 +264,11 @@ impl H2Stream {
     }
 
     /// Sends `data` (`end`: and ends the stream), as the client's window allows.
-    async fn send_data(&mut self, mut data: &[u8], end: bool) -> io::Result<()> {
+    async fn send_data(&mut self, data: &[u8], end: bool) -> io::Result<()> {
         let Some(send) = &mut self.send else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if data.is_empty() {
-            if end {
-                send.send_data(Bytes::new(), true).map_err(h2_io)?;
-            }
-            return Ok(());
-        }
-        while !data.is_empty() {
-            send.reserve_capacity(data.len());
-            let granted = std::future::poll_fn(|cx| send.poll_capacity(cx)).await;
-            let n = match granted {
-                Some(Ok(n)) => n.min(data.len()),
-                Some(Err(e)) => return Err(h2_io(e)),
-                None => return Err(io::ErrorKind::BrokenPipe.into()),
-            };
-            if n == 0 {
-                continue;
-            }
-            let last = end && n == data.len();
-            send.send_data(Bytes::copy_from_slice(&data[..n]), last)
-                .map_err(h2_io)?;
-            data = &data[n..];
-        }
-        Ok(())
+        send_flow_controlled(send, data, end).await
     }
 
     /// The exchange closed its side in order: a body delimited by the close ends here.
@@ -319,7 +297,39 @@ impl Drop for H2Stream {
     }
 }
 
-fn h2_io(e: h2::Error) -> io::Error {
+/// Sends `data` on an HTTP/2 stream (`end`: and ends it), waiting for the peer's window:
+/// nothing beyond what the peer allows (and h2's per-stream send buffer) is queued.
+pub(super) async fn send_flow_controlled(
+    send: &mut SendStream<Bytes>,
+    mut data: &[u8],
+    end: bool,
+) -> io::Result<()> {
+    if data.is_empty() {
+        if end {
+            send.send_data(Bytes::new(), true).map_err(h2_io)?;
+        }
+        return Ok(());
+    }
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = std::future::poll_fn(|cx| send.poll_capacity(cx)).await;
+        let n = match granted {
+            Some(Ok(n)) => n.min(data.len()),
+            Some(Err(e)) => return Err(h2_io(e)),
+            None => return Err(io::ErrorKind::BrokenPipe.into()),
+        };
+        if n == 0 {
+            continue;
+        }
+        let last = end && n == data.len();
+        send.send_data(Bytes::copy_from_slice(&data[..n]), last)
+            .map_err(h2_io)?;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+pub(super) fn h2_io(e: h2::Error) -> io::Error {
     if let Some(io) = e.get_io() {
         return io::Error::new(io.kind(), e.to_string());
     }

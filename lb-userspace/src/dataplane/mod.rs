@@ -18,6 +18,7 @@ mod error_response;
 mod failover;
 mod fate;
 mod h2_stream;
+mod h2_upstream;
 mod h2_viewer;
 mod hedge;
 mod kernel_watch;

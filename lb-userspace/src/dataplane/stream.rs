@@ -33,6 +33,9 @@ pub(super) enum Stream {
     /// One HTTP/2 stream of a viewer, read and written as an HTTP/1.1 connection that
     /// carries one request ([`super::h2_stream`]).
     H2(Box<super::h2_stream::H2Stream>),
+    /// One HTTP/2 stream to an origin, written and read as an HTTP/1.1 connection that
+    /// carries one request ([`super::h2_upstream`]).
+    H2Up(Box<super::h2_upstream::H2Upstream>),
 }
 
 /// A monoio-rustls stream (boxed: rustls state is large) and whether an operation on it
@@ -75,7 +78,20 @@ impl Stream {
             Self::Plain(_) => false,
             Self::ServerTls(_) | Self::ClientTls(_) => true,
             Self::H2(s) => s.is_tls(),
+            // Only asked of client streams, and for the pool's slot (never pooled).
+            Self::H2Up(_) => false,
         }
+    }
+
+    /// An HTTP/2 stream to an origin that the origin refused unprocessed.
+    pub fn refused_by_origin(&self) -> bool {
+        matches!(self, Self::H2Up(s) if s.refused())
+    }
+
+    /// Whether this connection may go back to the pool after its response: an HTTP/2
+    /// stream cannot (its connection is shared and stays open without it).
+    pub fn poolable(&self) -> bool {
+        !matches!(self, Self::H2(_) | Self::H2Up(_))
     }
 
     /// An HTTP/2 stream: it carries one request, and closing it closes no connection.
@@ -89,7 +105,7 @@ impl Stream {
     pub async fn readable(&self) -> io::Result<()> {
         match self {
             Self::Plain(s) => s.readable(false).await,
-            Self::ServerTls(_) | Self::ClientTls(_) | Self::H2(_) => Ok(()),
+            Self::ServerTls(_) | Self::ClientTls(_) | Self::H2(_) | Self::H2Up(_) => Ok(()),
         }
     }
 }
@@ -102,6 +118,7 @@ impl AsRawFd for Stream {
             Self::ServerTls(t) => t.fd,
             Self::ClientTls(t) => t.fd,
             Self::H2(s) => s.fd(),
+            Self::H2Up(s) => s.fd(),
         }
     }
 }
@@ -185,6 +202,11 @@ impl AsyncReadRent for Stream {
                 let result = Box::pin(s.read_into(&mut buf)).await;
                 (result, buf)
             }
+            Self::H2Up(s) => {
+                let mut buf = buf;
+                let result = Box::pin(s.read_into(&mut buf)).await;
+                (result, buf)
+            }
         }
     }
 
@@ -193,8 +215,8 @@ impl AsyncReadRent for Stream {
             Self::Plain(s) => s.readv(buf).await,
             Self::ServerTls(t) => Box::pin(t.readv(buf)).await,
             Self::ClientTls(t) => Box::pin(t.readv(buf)).await,
-            // Nothing reads a client stream with vectors.
-            Self::H2(_) => (Err(io::ErrorKind::Unsupported.into()), buf),
+            // Nothing reads an HTTP/2 stream with vectors.
+            Self::H2(_) | Self::H2Up(_) => (Err(io::ErrorKind::Unsupported.into()), buf),
         }
     }
 }
@@ -209,6 +231,10 @@ impl AsyncWriteRent for Stream {
                 let result = Box::pin(s.write_from(crate::kernel::owned_bytes(&buf))).await;
                 (result, buf)
             }
+            Self::H2Up(s) => {
+                let result = Box::pin(s.write_from(crate::kernel::owned_bytes(&buf))).await;
+                (result, buf)
+            }
         }
     }
 
@@ -217,8 +243,8 @@ impl AsyncWriteRent for Stream {
             Self::Plain(s) => s.writev(buf).await,
             Self::ServerTls(t) => Box::pin(t.writev(buf)).await,
             Self::ClientTls(t) => Box::pin(t.writev(buf)).await,
-            // Nothing writes a client stream with vectors.
-            Self::H2(_) => (Err(io::ErrorKind::Unsupported.into()), buf),
+            // Nothing writes an HTTP/2 stream with vectors.
+            Self::H2(_) | Self::H2Up(_) => (Err(io::ErrorKind::Unsupported.into()), buf),
         }
     }
 
@@ -227,7 +253,7 @@ impl AsyncWriteRent for Stream {
             Self::Plain(s) => s.flush().await,
             Self::ServerTls(t) => t.flush().await,
             Self::ClientTls(t) => t.flush().await,
-            Self::H2(_) => Ok(()),
+            Self::H2(_) | Self::H2Up(_) => Ok(()),
         }
     }
 
@@ -240,6 +266,8 @@ impl AsyncWriteRent for Stream {
                 s.finish();
                 Ok(())
             }
+            // Dropping the stream resets it if its exchange did not finish.
+            Self::H2Up(_) => Ok(()),
         }
     }
 }

@@ -31,6 +31,8 @@ pub(super) struct Worker {
     view: RefCell<Rc<View>>,
     seen_generation: Cell<u64>,
     pub pool: RefCell<Pool>,
+    /// HTTP/2 origins' shared connections.
+    pub h2_origins: super::upstream::H2Connections,
     pub drain: Drain,
     pub access_log: AccessLog,
     pub error_pages: RefCell<std::collections::HashMap<String, CachedPage>>,
@@ -124,6 +126,7 @@ impl Worker {
             *self.view.borrow_mut() =
                 Rc::new(View::new(self.current.load(), self.index, generation));
             self.pool.borrow_mut().clear();
+            self.h2_origins.clear();
             self.error_pages.borrow_mut().clear();
         }
         Rc::clone(&self.view.borrow())
@@ -360,6 +363,7 @@ async fn worker_loop(
             .and_then(|l| l.local_addr().ok())
             .map_or(443, |a| a.port()),
         pool: RefCell::new(Pool::default()),
+        h2_origins: Default::default(),
         drain: Drain::default(),
         buffers: BufferPool::default(),
         parking: super::parking::Parking::new(index),
@@ -415,6 +419,7 @@ async fn worker_loop(
         );
     }
     worker.pool.borrow_mut().clear();
+    worker.h2_origins.clear();
     worker.access_log.flush();
 }
 

@@ -38,6 +38,8 @@ pub struct TlsMaterial {
     pub server: Option<Arc<ServerConfig>>,
     /// For connections to HTTPS origins (and their health checks).
     pub origin: Arc<ClientConfig>,
+    /// The same trust, offering only `h2` by ALPN: for `protocol_version = "h2"` origins.
+    pub origin_h2: Arc<ClientConfig>,
     /// Each listener certificate file and its leaf's validity (for warnings and metrics).
     pub certificates: Vec<(std::path::PathBuf, Option<Validity>)>,
 }
@@ -76,9 +78,13 @@ impl TlsMaterial {
             .flat_map(|t| &t.certificates)
             .map(|files| (files.cert.clone(), leaf_validity(&files.cert)))
             .collect();
+        let origin = origin_config(&config.origin_tls)?;
+        let mut origin_h2 = origin.clone();
+        origin_h2.alpn_protocols = vec![H2.to_vec()];
         let material = Self {
             server,
-            origin: Arc::new(origin_config(&config.origin_tls)?),
+            origin: Arc::new(origin),
+            origin_h2: Arc::new(origin_h2),
             certificates,
         };
         material.warn_about_validity(std::time::SystemTime::now());

@@ -25,6 +25,18 @@ pub(in crate::dataplane) async fn connect(
     let Some(config) = tls else {
         return Ok(Stream::Plain(tcp));
     };
+    let fd = tcp.as_raw_fd();
+    let stream = tls_handshake(origin, tcp, config).await?;
+    Ok(Stream::ClientTls(Tls::new(stream, fd)))
+}
+
+/// The TLS handshake with an origin over a connected socket, bounded by the connect
+/// timeout; the name verified is the origin's TLS server name.
+pub(in crate::dataplane) async fn tls_handshake(
+    origin: &Origin,
+    tcp: TcpStream,
+    config: &Arc<ClientConfig>,
+) -> Result<monoio_rustls::ClientTlsStream<TcpStream>, UpstreamError> {
     let failed = |why| {
         UpstreamError::new(
             UpstreamErrorKind::TlsHandshake(why),
@@ -34,16 +46,15 @@ pub(in crate::dataplane) async fn connect(
     // Validated when the config was loaded.
     let name = ServerName::try_from(origin.tls_server_name.clone())
         .map_err(|_| failed(TlsFailure::NameMismatch))?;
-    let fd = tcp.as_raw_fd();
     let connector = monoio_rustls::TlsConnector::from(Arc::clone(config));
     match monoio::time::timeout(origin.connect_timeout, connector.connect(name, tcp)).await {
-        Ok(Ok(stream)) => Ok(Stream::ClientTls(Tls::new(stream, fd))),
+        Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(failed(TlsFailure::classify(&e))),
         Err(_elapsed) => Err(failed(TlsFailure::Timeout)),
     }
 }
 
-async fn connect_tcp(
+pub(in crate::dataplane) async fn connect_tcp(
     origin: &Origin,
     address: std::net::SocketAddr,
 ) -> Result<TcpStream, UpstreamError> {

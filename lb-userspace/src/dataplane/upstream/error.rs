@@ -42,6 +42,9 @@ pub(in crate::dataplane) enum UpstreamErrorKind {
     /// The kernel retransmitted a SYN to the origin while this connect waited: nothing
     /// answers there (a black hole), so the connect was given up at once.
     SynRetransmitted,
+    /// An HTTP/2 origin refused the stream (REFUSED_STREAM, or a GOAWAY before it was
+    /// processed): like a connect failure, nothing of the request was processed.
+    StreamRefused,
 }
 
 /// Who a failure belongs to (as Pingora's errors record it): only the origin's own
@@ -70,6 +73,8 @@ pub(in crate::dataplane) enum TlsFailure {
     Closed,
     /// The handshake took longer than the connect timeout.
     Timeout,
+    /// The origin is configured for HTTP/2 but did not choose `h2` by ALPN.
+    NoHttp2,
 }
 
 impl TlsFailure {
@@ -105,6 +110,7 @@ impl TlsFailure {
             Self::Protocol => "TLS protocol error or alert",
             Self::Closed => "connection closed during the TLS handshake",
             Self::Timeout => "TLS handshake timed out",
+            Self::NoHttp2 => "the origin did not agree to HTTP/2 (ALPN h2)",
         }
     }
 }
@@ -166,6 +172,7 @@ impl UpstreamError {
             UpstreamErrorKind::WriteTimeout => "write-timeout",
             UpstreamErrorKind::LocalResource(_) => "lb-overloaded",
             UpstreamErrorKind::SynRetransmitted => "syn-retransmit",
+            UpstreamErrorKind::StreamRefused => "refused-stream",
         }
     }
 
@@ -204,6 +211,9 @@ impl UpstreamError {
             }
             UpstreamErrorKind::SynRetransmitted => {
                 format!("could not connect to origin {origin}: no answer to the SYN (black hole)")
+            }
+            UpstreamErrorKind::StreamRefused => {
+                format!("origin {origin} refused the HTTP/2 stream (nothing was processed)")
             }
             UpstreamErrorKind::LocalResource(r) => {
                 format!(

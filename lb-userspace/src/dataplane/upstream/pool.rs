@@ -67,6 +67,10 @@ impl Pool {
     /// Returns a connection whose last response was complete and allowed reuse; `verify`:
     /// check it for stray bytes at checkout even if it was idle only briefly.
     pub fn checkin(&mut self, index: usize, stream: Stream, verify: bool) {
+        if !stream.poolable() {
+            // An HTTP/2 stream: its connection is shared and stays open without it.
+            return;
+        }
         let slot = slot(index, stream.is_tls());
         if self.idle.len() <= slot {
             self.idle.resize_with(slot + 1, Vec::new);
