@@ -380,3 +380,180 @@ fn failover_over_http2_viewers_loses_no_get() {
     run("black-hole", group(hole, ""));
     drop(inside);
 }
+
+/// An origin group over two HTTP/2 (h2c) origins, primary first; `primary` may be any
+/// address (a refused port, a black hole).
+fn h2_group(primary: SocketAddr, secondary: SocketAddr) -> String {
+    format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n\n[observability]\naccess_log = false\nattempts_header = true\n\n\
+         [[origins]]\nid = \"primary\"\naddress = \"{primary}\"\nprotocol_version = \"h2c\"\nconnect_timeout = \"300ms\"\nconnection_attempts = 1\nresponse_timeout = \"300ms\"\n\n\
+         [[origins]]\nid = \"secondary\"\naddress = \"{secondary}\"\nprotocol_version = \"h2c\"\n\n\
+         [[origin_groups]]\nid = \"site\"\nmembers = [\"primary\", \"secondary\"]\nfailover_status_codes = [500, 502, 503, 504]\n\n\
+         [default_behavior]\ntarget = \"site\"\nallowed_methods = [\"GET\", \"HEAD\", \"OPTIONS\", \"PUT\", \"POST\", \"PATCH\", \"DELETE\"]\n\n[kernel]\nenabled = false\n"
+    )
+}
+
+fn h2_origin(name: &str) -> Origin {
+    Origin::start_h2c(name, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+/// The failover matrix with HTTP/2 origins, for HTTP/1.1 and HTTP/2 viewers: every GET
+/// gets the secondary's 200 whatever the primary does.
+#[test]
+fn failover_to_http2_origins_loses_no_get() {
+    let secondary = h2_origin("secondary");
+    let primary = h2_origin("primary");
+    let run = |name: &str, primary_addr: SocketAddr| {
+        let lb = LbServer::start_file(
+            "lb.toml",
+            &h2_group(primary_addr, secondary.addr()),
+            &[],
+            "info",
+        );
+        for i in 0..20 {
+            let r = get(lb.addr, &format!("/{name}/h1/{i}"));
+            assert_eq!(
+                (r.status, r.header("x-origin")),
+                (200, Some("secondary")),
+                "{name}: {}",
+                r.header("x-lb-attempts").unwrap_or("-")
+            );
+        }
+        let (ok, twoxx, text) = h2load(lb.addr, &format!("/{name}/h2"), 200);
+        assert_eq!((ok, twoxx), (200, 200), "{name}:\n{text}");
+    };
+    primary.set_forced_status(Some(503));
+    run("status", primary.addr());
+    primary.set_forced_status(None);
+    primary.set_fault(Some(Fault::Reset)); // RST_STREAM(INTERNAL_ERROR)
+    run("reset", primary.addr());
+    primary.set_fault(Some(Fault::Close)); // RST_STREAM(REFUSED_STREAM)
+    run("refused-stream", primary.addr());
+    primary.set_fault(Some(Fault::Hang));
+    run("timeout", primary.addr());
+    primary.set_fault(None);
+    run("refused", free_port());
+    // And the primary, healthy again, serves over its multiplexed connection.
+    let lb = LbServer::start_file(
+        "lb.toml",
+        &h2_group(primary.addr(), secondary.addr()),
+        &[],
+        "info",
+    );
+    let before = primary.connections();
+    let (ok, _, text) = h2load(lb.addr, "/healthy", 200);
+    assert_eq!(ok, 200, "{text}");
+    assert!(
+        primary.connections() - before <= 1,
+        "one HTTP/2 connection per worker carries every stream ({} opened)",
+        primary.connections() - before
+    );
+}
+
+/// A stream the origin refused (REFUSED_STREAM, GOAWAY) was not processed: even a POST
+/// moves on. A stream reset after it was taken (INTERNAL_ERROR) may have been
+/// processed: a POST is not repeated.
+#[test]
+fn refused_streams_fail_over_any_method_and_reset_ones_only_idempotent_ones() {
+    let secondary = h2_origin("secondary");
+    let primary = h2_origin("primary");
+    let lb = LbServer::start_file(
+        "lb.toml",
+        &h2_group(primary.addr(), secondary.addr()),
+        &[],
+        "info",
+    );
+    let post = |path: &str| {
+        let mut c = lb_tests::http::Client::connect(lb.addr);
+        c.request(&format!(
+            "POST {path} HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 5\r\n\r\nhello"
+        ))
+    };
+    primary.set_fault(Some(Fault::Close)); // RST_STREAM(REFUSED_STREAM)
+    let r = post("/echo");
+    assert_eq!(
+        (r.status, r.header("x-origin")),
+        (200, Some("secondary")),
+        "{:?} {}",
+        r.header("x-lb-attempts"),
+        r.text(),
+    );
+    assert_eq!(r.text(), "hello");
+    primary.set_fault(Some(Fault::Reset)); // RST_STREAM(INTERNAL_ERROR): maybe processed
+    let before = secondary.requests();
+    let r = post("/echo");
+    assert_eq!(r.status, 502, "{:?}", r.header("x-lb-attempts"));
+    assert_eq!(secondary.requests(), before, "the POST was not repeated");
+    // GET moves on after a reset.
+    let r = get(lb.addr, "/x");
+    assert_eq!(r.header("x-origin"), Some("secondary"));
+}
+
+/// HTTP/2 over TLS to an origin by ALPN; an origin that only speaks HTTP/1.1 over TLS is
+/// a connect failure (tls-error) that fails over.
+#[test]
+fn https_origins_are_reached_over_h2_by_alpn() {
+    let ca = TestCa::new("h2 origin CA");
+    let cert = ca.issue(&["origin.test"], Validity::Current);
+    let mut h2_tls = (*cert.origin_config()).clone();
+    h2_tls.alpn_protocols = vec![b"h2".to_vec()];
+    let h2 = Origin::start_h2_tls(
+        "h2",
+        "127.0.0.1:0".parse().unwrap(),
+        std::sync::Arc::new(h2_tls),
+    )
+    .unwrap();
+    let h1 = Origin::start_tls("h1", "127.0.0.1:0".parse().unwrap(), cert.origin_config()).unwrap();
+    let dir = TestDir::new();
+    let ca_path = dir.write("ca.pem", &ca.pem());
+    let toml = format!(
+        "[listener]\naddress = \"127.0.0.1:0\"\nworkers = 1\n\n[observability]\nattempts_header = true\n\n\
+         [origin_tls]\nca_files = [\"{}\"]\nsystem_roots = false\n\n\
+         [[origins]]\nid = \"h1-only\"\naddress = \"{}\"\nprotocol = \"https-only\"\nprotocol_version = \"h2\"\ntls_server_name = \"origin.test\"\n\n\
+         [[origins]]\nid = \"h2\"\naddress = \"{}\"\nprotocol = \"https-only\"\nprotocol_version = \"h2\"\ntls_server_name = \"origin.test\"\n\n\
+         [[origin_groups]]\nid = \"site\"\nmembers = [\"h1-only\", \"h2\"]\nfailover_status_codes = [502]\n\n\
+         [default_behavior]\ntarget = \"site\"\n\n[kernel]\nenabled = false\n",
+        ca_path.display(),
+        h1.addr(),
+        h2.addr()
+    );
+    let lb = LbServer::start_in(dir, "lb.toml", &toml, &[], "info");
+    let r = get(lb.addr, "/headers");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-origin"), Some("h2"));
+    assert!(
+        r.header("x-lb-attempts")
+            .unwrap()
+            .starts_with("h1-only:tls-error"),
+        "{:?}",
+        r.header("x-lb-attempts")
+    );
+    let seen = r.text();
+    assert!(seen.contains("HTTP/2"), "{seen}");
+    assert!(
+        seen.contains("https://origin.test:")
+            || seen.contains(":authority")
+            || seen.contains("GET https://"),
+        "{seen}"
+    );
+    // A body without a length, with trailers, reaches an HTTP/1.1 client chunked.
+    let r = get(lb.addr, "/t?size=100000&trailers=1");
+    assert_eq!((r.status, r.body.len()), (200, 100_000));
+}
+
+#[test]
+fn h2_needs_https_and_h2c_needs_http_in_the_config() {
+    let toml = "[[origins]]\nid = \"o\"\naddress = \"127.0.0.1:9\"\nprotocol_version = \"h2\"\n\n[default_behavior]\ntarget = \"o\"\n";
+    let dir = TestDir::new();
+    let path = dir.write("lb.toml", toml);
+    let out = Command::new(lb_tests::process::lb_binary())
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("origins[0].protocol_version") && err.contains("lb.toml:4"),
+        "{err}"
+    );
+}

@@ -26,7 +26,7 @@
 //! Every response carries `x-origin: <name>` and `x-served: <requests the server has read>`.
 //!
 //! [`Origin::start_tls`] serves the same over HTTPS (rustls, TLS 1.2/1.3), for tests of
-//! lb's HTTPS origins.
+//! lb's HTTPS origins; [`Origin::start_h2c`] and [`Origin::start_h2_tls`] over HTTP/2.
 
 use std::{
     io,
@@ -38,6 +38,8 @@ use std::{
     thread::JoinHandle,
     time::Duration,
 };
+
+mod h2;
 
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -65,7 +67,7 @@ impl Conn for tokio_rustls::server::TlsStream<TcpStream> {
 
 /// Shared, live-adjustable state of one origin.
 #[derive(Debug, Default)]
-struct Shared {
+pub(crate) struct Shared {
     name: String,
     /// Status every request gets (except /health and /_control); 0 = none.
     forced_status: AtomicU16,
@@ -117,10 +119,34 @@ impl Origin {
         Self::start_with(name, addr, Some(tls))
     }
 
+    /// Like [`Origin::start`], speaking HTTP/2 with prior knowledge (h2c) instead of
+    /// HTTP/1.1 (see the `h2` module for how faults look on a stream).
+    pub fn start_h2c(name: &str, addr: SocketAddr) -> io::Result<Self> {
+        Self::start_with_protocol(name, addr, None, true)
+    }
+
+    /// HTTPS with ALPN `h2` only (`tls` must offer it), speaking HTTP/2.
+    pub fn start_h2_tls(
+        name: &str,
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self> {
+        Self::start_with_protocol(name, addr, Some(tls), true)
+    }
+
     fn start_with(
         name: &str,
         addr: SocketAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Self> {
+        Self::start_with_protocol(name, addr, tls, false)
+    }
+
+    fn start_with_protocol(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        http2: bool,
     ) -> io::Result<Self> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
@@ -149,7 +175,7 @@ impl Origin {
                 runtime.block_on(async move {
                     let listener = TcpListener::from_std(std_listener).expect("register listener");
                     tokio::select! {
-                        _ = accept_loop(listener, task_shared, tls) => {}
+                        _ = accept_loop(listener, task_shared, tls, http2) => {}
                         _ = stop_rx => {}
                     }
                 });
@@ -252,6 +278,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    http2: bool,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
@@ -263,6 +290,9 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         match &acceptor {
+            None if http2 => {
+                tokio::spawn(h2::serve(stream, shared));
+            }
             None => {
                 tokio::spawn(serve(stream, shared));
             }
@@ -271,7 +301,11 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     // A client that rejects the certificate simply goes away.
                     if let Ok(stream) = accept.await {
-                        serve(stream, shared).await;
+                        if http2 {
+                            h2::serve(stream, shared).await;
+                        } else {
+                            serve(stream, shared).await;
+                        }
                     }
                 });
             }
@@ -315,7 +349,7 @@ impl Request {
     }
 }
 
-const PATTERN: &[u8; 64 * 1024] = &{
+pub(crate) const PATTERN: &[u8; 64 * 1024] = &{
     let mut p = [0u8; 64 * 1024];
     let mut i = 0;
     while i < p.len() {

@@ -216,15 +216,19 @@ async fn attempt_h2(
             .upstream_connections_opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let refused = |up: &BufferedStream, sent_before: bool| {
+    let sent_before = *sent;
+    // The origin refused the stream unprocessed: as if nothing was sent, unless a body
+    // streamed from the client is gone with it (then it cannot go anywhere else).
+    let refused = |up: &BufferedStream, sent: &mut bool| {
+        let unsent = body_mode != BodyMode::Stream && !sent_before;
         up.stream.refused_by_origin().then(|| {
+            *sent = !unsent;
             Failure::Upstream(
                 UpstreamError::new(UpstreamErrorKind::StreamRefused, RequestProgress::NotSent)
-                    .after(sent_before),
+                    .after(!unsent),
             )
         })
     };
-    let sent_before = *sent;
     let mut up = BufferedStream::with_buffer(stream, std::mem::take(&mut conn.upstream_buf));
     write_request_head(view, conn, index, body_mode, cached);
     if body_mode == BodyMode::Buffered {
@@ -239,12 +243,12 @@ async fn attempt_h2(
     match write {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            return Err(refused(&up, sent_before).unwrap_or(Failure::Upstream(
-                UpstreamError::new(
+            return Err(
+                refused(&up, sent).unwrap_or(Failure::Upstream(UpstreamError::new(
                     UpstreamErrorKind::WriteFailed(e.kind()),
                     RequestProgress::Sent,
-                ),
-            )));
+                ))),
+            );
         }
         Err(_elapsed) => {
             return Err(Failure::Upstream(UpstreamError::new(
@@ -255,7 +259,7 @@ async fn attempt_h2(
     }
     if body_mode == BodyMode::Stream {
         if let Err(e) = stream_body(view, conn, &mut up).await {
-            return Err(refused(&up, sent_before).unwrap_or(e));
+            return Err(refused(&up, sent).unwrap_or(e));
         }
     }
     let how = Head { body_mode, cached };
@@ -266,7 +270,7 @@ async fn attempt_h2(
             from: index,
         }),
         Ok(FinalHead::Hedged { .. }) => unreachable!("HTTP/2 attempts are never hedged"),
-        Err(e) => Err(refused(&up, sent_before).unwrap_or(e)),
+        Err(e) => Err(refused(&up, sent).unwrap_or(e)),
     }
 }
 

@@ -24,6 +24,7 @@ mod hedge;
 mod kernel_watch;
 mod listener;
 mod parking;
+mod poll_tls;
 mod refresh;
 mod request_head;
 mod respond;

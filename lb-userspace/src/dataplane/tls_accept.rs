@@ -25,34 +25,40 @@ pub(super) async fn serve_tls_client(worker: Rc<Worker>, tcp: TcpStream, peer: S
     };
     let _ = tcp.set_nodelay(true);
     let fd = tcp.as_raw_fd();
-    let acceptor = monoio_rustls::TlsAcceptor::from(config);
     let timeout = view.snap.config.limits.header_timeout;
     let metrics = view.metrics();
-    match monoio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => {
+    let mut tcp = tcp;
+    let handshake = async {
+        let mut conn = rustls::ServerConnection::new(config)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        super::poll_tls::handshake(&mut tcp, &mut conn).await?;
+        Ok::<_, std::io::Error>(conn)
+    };
+    match monoio::time::timeout(timeout, handshake).await {
+        Ok(Ok(conn)) => {
             metrics.tls_handshakes.fetch_add(1, Ordering::Relaxed);
             drop(view);
             counted.hand_over();
-            if stream.alpn_protocol().as_deref() == Some(crate::tls::H2) {
+            if conn.alpn_protocol() == Some(crate::tls::H2) {
                 let from = super::h2_viewer::Origin {
                     peer,
                     tls: true,
                     fd,
                 };
-                let io = super::h2_viewer::Prefixed::new(
-                    Vec::new(),
-                    monoio_compat::StreamWrapper::new(stream),
-                );
+                let tls =
+                    super::poll_tls::PollTls::new(monoio_compat::StreamWrapper::new(tcp), conn);
+                let io = super::h2_viewer::Prefixed::new(Vec::new(), tls);
                 super::h2_viewer::serve_h2(worker, io, from).await;
                 return;
             }
+            let stream = monoio_rustls::ServerTlsStream::new(tcp, conn);
             serve_client(worker, Stream::ServerTls(Tls::new(stream, fd)), peer).await;
         }
         Ok(Err(e)) => {
             metrics
                 .tls_handshake_failures
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%peer, error = %describe(&e), "viewer TLS handshake failed");
+            tracing::debug!(%peer, error = %e, "viewer TLS handshake failed");
         }
         Err(_elapsed) => {
             metrics
@@ -60,12 +66,5 @@ pub(super) async fn serve_tls_client(worker: Rc<Worker>, tcp: TcpStream, peer: S
                 .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, "viewer TLS handshake timed out");
         }
-    }
-}
-
-fn describe(e: &monoio_rustls::TlsError) -> String {
-    match e {
-        monoio_rustls::TlsError::Io(io) => io.to_string(),
-        monoio_rustls::TlsError::Rustls(r) => r.to_string(),
     }
 }

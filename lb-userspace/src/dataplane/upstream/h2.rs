@@ -8,28 +8,46 @@
 use std::{cell::RefCell, net::SocketAddr, os::fd::AsRawFd, os::fd::RawFd, sync::Arc};
 
 use bytes::Bytes;
+use futures_channel::oneshot;
 use h2::client::SendRequest;
 use rustls::ClientConfig;
 
-use super::{
-    RequestProgress, TlsFailure, UpstreamError, UpstreamErrorKind,
-    connect::{connect_tcp, tls_handshake},
-};
+use rustls::pki_types::ServerName;
+
+use super::{RequestProgress, TlsFailure, UpstreamError, UpstreamErrorKind, connect::connect_tcp};
 use crate::{
     config::Origin,
-    dataplane::{h2_upstream::H2Upstream, stream::Stream},
+    dataplane::{
+        h2_upstream::H2Upstream,
+        poll_tls::{PollTls, handshake as handshake_tls},
+        stream::Stream,
+    },
 };
 
 /// Each origin's HTTP/2 connection on this worker, by origin index.
 #[derive(Default)]
 pub(in crate::dataplane) struct H2Connections {
-    by_origin: RefCell<Vec<Option<Shared>>>,
+    by_origin: RefCell<Vec<Option<Slot>>>,
+}
+
+/// An origin's connection, or the attempts waiting while one is made: requests that
+/// arrive together share the one connection instead of each opening their own.
+enum Slot {
+    Ready(Shared),
+    Connecting(Vec<oneshot::Sender<Result<(), UpstreamError>>>),
 }
 
 #[derive(Clone)]
 struct Shared {
     send: SendRequest<Bytes>,
     fd: RawFd,
+}
+
+/// What an attempt finds in an origin's slot.
+enum Found {
+    Ready(Shared),
+    Wait(oneshot::Receiver<Result<(), UpstreamError>>),
+    Connect,
 }
 
 impl H2Connections {
@@ -39,16 +57,54 @@ impl H2Connections {
         self.by_origin.borrow_mut().clear();
     }
 
-    fn get(&self, index: usize) -> Option<Shared> {
-        self.by_origin.borrow().get(index).cloned().flatten()
-    }
-
-    fn set(&self, index: usize, shared: Option<Shared>) {
+    fn find(&self, index: usize) -> Found {
         let mut all = self.by_origin.borrow_mut();
         if all.len() <= index {
             all.resize_with(index + 1, || None);
         }
-        all[index] = shared;
+        match &mut all[index] {
+            Some(Slot::Ready(shared)) => Found::Ready(shared.clone()),
+            Some(Slot::Connecting(waiters)) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                Found::Wait(rx)
+            }
+            slot @ None => {
+                *slot = Some(Slot::Connecting(Vec::new()));
+                Found::Connect
+            }
+        }
+    }
+
+    /// Ends a connect: stores the connection (or clears the slot) and tells the waiters.
+    fn settle(&self, index: usize, result: Result<Shared, UpstreamError>) {
+        let mut all = self.by_origin.borrow_mut();
+        let Some(slot) = all.get_mut(index) else {
+            return; // cleared by a reload meanwhile
+        };
+        let waiters = match slot.take() {
+            Some(Slot::Connecting(waiters)) => waiters,
+            other => {
+                *slot = other;
+                Vec::new()
+            }
+        };
+        let told = result.as_ref().map(|_| ()).map_err(|e| *e);
+        if let Ok(shared) = result {
+            *slot = Some(Slot::Ready(shared));
+        }
+        drop(all);
+        for waiter in waiters {
+            let _ = waiter.send(told);
+        }
+    }
+
+    fn forget(&self, index: usize) {
+        if let Some(slot) = self.by_origin.borrow_mut().get_mut(index) {
+            if matches!(slot, Some(Slot::Ready(_))) {
+                *slot = None;
+            }
+        }
     }
 
     /// A new stream to origin `index` at `address`, on its connection (opened if there
@@ -66,49 +122,130 @@ impl H2Connections {
             Some(host) => format!("{host}:{}", address.port()),
             None => address.to_string(),
         };
-        if let Some(shared) = self.get(index) {
+        let timed_out =
+            || UpstreamError::new(UpstreamErrorKind::ConnectTimeout, RequestProgress::NotSent);
+        // Twice at most: a connection found gone is replaced once.
+        for _ in 0..2 {
+            let shared = match self.find(index) {
+                Found::Ready(shared) => shared,
+                Found::Wait(rx) => {
+                    match monoio::time::timeout(origin.connect_timeout, rx).await {
+                        Ok(Ok(Ok(()))) => continue,
+                        Ok(Ok(Err(e))) => return Err(e),
+                        // The connecting attempt was cancelled: try again.
+                        Ok(Err(_cancelled)) => continue,
+                        Err(_elapsed) => return Err(timed_out()),
+                    }
+                }
+                Found::Connect => {
+                    let mut settled = Settle {
+                        conns: self,
+                        index,
+                        done: false,
+                    };
+                    let connected = connect_h2(origin, address, tls).await;
+                    settled.done = true;
+                    match connected {
+                        Ok(shared) => {
+                            *opened = true;
+                            self.settle(index, Ok(shared.clone()));
+                            shared
+                        }
+                        Err(e) => {
+                            self.settle(index, Err(e));
+                            return Err(e);
+                        }
+                    }
+                }
+            };
             match monoio::time::timeout(origin.connect_timeout, shared.send.clone().ready()).await {
                 Ok(Ok(send)) => {
                     let stream = H2Upstream::new(send, tls.is_some(), authority, shared.fd);
                     return Ok(Stream::H2Up(Box::new(stream)));
                 }
-                // The connection has gone away: a new one below.
-                Ok(Err(_)) => self.set(index, None),
-                Err(_elapsed) => {
-                    // Every stream the origin allows is busy for longer than a connect.
-                    return Err(UpstreamError::new(
-                        UpstreamErrorKind::ConnectTimeout,
-                        RequestProgress::NotSent,
-                    ));
-                }
+                // The connection has gone away: a new one.
+                Ok(Err(_)) => self.forget(index),
+                // Every stream the origin allows stayed busy for longer than a connect.
+                Err(_elapsed) => return Err(timed_out()),
             }
         }
-        let tcp = connect_tcp(origin, address).await?;
-        let fd = tcp.as_raw_fd();
-        let send = match tls {
-            Some(config) => {
-                let stream = tls_handshake(origin, tcp, config).await?;
-                if stream.alpn_protocol().as_deref() != Some(crate::tls::H2) {
-                    return Err(UpstreamError::new(
-                        UpstreamErrorKind::TlsHandshake(TlsFailure::NoHttp2),
-                        RequestProgress::NotSent,
-                    ));
-                }
-                handshake(origin, monoio_compat::StreamWrapper::new(stream)).await?
-            }
-            None => handshake(origin, monoio_compat::StreamWrapper::new(tcp)).await?,
-        };
-        *opened = true;
-        self.set(
-            index,
-            Some(Shared {
-                send: send.clone(),
-                fd,
-            }),
-        );
-        let stream = H2Upstream::new(send, tls.is_some(), authority, fd);
-        Ok(Stream::H2Up(Box::new(stream)))
+        Err(UpstreamError::new(
+            UpstreamErrorKind::ClosedBeforeResponse,
+            RequestProgress::NotSent,
+        ))
     }
+}
+
+/// Clears a slot left `Connecting` by an attempt dropped mid-connect (its client went
+/// away, a timeout): its waiters then connect themselves.
+struct Settle<'a> {
+    conns: &'a H2Connections,
+    index: usize,
+    done: bool,
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Some(slot) = self.conns.by_origin.borrow_mut().get_mut(self.index) {
+                // Dropping the waiters' senders wakes them (cancelled).
+                *slot = None;
+            }
+        }
+    }
+}
+
+/// Opens a connection to an HTTP/2 origin: TCP (attempts × timeout), TLS with ALPN `h2`
+/// when `tls`, the HTTP/2 handshake.
+async fn connect_h2(
+    origin: &Origin,
+    address: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<Shared, UpstreamError> {
+    let mut tcp = connect_tcp(origin, address).await?;
+    let fd = tcp.as_raw_fd();
+    let send = match tls {
+        Some(config) => {
+            let conn = tls_handshake_h2(origin, &mut tcp, config).await?;
+            let tls = PollTls::new(monoio_compat::StreamWrapper::new(tcp), conn);
+            handshake(origin, tls).await?
+        }
+        None => handshake(origin, monoio_compat::StreamWrapper::new(tcp)).await?,
+    };
+    Ok(Shared { send, fd })
+}
+
+/// The TLS handshake with an HTTP/2 origin, within the connect timeout, which must end
+/// with `h2` chosen by ALPN.
+async fn tls_handshake_h2(
+    origin: &Origin,
+    tcp: &mut monoio::net::TcpStream,
+    config: &Arc<ClientConfig>,
+) -> Result<rustls::ClientConnection, UpstreamError> {
+    let failed = |why| {
+        UpstreamError::new(
+            UpstreamErrorKind::TlsHandshake(why),
+            RequestProgress::NotSent,
+        )
+    };
+    // Validated when the config was loaded.
+    let name = ServerName::try_from(origin.tls_server_name.clone())
+        .map_err(|_| failed(TlsFailure::NameMismatch))?;
+    let mut conn = rustls::ClientConnection::new(Arc::clone(config), name)
+        .map_err(|e| failed(TlsFailure::classify(&monoio_rustls::TlsError::Rustls(e))))?;
+    match monoio::time::timeout(origin.connect_timeout, handshake_tls(tcp, &mut conn)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(failed(TlsFailure::classify(&monoio_rustls::TlsError::Io(
+                e,
+            ))));
+        }
+        Err(_elapsed) => return Err(failed(TlsFailure::Timeout)),
+    }
+    if conn.alpn_protocol() != Some(crate::tls::H2) {
+        return Err(failed(TlsFailure::NoHttp2));
+    }
+    Ok(conn)
 }
 
 /// The HTTP/2 handshake on a connected stream, within the connect timeout; the
