@@ -19,6 +19,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("nghttp2-client", "command -v h2load"), // HTTP/2 load and failover tests
     // The crafted-frame HTTP/2 client (tests/support/h2_probe.py).
     ("python3-h2", "/usr/bin/python3 -c 'import h2, hyperframe'"),
+    // gRPC clients and servers (tests/support/grpc_probe.py).
+    ("python3-grpcio", "/usr/bin/python3 -c 'import grpc'"),
 ];
 
 pub fn setup() -> anyhow::Result<()> {

@@ -526,6 +526,8 @@ impl<'a> Cx<'a> {
             weights: vec![1; members.len()],
             members,
             failover_statuses: StatusSet::from_codes(codes),
+            // gRPC's UNAVAILABLE (CloudFront has no setting for it).
+            failover_grpc_statuses: vec![14],
             mode: GroupMode::Failover,
             always_try_primary: false,
             fail_open: true,

@@ -201,6 +201,7 @@ pub(super) fn to_toml(config: &Config) -> String {
                         .map(|c| Spanned::new(0..0, c))
                         .collect(),
                 ),
+                failover_grpc_status_codes: g.failover_grpc_statuses.clone(),
                 mode: g.mode,
                 always_try_primary: g.always_try_primary,
                 weights: (g.weights.iter().any(|w| *w != 1))

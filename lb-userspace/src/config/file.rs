@@ -509,6 +509,10 @@ pub(super) struct GroupFile {
     /// Origin ids in priority order.
     pub members: Spanned<Vec<Spanned<String>>>,
     pub failover_status_codes: Spanned<Vec<Spanned<u16>>>,
+    /// gRPC statuses (in a trailers-only answer) that move a gRPC call on to the next
+    /// member, whatever its method (default: 14, UNAVAILABLE: the call was not run).
+    #[serde(default = "default_grpc_statuses")]
+    pub failover_grpc_status_codes: Vec<u32>,
     #[serde(default = "default_mode")]
     pub mode: GroupMode,
     #[serde(default)]
@@ -520,6 +524,10 @@ pub(super) struct GroupFile {
     /// custom error response for 503).
     #[serde(default = "default_fail_open")]
     pub fail_open: bool,
+}
+
+fn default_grpc_statuses() -> Vec<u32> {
+    vec![14]
 }
 
 fn default_fail_open() -> bool {

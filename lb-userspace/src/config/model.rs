@@ -395,6 +395,8 @@ pub struct OriginGroup {
     /// Indexes into `Config::origins`, in priority order.
     pub members: Vec<usize>,
     pub failover_statuses: StatusSet,
+    /// gRPC statuses of a trailers-only answer that move a gRPC call on.
+    pub failover_grpc_statuses: Vec<u32>,
     pub mode: GroupMode,
     /// CloudFront-exact: always start at the first member, even if health says it is down.
     pub always_try_primary: bool,

@@ -299,6 +299,7 @@ fn build(
             id: id.to_owned(),
             members,
             failover_statuses: StatusSet::from_codes(codes),
+            failover_grpc_statuses: spec.failover_grpc_status_codes.clone(),
             mode: spec.mode,
             always_try_primary: spec.always_try_primary,
         });

@@ -2,7 +2,8 @@
 //! from one connection's read buffer to the other socket, one buffer-full at a time.
 //!
 //! Content-Length bodies pass through untouched. Chunked bodies are decoded strictly and
-//! re-encoded canonically (or sent raw to HTTP/1.0 clients). Close-delimited responses
+//! re-encoded canonically, their allowed trailer fields kept (or sent raw, without
+//! trailers, to HTTP/1.0 clients). Close-delimited responses
 //! become chunked for HTTP/1.1 clients, so their connection can stay open.
 
 use std::time::Duration;
@@ -213,7 +214,11 @@ async fn copy_chunked(
     scratch: &mut Vec<u8>,
     capture: &mut Option<&mut Capture>,
 ) -> Result<u64, BodyError> {
-    let mut decoder = ChunkedDecoder::new();
+    // Trailers (gRPC's status) go on when the body stays chunked.
+    let mut decoder = match encoding {
+        Encoding::Chunked => ChunkedDecoder::keeping_trailers(),
+        Encoding::Raw => ChunkedDecoder::new(),
+    };
     let mut total = 0u64;
     loop {
         if !src.has_data() && fill(src, src_side, idle).await? == 0 {
@@ -245,7 +250,16 @@ async fn copy_chunked(
         }
         if progress.done {
             if encoding == Encoding::Chunked {
-                write_last_chunk(dst, scratch, dst_side, idle).await?;
+                scratch.clear();
+                scratch.extend_from_slice(b"0\r\n");
+                for (name, value) in decoder.take_trailers() {
+                    scratch.extend_from_slice(name.as_bytes());
+                    scratch.extend_from_slice(b": ");
+                    scratch.extend_from_slice(&value);
+                    scratch.extend_from_slice(b"\r\n");
+                }
+                scratch.extend_from_slice(b"\r\n");
+                timed(dst_side, idle, write_all(dst, scratch)).await?;
             }
             return Ok(total);
         }

@@ -249,7 +249,17 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
                     outcome: Outcome::Status(status),
                     ms,
                 });
-                let failover_status = group.is_some_and(|g| g.failover_statuses.contains(status));
+                // A gRPC call the server refused to run (a trailers-only UNAVAILABLE by
+                // default) may move on whatever its method, if its request can be sent
+                // again and nothing reached the client yet.
+                let grpc_refused = group.is_some_and(|g| {
+                    grpc_status(conn, start.origin.data())
+                        .is_some_and(|s| g.failover_grpc_statuses.contains(&s))
+                });
+                let may_move_sent = may_move_sent
+                    || (grpc_refused && body_mode != BodyMode::Stream && !conn.response_started);
+                let failover_status =
+                    grpc_refused || group.is_some_and(|g| g.failover_statuses.contains(status));
                 counters.observe_latency(elapsed);
                 view.selector.observe(index, elapsed);
                 if failover_status {
@@ -591,6 +601,26 @@ impl Drop for InFlight<'_> {
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The `grpc-status` of a trailers-only gRPC answer (the status in the response head),
+/// for a gRPC request; `None` otherwise.
+fn grpc_status(conn: &ClientConn, response_head: &[u8]) -> Option<u32> {
+    let grpc_request = conn.head.fields().any(|(name, value)| {
+        name.eq_ignore_ascii_case("content-type") && value.starts_with(b"application/grpc")
+    });
+    if !grpc_request {
+        return None;
+    }
+    let mut slots = [httparse::EMPTY_HEADER; crate::http::MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    response.parse(response_head).ok()?;
+    let value = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("grpc-status"))?
+        .value;
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 fn failover_reason(e: &UpstreamError) -> FailoverReason {

@@ -90,6 +90,66 @@ impl H2Stream {
         })
     }
 
+    /// A request body that has already arrived whole (up to `limit` bytes; a unary gRPC
+    /// call's, a small form's) is given a Content-Length, so that it can be replayed
+    /// to another member on failover. Only frames already received count: a body
+    /// still on its way (a stream of messages) is passed on chunked as it comes.
+    pub async fn take_whole_body(&mut self, limit: usize) {
+        if !self.chunked_body {
+            return;
+        }
+        // Let the connection's task read what came with the request's HEADERS.
+        yield_once().await;
+        let Some(body) = &mut self.body else {
+            return;
+        };
+        let mut whole = Vec::new();
+        loop {
+            let polled = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(match body.poll_data(cx) {
+                    std::task::Poll::Ready(data) => Some(data),
+                    std::task::Poll::Pending => None,
+                })
+            })
+            .await;
+            match polled {
+                Some(Some(Ok(data))) => {
+                    whole.extend_from_slice(&data);
+                    let _ = body.flow_control().release_capacity(data.len());
+                    if whole.len() > limit {
+                        break;
+                    }
+                }
+                // The body ended: it is whole (trailers, if any, are not passed on).
+                Some(None) if body.is_end_stream() => {
+                    const CHUNKED_END: &[u8] =
+                        b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+                    debug_assert!(self.input.ends_with(CHUNKED_END));
+                    self.input.truncate(self.input.len() - CHUNKED_END.len());
+                    self.input.extend_from_slice(
+                        format!(
+                            "content-length: {}\r\nconnection: close\r\n\r\n",
+                            whole.len()
+                        )
+                        .as_bytes(),
+                    );
+                    self.input.extend_from_slice(&whole);
+                    self.chunked_body = false;
+                    self.body = None;
+                    return;
+                }
+                _ => break,
+            }
+        }
+        // Not whole: what was taken goes first, as chunks, and the rest follows.
+        if !whole.is_empty() {
+            self.input
+                .extend_from_slice(format!("{:x}\r\n", whole.len()).as_bytes());
+            self.input.extend_from_slice(&whole);
+            self.input.extend_from_slice(b"\r\n");
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         self.tls
     }
@@ -185,9 +245,15 @@ impl H2Stream {
                     data = &data[progress.consumed..];
                     let decoded = std::mem::take(decoded);
                     if progress.done {
+                        let trailers = decoder.take_trailers();
                         self.response = ResponseState::Done;
+                        self.send_data(&decoded, trailers.is_empty()).await?;
+                        if !trailers.is_empty() {
+                            self.send_trailers(trailers)?;
+                        }
+                        continue;
                     }
-                    self.send_data(&decoded, progress.done).await?;
+                    self.send_data(&decoded, false).await?;
                     if let ResponseState::Chunked(_, buf) = &mut self.response {
                         *buf = decoded;
                     }
@@ -246,7 +312,7 @@ impl H2Stream {
             }
             ResponseFraming::ContentLength(n) => (ResponseState::Length(n), false),
             ResponseFraming::Chunked => (
-                ResponseState::Chunked(ChunkedDecoder::new(), Vec::new()),
+                ResponseState::Chunked(ChunkedDecoder::keeping_trailers(), Vec::new()),
                 false,
             ),
             ResponseFraming::CloseDelimited => (ResponseState::UntilClose, false),
@@ -269,6 +335,23 @@ impl H2Stream {
             return Err(io::ErrorKind::NotConnected.into());
         };
         send_flow_controlled(send, data, end).await
+    }
+
+    /// Ends the stream with a trailer section (gRPC's status travels there).
+    fn send_trailers(&mut self, fields: Vec<(String, Vec<u8>)>) -> io::Result<()> {
+        let Some(send) = &mut self.send else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let mut map = http::HeaderMap::with_capacity(fields.len());
+        for (name, value) in fields {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(&value),
+            ) {
+                map.append(name, value);
+            }
+        }
+        send.send_trailers(map).map_err(h2_io)
     }
 
     /// The exchange closed its side in order: a body delimited by the close ends here.
@@ -327,6 +410,20 @@ pub(super) async fn send_flow_controlled(
         data = &data[n..];
     }
     Ok(())
+}
+
+/// Gives the other tasks of the worker one turn.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            std::task::Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 pub(super) fn h2_io(e: h2::Error) -> io::Error {

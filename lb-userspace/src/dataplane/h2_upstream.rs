@@ -332,7 +332,13 @@ impl H2Upstream {
             || status == http::StatusCode::NO_CONTENT
             || status == http::StatusCode::NOT_MODIFIED;
         let has_length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
-        self.chunked = !bodiless && !has_length;
+        // A response that ended with its head (gRPC's trailers-only answers) says so
+        // with a zero length, so that it stays one HEADERS frame for an HTTP/2 client.
+        let empty = body.is_end_stream();
+        if !bodiless && !has_length && empty {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        self.chunked = !bodiless && !has_length && !empty;
         if self.chunked {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }

@@ -246,7 +246,11 @@ async fn serve_stream(
     streams: Rc<Streams>,
 ) {
     match stream {
-        Ok(stream) => serve_h2_stream(&worker, Stream::H2(Box::new(stream)), peer).await,
+        Ok(mut stream) => {
+            let limit = worker.view().snap.config.failover.replay_body_limit;
+            stream.take_whole_body(limit).await;
+            serve_h2_stream(&worker, Stream::H2(Box::new(stream)), peer).await
+        }
         Err((Malformed(reason), respond)) => refuse(respond, reason),
     }
     streams.live.set(streams.live.get() - 1);

@@ -64,6 +64,9 @@ pub struct ChunkedDecoder {
     remaining: u64,
     extension_bytes: usize,
     trailer_bytes: usize,
+    /// The trailer section's lines (`name: value\n`), when kept: lb passes trailers on
+    /// (gRPC's status is in them) where the other side can carry them.
+    trailers: Option<Vec<u8>>,
 }
 
 /// How far one [`ChunkedDecoder::decode`] call got.
@@ -91,7 +94,36 @@ impl ChunkedDecoder {
             remaining: 0,
             extension_bytes: 0,
             trailer_bytes: 0,
+            trailers: None,
         }
+    }
+
+    /// A decoder that keeps the trailer section (see [`Self::take_trailers`]).
+    pub fn keeping_trailers() -> Self {
+        Self {
+            trailers: Some(Vec::new()),
+            ..Self::new()
+        }
+    }
+
+    /// The trailer fields read (after `done`) that may be passed on: well-formed
+    /// `name: value` lines whose field is allowed in a trailer. Empty if none, or if
+    /// they were not kept.
+    pub fn take_trailers(&mut self) -> Vec<(String, Vec<u8>)> {
+        let Some(raw) = self.trailers.as_mut().map(std::mem::take) else {
+            return Vec::new();
+        };
+        raw.split(|b| *b == b'\n')
+            .filter_map(|line| {
+                let colon = line.iter().position(|b| *b == b':')?;
+                let name = std::str::from_utf8(&line[..colon]).ok()?;
+                if name.is_empty() || !name.bytes().all(is_token_char) || !trailer_allowed(name) {
+                    return None;
+                }
+                let value = line[colon + 1..].trim_ascii();
+                Some((name.to_ascii_lowercase(), value.to_vec()))
+            })
+            .collect()
     }
 
     pub fn is_done(&self) -> bool {
@@ -211,6 +243,11 @@ impl ChunkedDecoder {
                         return Err(ChunkedError::BadTrailer);
                     }
                     let blank = self.state == State::TrailerLineStart;
+                    if b != b'\r' {
+                        if let Some(kept) = &mut self.trailers {
+                            kept.push(b);
+                        }
+                    }
                     self.state = match b {
                         b'\r' => State::TrailerLf { blank },
                         b'\n' => return Err(ChunkedError::BadLineEnd),
@@ -225,6 +262,11 @@ impl ChunkedDecoder {
                 State::TrailerLf { blank } => {
                     if b != b'\n' {
                         return Err(ChunkedError::BadLineEnd);
+                    }
+                    if !blank {
+                        if let Some(kept) = &mut self.trailers {
+                            kept.push(b'\n');
+                        }
                     }
                     if blank {
                         self.state = State::Done;
@@ -249,6 +291,33 @@ impl ChunkedDecoder {
             done: self.state == State::Done,
         })
     }
+}
+
+/// Whether a field may travel in a trailer section (RFC 9110 §6.5.1): not one that
+/// frames, routes, authenticates or describes the content, which a recipient could only
+/// misapply after the body.
+fn trailer_allowed(name: &str) -> bool {
+    const DENIED: [&str; 18] = [
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-encoding",
+        "content-type",
+        "content-range",
+        "authorization",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "www-authenticate",
+        "set-cookie",
+        "cookie",
+        "cache-control",
+    ];
+    !DENIED.iter().any(|d| name.eq_ignore_ascii_case(d))
 }
 
 /// The value of one hexadecimal digit (chunk sizes, percent-escapes).
