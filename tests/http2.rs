@@ -539,6 +539,7 @@ fn https_origins_are_reached_over_h2_by_alpn() {
     // A body without a length, with trailers, reaches an HTTP/1.1 client chunked.
     let r = get(lb.addr, "/t?size=100000&trailers=1");
     assert_eq!((r.status, r.body.len()), (200, 100_000));
+    assert_eq!(r.trailers, [("x-trailer".to_owned(), "end".to_owned())]);
 }
 
 #[test]

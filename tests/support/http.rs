@@ -12,6 +12,8 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The trailer fields of a chunked body.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Response {
@@ -159,6 +161,7 @@ impl Client {
             status,
             headers,
             body: Vec::new(),
+            trailers: Vec::new(),
         };
         let no_body =
             head_request || status == 204 || status == 304 || (100..200).contains(&status);
@@ -169,7 +172,7 @@ impl Client {
             .header("transfer-encoding")
             .is_some_and(|v| v.contains("chunked"))
         {
-            resp.body = self.read_chunked();
+            (resp.body, resp.trailers) = self.read_chunked();
         } else if let Some(len) = resp
             .header("content-length")
             .map(|v| v.trim().parse::<usize>().unwrap())
@@ -185,7 +188,7 @@ impl Client {
         resp
     }
 
-    fn read_chunked(&mut self) -> Vec<u8> {
+    fn read_chunked(&mut self) -> (Vec<u8>, Vec<(String, String)>) {
         let mut body = Vec::new();
         loop {
             let line_end = loop {
@@ -201,12 +204,28 @@ impl Client {
             while self.buf.len() < size + 2 {
                 assert!(self.fill() > 0, "lb closed inside a chunk");
             }
+            if size == 0 {
+                // The trailer section: field lines up to an empty line.
+                let mut trailers = Vec::new();
+                loop {
+                    let line_end = loop {
+                        if let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                            break p;
+                        }
+                        assert!(self.fill() > 0, "lb closed inside the trailer section");
+                    };
+                    let line: Vec<u8> = self.buf.drain(..line_end + 2).collect();
+                    let line = String::from_utf8_lossy(&line[..line_end]).into_owned();
+                    if line.is_empty() {
+                        return (body, trailers);
+                    }
+                    let (name, value) = line.split_once(':').expect("a trailer field line");
+                    trailers.push((name.trim().to_owned(), value.trim().to_owned()));
+                }
+            }
             body.extend_from_slice(&self.buf[..size]);
             assert_eq!(&self.buf[size..size + 2], b"\r\n");
             self.buf.drain(..size + 2);
-            if size == 0 {
-                return body;
-            }
         }
     }
 

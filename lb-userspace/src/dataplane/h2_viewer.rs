@@ -144,11 +144,11 @@ where
                     .fetch_add(1, Ordering::Relaxed);
                 streams.live.set(streams.live.get() + 1);
                 let stream = H2Stream::new(request, respond, from.tls, from.fd);
-                monoio::spawn(serve_stream(
-                    Rc::clone(&worker),
-                    stream,
-                    from.peer,
-                    Rc::clone(&streams),
+                // Each stream in a task of its own, under the panic guard like any
+                // connection.
+                monoio::spawn(super::task_guard::Guarded::new(
+                    "http2 stream",
+                    serve_stream(Rc::clone(&worker), stream, from.peer, Rc::clone(&streams)),
                 ));
             }
             Some(Err(e)) => {

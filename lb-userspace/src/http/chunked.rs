@@ -366,6 +366,34 @@ pub fn encode_chunk_header(buf: &mut Vec<u8>) -> usize {
 mod tests {
     use super::*;
 
+    #[test]
+    fn trailers_are_kept_when_asked_and_only_allowed_fields() {
+        let input = b"3\r\nabc\r\n0\r\ngrpc-status: 14\r\nGrpc-Message:  down \r\ncontent-length: 9\r\nbad line\r\n\r\nNEXT";
+        let mut d = ChunkedDecoder::keeping_trailers();
+        let mut out = Vec::new();
+        let p = d.decode(input, &mut out).unwrap();
+        assert!(p.done);
+        assert_eq!(&input[p.consumed..], b"NEXT");
+        assert_eq!(out, b"abc");
+        assert_eq!(
+            d.take_trailers(),
+            [
+                ("grpc-status".to_owned(), b"14".to_vec()),
+                ("grpc-message".to_owned(), b"down".to_vec())
+            ]
+        );
+        // Split anywhere, the same.
+        let mut d = ChunkedDecoder::keeping_trailers();
+        for b in input.iter().take(p.consumed) {
+            d.decode(std::slice::from_ref(b), &mut out).unwrap();
+        }
+        assert_eq!(d.take_trailers().len(), 2);
+        // Not kept by default.
+        let mut d = ChunkedDecoder::new();
+        d.decode(input, &mut out).unwrap();
+        assert!(d.take_trailers().is_empty());
+    }
+
     fn decode_all(input: &[u8]) -> Result<(Vec<u8>, usize, bool), ChunkedError> {
         let mut d = ChunkedDecoder::new();
         let mut out = Vec::new();

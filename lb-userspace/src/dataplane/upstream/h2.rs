@@ -274,11 +274,14 @@ where
         Err(_elapsed) => return Err(failed(UpstreamErrorKind::ConnectTimeout)),
     };
     let id = origin.id.clone();
-    monoio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(origin = %id, error = %e, "HTTP/2 origin connection ended");
-        }
-    });
+    monoio::spawn(crate::dataplane::task_guard::Guarded::new(
+        "http2 origin connection",
+        async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(origin = %id, error = %e, "HTTP/2 origin connection ended");
+            }
+        },
+    ));
     match monoio::time::timeout(origin.connect_timeout, send.ready()).await {
         Ok(Ok(send)) => Ok(send),
         Ok(Err(_)) => Err(failed(UpstreamErrorKind::ClosedBeforeResponse)),
