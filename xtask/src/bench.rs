@@ -46,6 +46,9 @@ enum BenchWhat {
     Failover,
     /// HTTPS listeners: full handshakes/s and keep-alive throughput, lb vs nginx vs HAProxy.
     Tls(crate::bench_tls::TlsBenchArgs),
+    /// HTTP/2 frontends (TLS and cleartext): requests/s, CPU per request and p99 at a fixed
+    /// rate, lb vs nginx vs HAProxy.
+    H2(crate::bench_h2::H2BenchArgs),
     /// RSS per idle keep-alive client connection after a 64 KiB response, lb vs nginx vs
     /// HAProxy.
     IdleMemory,
@@ -115,6 +118,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         Some(BenchWhat::Failover) => return crate::bench_failover::bench_failover(),
         Some(BenchWhat::Tls(tls)) => return crate::bench_tls::bench_tls(tls),
+        Some(BenchWhat::H2(h2)) => return crate::bench_h2::bench_h2(h2),
         Some(BenchWhat::IdleMemory) => return crate::bench_memory::bench_idle_memory(),
         Some(BenchWhat::Ab(ab)) => return crate::bench_ab::bench_ab(ab),
         Some(BenchWhat::Cache(cache)) => return crate::bench_cache::bench_cache(cache),
@@ -254,6 +258,11 @@ pub(crate) fn humantime_stamp() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default()
+}
+
+/// The oha binary (installed by [`ensure_tools`] when missing).
+pub(crate) fn oha_path() -> anyhow::Result<PathBuf> {
+    which("oha").context("oha is missing: cargo install oha --locked")
 }
 
 fn which(tool: &str) -> Option<PathBuf> {

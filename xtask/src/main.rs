@@ -8,6 +8,7 @@ mod bench_edge;
 mod bench_failover;
 mod bench_failover_peers;
 mod bench_memory;
+mod bench_h2;
 mod bench_tls;
 mod pinned;
 mod setup;
