@@ -558,3 +558,122 @@ fn h2_needs_https_and_h2c_needs_http_in_the_config() {
         "{err}"
     );
 }
+
+/// A shutdown sends GOAWAY at once; the stream in flight still gets its whole response.
+#[test]
+fn a_drain_sends_goaway_and_finishes_the_streams_in_flight() {
+    let ca = TestCa::new("h2 test CA");
+    let o = origin("o");
+    let admin = free_port();
+    let mut lb = start_lb(&ca, admin, &one_origin(o.addr()));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/h2_probe.py");
+    let probe = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args([
+            &lb.addr.ip().to_string(),
+            &lb.addr.port().to_string(),
+            "drain",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The request is at the origin (its answer is delayed 1 s) when the drain starts.
+    wait_for(
+        "the request to reach the origin",
+        Duration::from_secs(5),
+        || (o.requests() >= 1).then_some(()),
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lb.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = probe.wait_with_output().unwrap();
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let frames = log.as_array().unwrap();
+    let at = |kind: &str| frames.iter().position(|f| f["type"] == kind);
+    let goaway = at("GOAWAY").unwrap_or_else(|| panic!("no GOAWAY: {log}"));
+    assert_eq!(frames[goaway]["code"], 0, "GOAWAY NO_ERROR: {log}");
+    let headers = at("HEADERS").unwrap_or_else(|| panic!("no response: {log}"));
+    assert_eq!(frames[headers]["status"], 200, "{log}");
+    assert!(
+        goaway < headers,
+        "GOAWAY comes at once, before the response: {log}"
+    );
+    assert!(
+        frames.iter().any(|f| f["stream"] == 1 && f["end"] == true),
+        "the response ends whole: {log}"
+    );
+    assert!(lb.process.terminate(Duration::from_secs(10)), "lb exits");
+}
+
+/// A reload that changes `[http2]` sends GOAWAY to existing connections (their SETTINGS
+/// are the old ones) once they next start a stream, which is still served.
+#[test]
+fn a_reload_that_changes_http2_settings_sends_goaway() {
+    use std::io::{BufRead, Write};
+    let ca = TestCa::new("h2 test CA");
+    let o = origin("o");
+    let admin = free_port();
+    let lb = start_lb(&ca, admin, &one_origin(o.addr()));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/h2_probe.py");
+    let mut probe = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args([
+            &lb.addr.ip().to_string(),
+            &lb.addr.port().to_string(),
+            "reload",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(probe.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    // The same config with a different stream limit, then SIGHUP.
+    let path = lb.dir.path.join("lb.toml");
+    let toml = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("[http2]\nmax_concurrent_streams = 50\n\n{toml}"),
+    )
+    .unwrap();
+    let before = get(admin, "/metrics").text();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lb.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("the reload", Duration::from_secs(5), || {
+        lb.stderr().contains("reloaded").then_some(())
+    });
+    drop(before);
+    probe.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let r: serde_json::Value = serde_json::from_str(rest.trim()).unwrap();
+    let status = |log: &serde_json::Value| {
+        log.as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["type"] == "HEADERS")
+            .map(|f| f["status"].clone())
+    };
+    assert_eq!(status(&r["first"]), Some(200.into()), "{r}");
+    assert_eq!(
+        status(&r["second"]),
+        Some(200.into()),
+        "the stream after the reload is served: {r}"
+    );
+    let goaway = r["second"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["type"] == "GOAWAY")
+        .unwrap_or_else(|| panic!("no GOAWAY after the reload: {r}"))
+        .clone();
+    assert_eq!(goaway["code"], 0, "{r}");
+    let _ = probe.wait();
+}

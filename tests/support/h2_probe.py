@@ -98,6 +98,8 @@ def summary(events):
             out["resets"][str(e.stream_id)] = int(e.error_code)
         elif isinstance(e, h2.events.ConnectionTerminated):
             out["goaway"] = int(e.error_code)
+        elif isinstance(e, tuple):
+            out["client_error"] = e[1]
     return out
 
 
@@ -173,6 +175,48 @@ def raw_read(sock, stop, timeout=5.0):
             elif isinstance(frame, GoAwayFrame):
                 result["goaway"] = frame.error_code
     return result
+
+
+def frame_log(sock, conn, stop, timeout=10.0):
+    """Reads frames raw until `stop(log)`: each frame's type, stream, END_STREAM, the
+    :status of HEADERS and the code of GOAWAY/RST_STREAM, in order."""
+    from hyperframe.frame import Frame, GoAwayFrame
+
+    log = []
+    buf = b""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not stop(log):
+        sock.settimeout(max(0.05, deadline - time.time()))
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            log.append({"type": "RESET-TCP"})
+            break
+        if not data:
+            log.append({"type": "EOF"})
+            break
+        buf += data
+        while len(buf) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
+            if len(buf) < 9 + length:
+                break
+            frame.parse_body(memoryview(buf[9 : 9 + length]))
+            buf = buf[9 + length :]
+            entry = {"type": type(frame).__name__.replace("Frame", "").upper(), "stream": frame.stream_id}
+            if "END_STREAM" in frame.flags:
+                entry["end"] = True
+            if isinstance(frame, HeadersFrame):
+                fields = dict(conn.decoder.decode(frame.data))
+                status = fields.get(b":status", fields.get(":status"))
+                entry["status"] = int(status)
+            elif isinstance(frame, (GoAwayFrame, RstStreamFrame)):
+                entry["code"] = frame.error_code
+            elif isinstance(frame, DataFrame):
+                entry["bytes"] = len(frame.data)
+            log.append(entry)
+    return log
 
 
 def settled(sock, conn):
@@ -293,6 +337,31 @@ def scenario():
         result["seconds"] = round(time.time() - started, 2)
         result["bodies"] = {k: len(v) for k, v in result["bodies"].items()}
         return result
+    if SCENARIO == "drain":
+        # A slow request in flight while lb shuts down: GOAWAY comes first, then the
+        # whole response. (Frames are read raw: the h2 library refuses the PING that
+        # follows a graceful GOAWAY.)
+        sock, conn = connect()
+        settled(sock, conn)
+        sock.sendall(raw_headers(conn, 1, request_headers("/drain?delay_ms=1000"), True))
+        return frame_log(sock, conn, lambda log: any(f.get("end") for f in log))
+    if SCENARIO == "reload":
+        # One request, then (after the test reloads lb and writes a line to stdin)
+        # another on the same connection: it is served, and GOAWAY tells the client to
+        # open a new connection for what follows.
+        sock, conn = connect()
+        settled(sock, conn)
+        sock.sendall(raw_headers(conn, 1, request_headers("/before"), True))
+        first = frame_log(sock, conn, lambda log: any(f.get("end") for f in log))
+        print("ready", flush=True)
+        sys.stdin.readline()
+        sock.sendall(raw_headers(conn, 3, request_headers("/after-reload"), True))
+        second = frame_log(
+            sock,
+            conn,
+            lambda log: any(f.get("end") for f in log) and any(f["type"] == "GOAWAY" for f in log),
+        )
+        return {"first": first, "second": second}
     if SCENARIO == "preface-then-silence":
         sock = socket.create_connection((HOST, PORT), timeout=30)
         sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")

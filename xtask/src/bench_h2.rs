@@ -247,7 +247,12 @@ fn measure(
         .args(["--http2", "--insecure", "-z"])
         .arg(format!("{secs}s"))
         .args(["-q", &rate.to_string(), "-c", "10", "-p", "10"])
-        .args(["--latency-correction", "--no-tui", "--output-format", "json"])
+        .args([
+            "--latency-correction",
+            "--no-tui",
+            "--output-format",
+            "json",
+        ])
         .arg(&url)
         .output()
         .context("running oha")?;

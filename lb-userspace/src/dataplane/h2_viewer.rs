@@ -10,7 +10,9 @@
 //! `h2`'s defences (rapid reset, MadeYouReset, CONTINUATION floods, header list size);
 //! the connection preface must arrive within `limits.header_timeout`, a connection with
 //! no stream for `limits.idle_timeout` is closed with GOAWAY, and a drain (shutdown)
-//! sends GOAWAY at once and lets the streams in flight finish.
+//! sends GOAWAY at once and lets the streams in flight finish. A reload that changes
+//! `[http2]` sends GOAWAY at the connection's next stream or wake-up (each stream already
+//! runs on the config in force when it starts).
 
 use std::{
     cell::Cell,
@@ -101,7 +103,18 @@ where
                 return;
             }
         }
-        let idle_timeout = worker.view().snap.config.limits.idle_timeout;
+        let (idle_timeout, settings_changed) = {
+            let view = worker.view();
+            let config = &view.snap.config;
+            (config.limits.idle_timeout, config.http2 != settings)
+        };
+        if settings_changed && closing.is_none() {
+            // A reload changed the [http2] limits: this connection's SETTINGS are the old
+            // ones. GOAWAY: the client opens a new connection (with the new ones) for its
+            // next requests; the streams in flight finish.
+            conn.graceful_shutdown();
+            closing = Some(Instant::now() + drain_timeout);
+        }
         // Woken to look again: at the idle deadline, or every idle_timeout while
         // streams run (the last may end meanwhile), or when a drain starts.
         let mut wake = if streams.live.get() == 0 {
@@ -116,7 +129,10 @@ where
             Some(deadline) => {
                 match monoio::time::timeout_at(deadline.into(), conn.accept()).await {
                     Ok(next) => next,
-                    Err(_elapsed) => break,
+                    Err(_elapsed) => {
+                        tracing::debug!(peer = %from.peer, "HTTP/2 drain timed out");
+                        break;
+                    }
                 }
             }
             None => {
@@ -156,7 +172,10 @@ where
                 tracing::debug!(peer = %from.peer, error = %e, "HTTP/2 connection ended");
                 break;
             }
-            None => break,
+            None => {
+                tracing::debug!(peer = %from.peer, "HTTP/2 connection closed");
+                break;
+            }
         }
     }
 }
