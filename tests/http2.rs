@@ -557,6 +557,19 @@ fn h2_needs_https_and_h2c_needs_http_in_the_config() {
         err.contains("origins[0].protocol_version") && err.contains("lb.toml:4"),
         "{err}"
     );
+    // Active checks speak HTTP/1.1: refused on an HTTP/2 origin rather than failing it.
+    let toml = "[[origins]]\nid = \"o\"\naddress = \"127.0.0.1:9\"\nprotocol_version = \"h2c\"\n[origins.health_check]\npath = \"/health\"\n\n[default_behavior]\ntarget = \"o\"\n";
+    let path = dir.write("checked.toml", toml);
+    let out = Command::new(lb_tests::process::lb_binary())
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("origins[0].health_check") && err.contains("HTTP/1.1"),
+        "{err}"
+    );
 }
 
 /// A shutdown sends GOAWAY at once; the stream in flight still gets its whole response.

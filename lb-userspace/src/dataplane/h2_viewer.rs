@@ -264,6 +264,8 @@ async fn serve_stream(
     peer: SocketAddr,
     streams: Rc<Streams>,
 ) {
+    // Counted out however the task ends (a panic included).
+    let _live = Live(streams);
     match stream {
         Ok(mut stream) => {
             let limit = worker.view().snap.config.failover.replay_body_limit;
@@ -272,8 +274,16 @@ async fn serve_stream(
         }
         Err((Malformed(reason), respond)) => refuse(respond, reason),
     }
-    streams.live.set(streams.live.get() - 1);
-    streams.last_end.set(Instant::now());
+}
+
+/// One running stream of a connection; its end is recorded when this drops.
+struct Live(Rc<Streams>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.set(self.0.live.get() - 1);
+        self.0.last_end.set(Instant::now());
+    }
 }
 
 /// 400 for a request HTTP/1.1 could not carry either (RFC 9113 §8.1.1: malformed).
