@@ -557,19 +557,6 @@ fn h2_needs_https_and_h2c_needs_http_in_the_config() {
         err.contains("origins[0].protocol_version") && err.contains("lb.toml:4"),
         "{err}"
     );
-    // Active checks speak HTTP/1.1: refused on an HTTP/2 origin rather than failing it.
-    let toml = "[[origins]]\nid = \"o\"\naddress = \"127.0.0.1:9\"\nprotocol_version = \"h2c\"\n[origins.health_check]\npath = \"/health\"\n\n[default_behavior]\ntarget = \"o\"\n";
-    let path = dir.write("checked.toml", toml);
-    let out = Command::new(lb_tests::process::lb_binary())
-        .args(["check", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("origins[0].health_check") && err.contains("HTTP/1.1"),
-        "{err}"
-    );
 }
 
 /// A shutdown sends GOAWAY at once; the stream in flight still gets its whole response.
@@ -689,4 +676,41 @@ fn a_reload_that_changes_http2_settings_sends_goaway() {
         .clone();
     assert_eq!(goaway["code"], 0, "{r}");
     let _ = probe.wait();
+}
+
+/// Active checks of an HTTP/2 origin speak HTTP/2: its /health status takes it out and
+/// brings it back.
+#[test]
+fn health_checks_speak_http2_to_http2_origins() {
+    let primary = h2_origin("primary");
+    let secondary = h2_origin("secondary");
+    let check = "[origins.health_check]\npath = \"/health\"\ninterval = \"100ms\"\nfast_interval = \"50ms\"\ntimeout = \"500ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n";
+    let toml = h2_group(primary.addr(), secondary.addr()).replacen(
+        "\n\n[[origins]]\nid = \"secondary\"",
+        &format!("\n{check}\n[[origins]]\nid = \"secondary\""),
+        1,
+    );
+    assert!(toml.contains("[origins.health_check]"), "{toml}");
+    let lb = LbServer::start_file("lb.toml", &toml, &[], "info");
+    let served_by = || get(lb.addr, "/who").header("x-origin").map(str::to_owned);
+    wait_for(
+        "the checked primary to serve",
+        Duration::from_secs(5),
+        || (served_by().as_deref() == Some("primary")).then_some(()),
+    );
+    primary.set_health_status(503);
+    wait_for(
+        "the check to take the primary out",
+        Duration::from_secs(5),
+        || {
+            let r = get(lb.addr, "/who");
+            (r.header("x-lb-attempts")
+                .is_some_and(|a| a.starts_with("secondary:")))
+            .then_some(())
+        },
+    );
+    primary.set_health_status(200);
+    wait_for("the check to bring it back", Duration::from_secs(5), || {
+        (served_by().as_deref() == Some("primary")).then_some(())
+    });
 }

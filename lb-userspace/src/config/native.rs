@@ -178,17 +178,6 @@ fn build(
                         ));
                     }
                 }
-                if version.is_h2() && spec.health_check.is_some() {
-                    // Active checks speak HTTP/1.1; an HTTP/2-only origin would fail them
-                    // and be called dead while it serves.
-                    return Err(loc.err(
-                        v.span(),
-                        field("health_check"),
-                        "active checks speak HTTP/1.1 and cannot check an HTTP/2 origin yet; \
-                         remove health_check (passive and kernel signals and TCP probes \
-                         still apply)",
-                    ));
-                }
                 version
             }
         };

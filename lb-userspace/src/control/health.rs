@@ -50,8 +50,13 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
                 if let Some(check) = origin.health_check.clone() {
                     // match-viewer origins are checked over plain HTTP.
                     let tls = origin.uses_tls(false);
+                    let client = if origin.http_version.is_h2() {
+                        &snap.tls.origin_h2
+                    } else {
+                        &snap.tls.origin
+                    };
                     let tls = match ServerName::try_from(origin.tls_server_name.clone()) {
-                        Ok(name) if tls => Some((Arc::clone(&snap.tls.origin), name)),
+                        Ok(name) if tls => Some((Arc::clone(client), name)),
                         Ok(_) => None,
                         Err(_) if !tls => None,
                         Err(_) => {
@@ -71,6 +76,7 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
                         path_prefix: origin.origin_path.clone(),
                         path: check.path.clone(),
                         custom_headers: origin.custom_headers.clone(),
+                        http2: origin.http_version.is_h2(),
                     };
                     checkers.push(tokio::spawn(checker(
                         Arc::clone(&snap.health),
@@ -115,6 +121,8 @@ struct Target {
     /// The origin's custom headers: an origin that requires one (`X-Origin-Verify`)
     /// would fail checks without it.
     custom_headers: Vec<(String, String)>,
+    /// The origin speaks HTTP/2 (`protocol_version` h2 or h2c): checks do too.
+    http2: bool,
 }
 
 /// What one check found.
@@ -204,16 +212,54 @@ async fn probe(addr: std::net::SocketAddr, target: &Target) -> Probe {
     };
     let _ = tcp.set_nodelay(true);
     let status = match &target.tls {
+        None if target.http2 => exchange_h2(tcp, target, "http").await,
         None => exchange(tcp, target).await,
         Some((config, name)) => {
             let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
             match connector.connect(name.clone(), tcp).await {
+                // The config offers only h2 by ALPN for HTTP/2 origins.
+                Ok(stream) if target.http2 => {
+                    if stream.get_ref().1.alpn_protocol() != Some(crate::tls::H2) {
+                        return Probe::Failed;
+                    }
+                    exchange_h2(stream, target, "https").await
+                }
                 Ok(stream) => exchange(stream, target).await,
                 Err(_) => None,
             }
         }
     };
     status.map_or(Probe::Failed, Probe::Status)
+}
+
+/// The check over HTTP/2 (the h2 crate on the control plane's tokio runtime): one
+/// stream, the response's status.
+async fn exchange_h2<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    target: &Target,
+    scheme: &str,
+) -> Option<u16> {
+    let (send, connection) = h2::client::handshake(stream).await.ok()?;
+    // The connection's I/O runs beside the request; it ends when both are dropped.
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let result = async {
+        let mut send = send.ready().await.ok()?;
+        let mut request = http::Request::get(format!(
+            "{scheme}://{}{}{}",
+            target.host, target.path_prefix, target.path
+        ))
+        .header("user-agent", "lb-health-check");
+        for (name, value) in &target.custom_headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let (response, _) = send.send_request(request.body(()).ok()?, true).ok()?;
+        Some(response.await.ok()?.status().as_u16())
+    }
+    .await;
+    driver.abort();
+    result
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
