@@ -673,3 +673,59 @@ fn the_stale_pool_race_is_retried_and_never_blamed_on_the_origin() {
     );
     assert_eq!(p["kernel_verdict"], serde_json::Value::Null, "{p}");
 }
+
+/// A black-holed HTTP/2 origin (CloudFront-like timeouts: 3 x 10 s to connect): its
+/// connects are given up at the kernel's first SYN retransmit as for HTTP/1.1, so no GET
+/// waits more than 1.5 s and none fails.
+#[test]
+fn a_black_holed_http2_origin_is_given_up_at_the_first_syn_retransmit() {
+    if !require_root("a_black_holed_http2_origin_... (creates a network namespace)") {
+        return;
+    }
+    let ns = VethNamespace::create();
+    let primary_addr = SocketAddr::new(ns.ns_ip.into(), 8080);
+    let primary = ns.run_inside(move || Origin::start_h2c("primary", primary_addr).unwrap());
+    let secondary = Origin::start_h2c("secondary", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let admin = free_port();
+    let toml = config(
+        &[("primary", primary_addr), ("secondary", secondary.addr())],
+        "",
+        admin,
+    )
+    .replace(
+        "connect_timeout = \"2s\"\nconnection_attempts = 1\n",
+        "connect_timeout = \"10s\"\nconnection_attempts = 3\nprotocol_version = \"h2c\"\n",
+    );
+    assert_eq!(
+        toml.matches("protocol_version = \"h2c\"").count(),
+        2,
+        "{toml}"
+    );
+    let lb = LbServer::start_file("lb.toml", &toml, &[], "info");
+    ns.exec(&format!("ip route add blackhole {}/32", ns.host_ip));
+    let load = Load::start_tagged(lb.addr, 200, Duration::from_secs(3), 8, "/bh2");
+    let samples = load.finish();
+    let failed = samples.iter().filter(|s| s.status != 200).count();
+    let slowest = samples.iter().map(|s| s.took).max().unwrap();
+    println!(
+        "HTTP/2 black hole: {} requests, {failed} failed, slowest {slowest:?}",
+        samples.len()
+    );
+    assert_eq!(failed, 0, "no failed GET");
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "no GET slower than 1.5 s: {slowest:?}"
+    );
+    let metrics = get(admin, "/metrics").text();
+    assert!(
+        metrics.contains("lb_failovers_total{group=\"site\",reason=\"syn_retransmit\"}")
+            && !metrics.contains("lb_failovers_total{group=\"site\",reason=\"syn_retransmit\"} 0"),
+        "connects given up at the SYN retransmit:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("lb_failovers_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    drop(primary);
+}

@@ -182,9 +182,9 @@ pub(super) async fn attempt(
 }
 
 /// [`attempt`] on an HTTP/2 origin: a new stream on the origin's shared connection. No
-/// pooled-connection retry (a stream is never reused) and no hedging (the connection's
-/// TCP state belongs to every stream on it). A stream the origin refused unprocessed
-/// fails over like a connect failure.
+/// pooled-connection retry (a stream is never reused) and no hedging of a stalled
+/// response (the connection's TCP state belongs to every stream on it). A stream the
+/// origin refused unprocessed fails over like a connect failure.
 async fn attempt_h2(
     worker: &Worker,
     view: &View,
@@ -200,17 +200,32 @@ async fn attempt_h2(
     let address = view.snap.addresses.get(index);
     let address = SocketAddr::new(address.ip(), origin.port(tls));
     let mut opened = false;
-    let stream = worker
-        .h2_origins
-        .stream(
-            origin,
-            index,
-            address,
-            tls.then_some(&view.snap.tls.origin_h2),
-            &mut opened,
-        )
-        .await
-        .map_err(|e| Failure::Upstream(e.after(*sent)))?;
+    let opening = worker.h2_origins.stream(
+        origin,
+        index,
+        address,
+        tls.then_some(&view.snap.tls.origin_h2),
+        &mut opened,
+    );
+    // As for HTTP/1.1: a connect is given up at the kernel's first SYN retransmit to the
+    // origin (a black hole); a stream on an established connection is not a connect, but
+    // a retransmitted SYN to the origin meanwhile says the same of it.
+    let stream = if hedge::watching(worker, view) {
+        let alarm = worker
+            .kernel_watch
+            .alarm(index, hedge::now_ns(), Trouble::SynRetransmit);
+        monoio::select! {
+            biased;
+            result = opening => result,
+            () = alarm => Err(UpstreamError::new(
+                UpstreamErrorKind::SynRetransmitted,
+                RequestProgress::NotSent,
+            )),
+        }
+    } else {
+        opening.await
+    }
+    .map_err(|e| Failure::Upstream(e.after(*sent)))?;
     if opened {
         view.metrics()
             .upstream_connections_opened
