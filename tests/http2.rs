@@ -714,3 +714,20 @@ fn health_checks_speak_http2_to_http2_origins() {
         (served_by().as_deref() == Some("primary")).then_some(())
     });
 }
+
+/// Request trailers from an HTTP/2 client reach an HTTP/2 origin (through the exchange's
+/// chunked HTTP/1.1 view of the stream).
+#[test]
+fn request_trailers_reach_http2_origins() {
+    let primary = h2_origin("primary");
+    let secondary = h2_origin("secondary");
+    let lb = LbServer::start_file(
+        "lb.toml",
+        &h2_group(primary.addr(), secondary.addr()),
+        &[],
+        "info",
+    );
+    let r = probe(lb.addr, "request-trailers", &[]);
+    assert_eq!(r["responses"]["1"], 200, "{r}");
+    assert_eq!(r["bodies"]["1"], "x-checksum: abc123\n", "{r}");
+}

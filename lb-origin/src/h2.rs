@@ -3,7 +3,8 @@
 //! stream answered by its own task. Faults act on the stream: `reset` answers with
 //! RST_STREAM(INTERNAL_ERROR), `close` and `fail=refuse` with RST_STREAM(REFUSED_STREAM)
 //! (the stream was not processed), `hang` never answers; `fail=goaway` sends a GOAWAY
-//! that refuses the stream. `trailers=1` ends the body with trailers.
+//! that refuses the stream. `trailers=1` ends the body with trailers; `/trailers`
+//! answers with the request's trailer fields.
 
 use std::{sync::Arc, sync::atomic::Ordering, time::Duration};
 
@@ -73,6 +74,7 @@ async fn answer(
             received.extend_from_slice(&chunk);
         }
     }
+    let request_trailers = body.trailers().await.ok().flatten();
     shared.completed.fetch_add(1, Ordering::Relaxed);
     if let Some(ms) = delay {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -103,6 +105,16 @@ async fn answer(
     };
     let payload: Bytes = if path.ends_with("/echo") {
         received.into()
+    } else if path.ends_with("/trailers") {
+        // The request's trailer fields, a line each.
+        let mut text = String::new();
+        for (name, value) in request_trailers.iter().flatten() {
+            text.push_str(&format!(
+                "{name}: {}\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
+        }
+        text.into()
     } else if path.ends_with("/count") {
         format!("received {count} bytes\n").into()
     } else if path.ends_with("/headers") {

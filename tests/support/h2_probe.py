@@ -362,6 +362,15 @@ def scenario():
             lambda log: any(f.get("end") for f in log) and any(f["type"] == "GOAWAY" for f in log),
         )
         return {"first": first, "second": second}
+    if SCENARIO == "request-trailers":
+        # A body ended by a trailer section (as gRPC clients may send).
+        sock, conn = connect()
+        conn.send_headers(1, request_headers("/trailers", "POST"), end_stream=False)
+        conn.send_data(1, b"body")
+        conn.send_headers(1, [("x-checksum", "abc123")], end_stream=True)
+        sock.sendall(conn.data_to_send())
+        events, _ = pump(sock, conn, ends([1]))
+        return summary(events)
     if SCENARIO == "preface-then-silence":
         sock = socket.create_connection((HOST, PORT), timeout=30)
         sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")

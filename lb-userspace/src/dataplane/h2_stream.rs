@@ -36,6 +36,8 @@ pub(super) struct H2Stream {
     chunked_body: bool,
     /// A chunk's closing CRLF is due once `chunk` is read.
     chunk_crlf: bool,
+    /// Request trailers taken early (while looking whether the body had arrived whole).
+    trailers: Option<http::HeaderMap>,
     respond: Option<SendResponse<Bytes>>,
     send: Option<SendStream<Bytes>>,
     response: ResponseState,
@@ -81,6 +83,7 @@ impl H2Stream {
             chunk: Bytes::new(),
             chunked_body,
             chunk_crlf: false,
+            trailers: None,
             respond: Some(respond),
             send: None,
             response: ResponseState::Head(Vec::new()),
@@ -120,8 +123,13 @@ impl H2Stream {
                         break;
                     }
                 }
-                // The body ended: it is whole (trailers, if any, are not passed on).
-                Some(None) if body.is_end_stream() => {
+                Some(None) => {
+                    // A body ended by a trailer section stays chunked, to carry them.
+                    self.trailers = poll_trailers_now(body).await;
+                    if self.trailers.is_some() || !body.is_end_stream() {
+                        break;
+                    }
+                    // The body ended: it is whole.
                     const CHUNKED_END: &[u8] =
                         b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
                     debug_assert!(self.input.ends_with(CHUNKED_END));
@@ -199,10 +207,22 @@ impl H2Stream {
                 }
                 Some(Err(e)) => return Err(h2_io(e)),
                 None => {
-                    // Trailers end the body too; they are not passed on (yet).
+                    // Request trailers go on in the last chunk (a body with a
+                    // Content-Length has no place for them).
+                    let trailers = match self.trailers.take() {
+                        Some(taken) => Some(taken),
+                        None => body.trailers().await.map_err(h2_io)?,
+                    };
                     self.body = None;
                     if self.chunked_body {
-                        self.input.extend_from_slice(b"0\r\n\r\n");
+                        self.input.extend_from_slice(b"0\r\n");
+                        for (name, value) in trailers.iter().flatten() {
+                            self.input.extend_from_slice(name.as_str().as_bytes());
+                            self.input.extend_from_slice(b": ");
+                            self.input.extend_from_slice(value.as_bytes());
+                            self.input.extend_from_slice(b"\r\n");
+                        }
+                        self.input.extend_from_slice(b"\r\n");
                     }
                 }
             }
@@ -410,6 +430,18 @@ pub(super) async fn send_flow_controlled(
         data = &data[n..];
     }
     Ok(())
+}
+
+/// The trailers of a request body that has ended, if they have arrived (without
+/// waiting).
+async fn poll_trailers_now(body: &mut RecvStream) -> Option<http::HeaderMap> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match body.poll_trailers(cx) {
+            std::task::Poll::Ready(Ok(trailers)) => trailers,
+            _ => None,
+        })
+    })
+    .await
 }
 
 /// Gives the other tasks of the worker one turn.

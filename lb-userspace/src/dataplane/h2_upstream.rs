@@ -124,9 +124,15 @@ impl H2Upstream {
                     data = &data[progress.consumed..];
                     let decoded = std::mem::take(decoded);
                     if progress.done {
+                        let trailers = decoder.take_trailers();
                         self.request = RequestState::Done;
+                        self.send_body(&decoded, trailers.is_empty()).await?;
+                        if !trailers.is_empty() {
+                            self.send_trailers(trailers)?;
+                        }
+                        continue;
                     }
-                    self.send_body(&decoded, progress.done).await?;
+                    self.send_body(&decoded, false).await?;
                     if let RequestState::Chunked(_, buf) = &mut self.request {
                         *buf = decoded;
                     }
@@ -151,6 +157,23 @@ impl H2Upstream {
             }
         }
         sent
+    }
+
+    /// Ends the request with a trailer section.
+    fn send_trailers(&mut self, fields: Vec<(String, Vec<u8>)>) -> io::Result<()> {
+        let Some(send) = &mut self.send else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let mut map = http::HeaderMap::with_capacity(fields.len());
+        for (name, value) in fields {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(&value),
+            ) {
+                map.append(name, value);
+            }
+        }
+        send.send_trailers(map).map_err(h2_io)
     }
 
     /// Parses the request head; sends HEADERS once it is complete. Returns the bytes that
@@ -236,7 +259,7 @@ impl H2Upstream {
         self.send = Some(send);
         self.request = match (chunked, length) {
             _ if no_body => RequestState::Done,
-            (true, _) => RequestState::Chunked(ChunkedDecoder::new(), Vec::new()),
+            (true, _) => RequestState::Chunked(ChunkedDecoder::keeping_trailers(), Vec::new()),
             (false, Some(n)) => RequestState::Length(n),
             (false, None) => RequestState::Done,
         };
