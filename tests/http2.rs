@@ -731,3 +731,29 @@ fn request_trailers_reach_http2_origins() {
     assert_eq!(r["responses"]["1"], 200, "{r}");
     assert_eq!(r["bodies"]["1"], "x-checksum: abc123\n", "{r}");
 }
+
+/// An HTTP/2 origin connection no stream used for the origin's `keepalive_timeout` is let
+/// go; the next request opens a new one.
+#[test]
+fn idle_http2_origin_connections_end_after_the_keepalive_timeout() {
+    let primary = h2_origin("primary");
+    let secondary = h2_origin("secondary");
+    let toml = h2_group(primary.addr(), secondary.addr()).replacen(
+        "protocol_version = \"h2c\"\n",
+        "protocol_version = \"h2c\"\nkeepalive_timeout = \"300ms\"\n",
+        1,
+    );
+    let lb = LbServer::start_file("lb.toml", &toml, &[], "info");
+    for _ in 0..3 {
+        assert_eq!(get(lb.addr, "/a").header("x-origin"), Some("primary"));
+    }
+    assert_eq!(primary.connections(), 1, "one connection carries them");
+    // The idle sweep runs every second.
+    std::thread::sleep(Duration::from_millis(2300));
+    assert_eq!(get(lb.addr, "/b").header("x-origin"), Some("primary"));
+    assert_eq!(
+        primary.connections(),
+        2,
+        "a new connection after the idle one ended"
+    );
+}

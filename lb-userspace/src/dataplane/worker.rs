@@ -480,11 +480,13 @@ async fn sweep_pool(worker: Rc<Worker>) {
         monoio::time::sleep(Duration::from_secs(1)).await;
         let view = worker.view();
         let config = &view.snap.config;
-        worker.pool.borrow_mut().sweep(|i| {
+        let keepalive = |i: usize| {
             config
                 .origins
                 .get(i)
                 .map_or(Duration::ZERO, |o| o.keepalive_timeout)
-        });
+        };
+        worker.pool.borrow_mut().sweep(keepalive);
+        worker.h2_origins.sweep(keepalive);
     }
 }

@@ -41,6 +41,8 @@ enum Slot {
 struct Shared {
     send: SendRequest<Bytes>,
     fd: RawFd,
+    /// When a stream last started on it (for the origin's `keepalive_timeout`).
+    used: std::rc::Rc<std::cell::Cell<std::time::Instant>>,
 }
 
 /// What an attempt finds in an origin's slot.
@@ -96,6 +98,20 @@ impl H2Connections {
         drop(all);
         for waiter in waiters {
             let _ = waiter.send(told);
+        }
+    }
+
+    /// Lets go of connections no stream started on for their origin's
+    /// `keepalive_timeout`: each closes once its streams in flight (a long gRPC stream)
+    /// end, and the next request opens a new one.
+    pub fn sweep(&self, keepalive: impl Fn(usize) -> std::time::Duration) {
+        let now = std::time::Instant::now();
+        for (index, slot) in self.by_origin.borrow_mut().iter_mut().enumerate() {
+            if let Some(Slot::Ready(shared)) = slot {
+                if now.duration_since(shared.used.get()) >= keepalive(index) {
+                    *slot = None;
+                }
+            }
         }
     }
 
@@ -160,6 +176,7 @@ impl H2Connections {
             };
             match monoio::time::timeout(origin.connect_timeout, shared.send.clone().ready()).await {
                 Ok(Ok(send)) => {
+                    shared.used.set(std::time::Instant::now());
                     let stream = H2Upstream::new(send, tls.is_some(), authority, shared.fd);
                     return Ok(Stream::H2Up(Box::new(stream)));
                 }
@@ -212,7 +229,11 @@ async fn connect_h2(
         }
         None => handshake(origin, monoio_compat::StreamWrapper::new(tcp)).await?,
     };
-    Ok(Shared { send, fd })
+    Ok(Shared {
+        send,
+        fd,
+        used: std::rc::Rc::new(std::cell::Cell::new(std::time::Instant::now())),
+    })
 }
 
 /// The TLS handshake with an HTTP/2 origin, within the connect timeout, which must end
