@@ -479,6 +479,22 @@ fn refused_streams_fail_over_any_method_and_reset_ones_only_idempotent_ones() {
         r.text(),
     );
     assert_eq!(r.text(), "hello");
+    // A GOAWAY before the stream was processed: the POST moves on too.
+    primary.set_fault(Some(Fault::GoAway));
+    let lb2 = LbServer::start_file(
+        "lb.toml",
+        &h2_group(primary.addr(), secondary.addr()),
+        &[],
+        "info",
+    );
+    let mut c = lb_tests::http::Client::connect(lb2.addr);
+    let r = c.request("POST /echo HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(
+        (r.status, r.header("x-origin")),
+        (200, Some("secondary")),
+        "{:?}",
+        r.header("x-lb-attempts")
+    );
     primary.set_fault(Some(Fault::Reset)); // RST_STREAM(INTERNAL_ERROR): maybe processed
     let before = secondary.requests();
     let r = post("/echo");
@@ -756,4 +772,29 @@ fn idle_http2_origin_connections_end_after_the_keepalive_timeout() {
         2,
         "a new connection after the idle one ended"
     );
+}
+
+/// A connection that opens no stream for `limits.idle_timeout` gets GOAWAY and is closed.
+#[test]
+fn an_idle_http2_connection_gets_goaway_at_the_idle_timeout() {
+    let ca = TestCa::new("h2 test CA");
+    let o = origin("o");
+    let admin = free_port();
+    let rest = format!(
+        "[limits]\nidle_timeout = \"1s\"\n\n{}",
+        one_origin(o.addr())
+    );
+    let lb = start_lb(&ca, admin, &rest);
+    let r = probe(lb.addr, "idle", &[]);
+    let frames = r["frames"].as_array().unwrap();
+    let goaway = frames
+        .iter()
+        .find(|f| f["type"] == "GOAWAY")
+        .unwrap_or_else(|| panic!("no GOAWAY: {r}"));
+    assert_eq!(goaway["code"], 0, "{r}");
+    assert_eq!(frames.last().unwrap()["type"], "EOF", "then the close: {r}");
+    let seconds = r["seconds"].as_f64().unwrap();
+    assert!((0.9..4.0).contains(&seconds), "{r}");
+    // Nothing is in flight: closed at once, without waiting for a PING's answer.
+    assert!(r["closed_after"].as_f64().unwrap() < seconds + 1.0, "{r}");
 }

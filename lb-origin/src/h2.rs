@@ -26,6 +26,12 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     else {
         return;
     };
+    if shared.forced_fault.load(Ordering::Relaxed) == crate::Fault::GoAway as u8 {
+        // Going away before any stream: every stream of this connection is refused.
+        conn.abrupt_shutdown(Reason::NO_ERROR);
+        while conn.accept().await.is_some() {}
+        return;
+    }
     while let Some(next) = conn.accept().await {
         let Ok((request, respond)) = next else {
             return;

@@ -94,6 +94,9 @@ pub enum Fault {
     Close = 2,
     /// Never answer.
     Hang = 3,
+    /// HTTP/2: a GOAWAY (last stream 0) on every new connection, so no stream is
+    /// processed; HTTP/1.1: like `Close`.
+    GoAway = 4,
 }
 
 /// A running origin. Dropping it stops the server and closes its connections.
@@ -440,7 +443,7 @@ async fn respond<S: Conn>(
     }
     let forced_fault = match shared.forced_fault.load(Ordering::Relaxed) {
         1 if ordinary => Some("reset"),
-        2 if ordinary => Some("close"),
+        2 | 4 if ordinary => Some("close"),
         3 if ordinary => Some("hang"),
         _ => None,
     };

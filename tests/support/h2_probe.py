@@ -362,6 +362,15 @@ def scenario():
             lambda log: any(f.get("end") for f in log) and any(f["type"] == "GOAWAY" for f in log),
         )
         return {"first": first, "second": second}
+    if SCENARIO == "idle":
+        # A connection with no stream: GOAWAY at lb's idle timeout, then the close.
+        sock, conn = connect()
+        settled(sock, conn)
+        started = time.time()
+        log = frame_log(sock, conn, lambda log: any(f["type"] in ("GOAWAY", "EOF") for f in log), timeout=15)
+        seconds = round(time.time() - started, 2)
+        log += frame_log(sock, conn, lambda log: any(f["type"] == "EOF" for f in log), timeout=15)
+        return {"frames": log, "seconds": seconds, "closed_after": round(time.time() - started, 2)}
     if SCENARIO == "request-trailers":
         # A body ended by a trailer section (as gRPC clients may send).
         sock, conn = connect()

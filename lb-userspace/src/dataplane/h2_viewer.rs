@@ -141,10 +141,15 @@ where
                     _ = worker.drain.wait_until(Some(wake)) => {
                         let idle = streams.live.get() == 0
                             && streams.last_end.get() + idle_timeout <= Instant::now();
-                        if worker.drain.is_draining() || idle {
+                        if worker.drain.is_draining() {
                             // GOAWAY: no new streams; those in flight finish.
                             conn.graceful_shutdown();
                             closing = Some(Instant::now() + drain_timeout);
+                        } else if idle {
+                            // Nothing in flight: GOAWAY (a stream the client opens
+                            // meanwhile is refused, so it may retry it) and close now.
+                            conn.abrupt_shutdown(Reason::NO_ERROR);
+                            closing = Some(Instant::now() + Duration::from_secs(1));
                         }
                         continue;
                     }
