@@ -288,32 +288,7 @@ impl Procs {
                 bail!("{addr} is already in use (a leftover from an earlier run?); stop it first");
             }
         }
-        let (cert, key) = (work.join("cert.pem"), work.join("key.pem"));
-        crate::cmd(Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "7",
-            "-subj",
-            "/CN=bench.test",
-            "-addext",
-            "subjectAltName=DNS:bench.test,IP:127.0.0.1",
-            "-keyout",
-            key.to_str().unwrap_or_default(),
-            "-out",
-            cert.to_str().unwrap_or_default(),
-        ]))
-        .context("making the benchmark certificate")?;
-        let combined = work.join("combined.pem");
-        std::fs::write(
-            &combined,
-            [std::fs::read(&cert)?, std::fs::read(&key)?].concat(),
-        )?;
+        let (cert, key, combined) = crate::bench_tls::bench_certificate(work)?;
         let release = root.join("target/release");
         self.set.spawn(
             None,

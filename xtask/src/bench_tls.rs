@@ -213,6 +213,40 @@ fn report(
     md
 }
 
+/// The benchmarks' ECDSA P-256 certificate for bench.test and 127.0.0.1, made with the
+/// openssl CLI in `work`: (certificate, key, both in one file for HAProxy).
+pub(crate) fn bench_certificate(
+    work: &Path,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (work.join("cert.pem"), work.join("key.pem"));
+    crate::cmd(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "7",
+        "-subj",
+        "/CN=bench.test",
+        "-addext",
+        "subjectAltName=DNS:bench.test,IP:127.0.0.1",
+        "-keyout",
+        key.to_str().unwrap_or_default(),
+        "-out",
+        cert.to_str().unwrap_or_default(),
+    ]))
+    .context("making the benchmark certificate")?;
+    let combined = work.join("combined.pem");
+    std::fs::write(
+        &combined,
+        [std::fs::read(&cert)?, std::fs::read(&key)?].concat(),
+    )?;
+    Ok((cert, key, combined))
+}
+
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -333,32 +367,7 @@ impl Procs {
                 bail!("{addr} is already in use (a leftover from an earlier run?); stop it first");
             }
         }
-        let (cert, key) = (work.join("cert.pem"), work.join("key.pem"));
-        crate::cmd(Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "7",
-            "-subj",
-            "/CN=bench.test",
-            "-addext",
-            "subjectAltName=DNS:bench.test,IP:127.0.0.1",
-            "-keyout",
-            key.to_str().unwrap_or_default(),
-            "-out",
-            cert.to_str().unwrap_or_default(),
-        ]))
-        .context("making the benchmark certificate")?;
-        let combined = work.join("combined.pem");
-        std::fs::write(
-            &combined,
-            [std::fs::read(&cert)?, std::fs::read(&key)?].concat(),
-        )?;
+        let (cert, key, combined) = bench_certificate(work)?;
         let release = root.join("target/release");
         self.set.spawn(
             None,

@@ -25,19 +25,8 @@ use crate::http::{ChunkedDecoder, MAX_HEADERS, ResponseFraming, parse_response_h
 const MAX_RESPONSE_HEAD: usize = 256 * 1024;
 
 pub(super) struct H2Stream {
-    /// HTTP/1.1 bytes for the exchange to read: the head, then chunk framing.
-    input: Vec<u8>,
-    input_pos: usize,
-    /// The request body still to come (`None`: it ended, or there was none).
-    body: Option<RecvStream>,
-    /// DATA bytes being handed to the exchange.
-    chunk: Bytes,
-    /// The body has no Content-Length: it is passed on chunked.
-    chunked_body: bool,
-    /// A chunk's closing CRLF is due once `chunk` is read.
-    chunk_crlf: bool,
-    /// Request trailers taken early (while looking whether the body had arrived whole).
-    trailers: Option<http::HeaderMap>,
+    /// The request as HTTP/1.1 bytes for the exchange to read.
+    request: Http1Bytes,
     respond: Option<SendResponse<Bytes>>,
     send: Option<SendStream<Bytes>>,
     response: ResponseState,
@@ -46,15 +35,199 @@ pub(super) struct H2Stream {
     fd: RawFd,
 }
 
+/// An HTTP/1.1 message made from an HTTP/2 stream, read by the exchange: the head (its
+/// owner writes it into `out`), then the body from the stream's DATA frames, acknowledged
+/// to the peer only as they are read, and chunked (with the trailers in the last chunk)
+/// when the message has no length.
+pub(super) struct Http1Bytes {
+    /// Bytes ready to be read: the head, chunk framing.
+    pub out: Vec<u8>,
+    pos: usize,
+    /// The body still to come (`None`: it ended, or there was none).
+    pub body: Option<RecvStream>,
+    /// DATA bytes being read.
+    chunk: Bytes,
+    /// The body is passed on chunked.
+    pub chunked: bool,
+    /// A chunk's closing CRLF is due once `chunk` is read.
+    chunk_crlf: bool,
+    /// Trailers taken early (a request's, while looking whether it had arrived whole).
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl Http1Bytes {
+    pub fn new(out: Vec<u8>) -> Self {
+        Self {
+            out,
+            pos: 0,
+            body: None,
+            chunk: Bytes::new(),
+            chunked: false,
+            chunk_crlf: false,
+            trailers: None,
+        }
+    }
+
+    /// Copies bytes into `buf`; `Ok(0)` once the message has ended.
+    pub async fn read_into<T: monoio::buf::IoBufMut>(&mut self, buf: &mut T) -> io::Result<usize> {
+        loop {
+            if let Some(n) = self.take_ready(buf) {
+                return Ok(n);
+            }
+            if !self.next_frame().await? {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Copies what is ready into `buf`, if anything is.
+    pub fn take_ready<T: monoio::buf::IoBufMut>(&mut self, buf: &mut T) -> Option<usize> {
+        use crate::kernel::fill_owned;
+        if self.pos == self.out.len()
+            && self.chunk.is_empty()
+            && std::mem::take(&mut self.chunk_crlf)
+        {
+            self.out.extend_from_slice(b"\r\n");
+        }
+        if self.pos < self.out.len() {
+            let n = fill_owned(buf, &self.out[self.pos..]);
+            self.pos += n;
+            if self.pos == self.out.len() {
+                self.out.clear();
+                self.pos = 0;
+            }
+            return Some(n);
+        }
+        if !self.chunk.is_empty() {
+            let n = fill_owned(buf, &self.chunk);
+            self.chunk.advance(n);
+            if let Some(body) = &mut self.body {
+                // The peer may send as much again.
+                let _ = body.flow_control().release_capacity(n);
+            }
+            return Some(n);
+        }
+        None
+    }
+
+    /// Waits for the body's next DATA frame (or its end, with its trailers); false once
+    /// the body has ended.
+    pub async fn next_frame(&mut self) -> io::Result<bool> {
+        let Some(body) = &mut self.body else {
+            return Ok(false);
+        };
+        match body.data().await {
+            Some(Ok(data)) => {
+                if self.chunked && !data.is_empty() {
+                    self.out
+                        .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    self.chunk_crlf = true;
+                }
+                self.chunk = data;
+            }
+            Some(Err(e)) => return Err(h2_io(e)),
+            None => {
+                let trailers = match self.trailers.take() {
+                    Some(taken) => Some(taken),
+                    None => body.trailers().await.map_err(h2_io)?,
+                };
+                self.body = None;
+                if self.chunked {
+                    self.out.extend_from_slice(b"0\r\n");
+                    for (name, value) in trailers.iter().flatten() {
+                        self.out.extend_from_slice(name.as_str().as_bytes());
+                        self.out.extend_from_slice(b": ");
+                        self.out.extend_from_slice(value.as_bytes());
+                        self.out.extend_from_slice(b"\r\n");
+                    }
+                    self.out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// Where the HTTP/1.1 response the exchange writes has got to.
 enum ResponseState {
     /// Its head is being collected.
     Head(Vec<u8>),
+    Body(BodyFrames),
+}
+
+/// An HTTP/1.1 body being turned into DATA frames on an HTTP/2 stream (a response to a
+/// viewer, or a request to an origin), by how it is delimited.
+pub(super) enum BodyFrames {
     Length(u64),
+    /// Chunked: decoded, its trailer section sent as HTTP/2 trailers.
     Chunked(ChunkedDecoder, Vec<u8>),
-    /// No length: the body ends when the exchange shuts the stream down.
+    /// No length: the body ends when the stream is finished.
     UntilClose,
     Done,
+}
+
+impl BodyFrames {
+    pub fn chunked() -> Self {
+        Self::Chunked(ChunkedDecoder::keeping_trailers(), Vec::new())
+    }
+
+    /// Sends the part of `data` that belongs to the body, as the peer's window allows;
+    /// the body's end ends the stream (with its trailers). Returns the bytes taken.
+    pub async fn send(&mut self, send: &mut SendStream<Bytes>, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Length(left) => {
+                let take = (data.len() as u64).min(*left) as usize;
+                *left -= take as u64;
+                let end = *left == 0;
+                if end {
+                    *self = Self::Done;
+                }
+                send_flow_controlled(send, &data[..take], end).await?;
+                Ok(take)
+            }
+            Self::Chunked(decoder, decoded) => {
+                decoded.clear();
+                let progress = decoder
+                    .decode(data, decoded)
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "chunk framing"))?;
+                let out = std::mem::take(decoded);
+                if progress.done {
+                    let trailers = decoder.take_trailers();
+                    *self = Self::Done;
+                    send_flow_controlled(send, &out, trailers.is_empty()).await?;
+                    if !trailers.is_empty() {
+                        send.send_trailers(header_map(trailers)).map_err(h2_io)?;
+                    }
+                } else {
+                    send_flow_controlled(send, &out, false).await?;
+                    if let Self::Chunked(_, buf) = self {
+                        *buf = out;
+                    }
+                }
+                Ok(progress.consumed)
+            }
+            Self::UntilClose => {
+                send_flow_controlled(send, data, false).await?;
+                Ok(data.len())
+            }
+            // Bytes beyond the body's end are not the stream's.
+            Self::Done => Ok(data.len()),
+        }
+    }
+}
+
+/// Trailer fields as HTTP/2 trailers (fields h2 refuses are left out).
+fn header_map(fields: Vec<(String, Vec<u8>)>) -> http::HeaderMap {
+    let mut map = http::HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
 }
 
 /// Why a stream's request cannot be given to the exchange (answered 400 directly).
@@ -76,14 +249,11 @@ impl H2Stream {
         if let Err(why) = request_head(&parts, chunked_body, &mut input) {
             return Err((why, respond));
         }
+        let mut request = Http1Bytes::new(input);
+        request.body = (!body.is_end_stream()).then_some(body);
+        request.chunked = chunked_body;
         Ok(Self {
-            input,
-            input_pos: 0,
-            body: (!body.is_end_stream()).then_some(body),
-            chunk: Bytes::new(),
-            chunked_body,
-            chunk_crlf: false,
-            trailers: None,
+            request,
             respond: Some(respond),
             send: None,
             response: ResponseState::Head(Vec::new()),
@@ -98,12 +268,13 @@ impl H2Stream {
     /// to another member on failover. Only frames already received count: a body
     /// still on its way (a stream of messages) is passed on chunked as it comes.
     pub async fn take_whole_body(&mut self, limit: usize) {
-        if !self.chunked_body {
+        let request = &mut self.request;
+        if !request.chunked {
             return;
         }
         // Let the connection's task read what came with the request's HEADERS.
         yield_once().await;
-        let Some(body) = &mut self.body else {
+        let Some(body) = &mut request.body else {
             return;
         };
         let mut whole = Vec::new();
@@ -125,36 +296,37 @@ impl H2Stream {
                 }
                 Some(None) => {
                     // A body ended by a trailer section stays chunked, to carry them.
-                    self.trailers = poll_trailers_now(body).await;
-                    if self.trailers.is_some() || !body.is_end_stream() {
+                    request.trailers = poll_trailers_now(body).await;
+                    if request.trailers.is_some() || !body.is_end_stream() {
                         break;
                     }
                     // The body ended: it is whole.
                     const CHUNKED_END: &[u8] =
                         b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
-                    debug_assert!(self.input.ends_with(CHUNKED_END));
-                    self.input.truncate(self.input.len() - CHUNKED_END.len());
-                    self.input.extend_from_slice(
+                    let out = &mut request.out;
+                    debug_assert!(out.ends_with(CHUNKED_END));
+                    out.truncate(out.len() - CHUNKED_END.len());
+                    out.extend_from_slice(
                         format!(
                             "content-length: {}\r\nconnection: close\r\n\r\n",
                             whole.len()
                         )
                         .as_bytes(),
                     );
-                    self.input.extend_from_slice(&whole);
-                    self.chunked_body = false;
-                    self.body = None;
+                    out.extend_from_slice(&whole);
+                    request.chunked = false;
+                    request.body = None;
                     return;
                 }
                 _ => break,
             }
         }
-        // Not whole: what was taken goes first, as chunks, and the rest follows.
+        // Not whole: what was taken goes first, as a chunk, and the rest follows.
         if !whole.is_empty() {
-            self.input
-                .extend_from_slice(format!("{:x}\r\n", whole.len()).as_bytes());
-            self.input.extend_from_slice(&whole);
-            self.input.extend_from_slice(b"\r\n");
+            let out = &mut request.out;
+            out.extend_from_slice(format!("{:x}\r\n", whole.len()).as_bytes());
+            out.extend_from_slice(&whole);
+            out.extend_from_slice(b"\r\n");
         }
     }
 
@@ -168,65 +340,7 @@ impl H2Stream {
 
     /// Copies request bytes into `buf`; `Ok(0)` at the end of the request.
     pub async fn read_into<T: monoio::buf::IoBufMut>(&mut self, buf: &mut T) -> io::Result<usize> {
-        use crate::kernel::fill_owned;
-        loop {
-            if self.input_pos < self.input.len() {
-                let n = fill_owned(buf, &self.input[self.input_pos..]);
-                self.input_pos += n;
-                if self.input_pos == self.input.len() {
-                    self.input.clear();
-                    self.input_pos = 0;
-                }
-                return Ok(n);
-            }
-            if !self.chunk.is_empty() {
-                let n = fill_owned(buf, &self.chunk);
-                self.chunk.advance(n);
-                if let Some(body) = &mut self.body {
-                    // The client may send as much again.
-                    let _ = body.flow_control().release_capacity(n);
-                }
-                return Ok(n);
-            }
-            if std::mem::take(&mut self.chunk_crlf) {
-                self.input.extend_from_slice(b"\r\n");
-                continue;
-            }
-            let Some(body) = &mut self.body else {
-                return Ok(0);
-            };
-            match body.data().await {
-                Some(Ok(data)) if data.is_empty() => {}
-                Some(Ok(data)) => {
-                    if self.chunked_body {
-                        self.input
-                            .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                        self.chunk_crlf = true;
-                    }
-                    self.chunk = data;
-                }
-                Some(Err(e)) => return Err(h2_io(e)),
-                None => {
-                    // Request trailers go on in the last chunk (a body with a
-                    // Content-Length has no place for them).
-                    let trailers = match self.trailers.take() {
-                        Some(taken) => Some(taken),
-                        None => body.trailers().await.map_err(h2_io)?,
-                    };
-                    self.body = None;
-                    if self.chunked_body {
-                        self.input.extend_from_slice(b"0\r\n");
-                        for (name, value) in trailers.iter().flatten() {
-                            self.input.extend_from_slice(name.as_str().as_bytes());
-                            self.input.extend_from_slice(b": ");
-                            self.input.extend_from_slice(value.as_bytes());
-                            self.input.extend_from_slice(b"\r\n");
-                        }
-                        self.input.extend_from_slice(b"\r\n");
-                    }
-                }
-            }
-        }
+        self.request.read_into(buf).await
     }
 
     /// Takes HTTP/1.1 response bytes and sends them as frames, waiting for the client's
@@ -246,44 +360,13 @@ impl H2Stream {
                         Box::pin(self.write_from(&rest)).await?;
                     }
                 }
-                ResponseState::Length(left) => {
-                    let take = (data.len() as u64).min(*left) as usize;
-                    *left -= take as u64;
-                    let end = *left == 0;
-                    let piece = &data[..take];
-                    data = &data[take..];
-                    if end {
-                        self.response = ResponseState::Done;
-                    }
-                    self.send_data(piece, end).await?;
+                ResponseState::Body(frames) => {
+                    let Some(send) = &mut self.send else {
+                        return Err(io::ErrorKind::NotConnected.into());
+                    };
+                    let taken = frames.send(send, data).await?;
+                    data = &data[taken..];
                 }
-                ResponseState::Chunked(decoder, decoded) => {
-                    decoded.clear();
-                    let progress = decoder.decode(data, decoded).map_err(|_| {
-                        io::Error::new(io::ErrorKind::InvalidData, "response chunk framing")
-                    })?;
-                    data = &data[progress.consumed..];
-                    let decoded = std::mem::take(decoded);
-                    if progress.done {
-                        let trailers = decoder.take_trailers();
-                        self.response = ResponseState::Done;
-                        self.send_data(&decoded, trailers.is_empty()).await?;
-                        if !trailers.is_empty() {
-                            self.send_trailers(trailers)?;
-                        }
-                        continue;
-                    }
-                    self.send_data(&decoded, false).await?;
-                    if let ResponseState::Chunked(_, buf) = &mut self.response {
-                        *buf = decoded;
-                    }
-                }
-                ResponseState::UntilClose => {
-                    let piece = data;
-                    data = &[];
-                    self.send_data(piece, false).await?;
-                }
-                ResponseState::Done => data = &[],
             }
         }
         Ok(total)
@@ -326,16 +409,11 @@ impl H2Stream {
         let response = response
             .body(())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "response head"))?;
-        let (state, end) = match parsed.framing {
-            ResponseFraming::None | ResponseFraming::ContentLength(0) => {
-                (ResponseState::Done, true)
-            }
-            ResponseFraming::ContentLength(n) => (ResponseState::Length(n), false),
-            ResponseFraming::Chunked => (
-                ResponseState::Chunked(ChunkedDecoder::keeping_trailers(), Vec::new()),
-                false,
-            ),
-            ResponseFraming::CloseDelimited => (ResponseState::UntilClose, false),
+        let (frames, end) = match parsed.framing {
+            ResponseFraming::None | ResponseFraming::ContentLength(0) => (BodyFrames::Done, true),
+            ResponseFraming::ContentLength(n) => (BodyFrames::Length(n), false),
+            ResponseFraming::Chunked => (BodyFrames::chunked(), false),
+            ResponseFraming::CloseDelimited => (BodyFrames::UntilClose, false),
         };
         let Some(mut respond) = self.respond.take() else {
             return Err(io::Error::new(
@@ -345,42 +423,17 @@ impl H2Stream {
         };
         let send = respond.send_response(response, end).map_err(h2_io)?;
         self.send = Some(send);
-        self.response = state;
+        self.response = ResponseState::Body(frames);
         Ok(rest)
-    }
-
-    /// Sends `data` (`end`: and ends the stream), as the client's window allows.
-    async fn send_data(&mut self, data: &[u8], end: bool) -> io::Result<()> {
-        let Some(send) = &mut self.send else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        send_flow_controlled(send, data, end).await
-    }
-
-    /// Ends the stream with a trailer section (gRPC's status travels there).
-    fn send_trailers(&mut self, fields: Vec<(String, Vec<u8>)>) -> io::Result<()> {
-        let Some(send) = &mut self.send else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        let mut map = http::HeaderMap::with_capacity(fields.len());
-        for (name, value) in fields {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_bytes(&value),
-            ) {
-                map.append(name, value);
-            }
-        }
-        send.send_trailers(map).map_err(h2_io)
     }
 
     /// The exchange closed its side in order: a body delimited by the close ends here.
     pub fn finish(&mut self) {
-        if matches!(self.response, ResponseState::UntilClose) {
+        if matches!(self.response, ResponseState::Body(BodyFrames::UntilClose)) {
             if let Some(send) = &mut self.send {
                 let _ = send.send_data(Bytes::new(), true);
             }
-            self.response = ResponseState::Done;
+            self.response = ResponseState::Body(BodyFrames::Done);
         }
     }
 }
@@ -389,7 +442,7 @@ impl Drop for H2Stream {
     /// A response that did not go out whole is reset, so the client sees a failed stream
     /// rather than a short one (HTTP/1.1's abortive close).
     fn drop(&mut self) {
-        if matches!(self.response, ResponseState::Done) {
+        if matches!(self.response, ResponseState::Body(BodyFrames::Done)) {
             return;
         }
         if let Some(send) = &mut self.send {

@@ -12,12 +12,12 @@
 
 use std::{io, os::fd::RawFd};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use h2::{RecvStream, SendStream, client::ResponseFuture, client::SendRequest};
 use http::{HeaderName, HeaderValue, Request, uri::Scheme};
 
-use super::h2_stream::{h2_io, send_flow_controlled};
-use crate::http::{ChunkedDecoder, HopByHop, MAX_HEADERS, httparse_headers};
+use super::h2_stream::{BodyFrames, Http1Bytes, h2_io};
+use crate::http::{HopByHop, MAX_HEADERS, httparse_headers};
 
 /// Largest request head an attempt writes (lb built it; this bounds a bug).
 const MAX_REQUEST_HEAD: usize = 256 * 1024;
@@ -32,22 +32,15 @@ pub(super) struct H2Upstream {
     send: Option<SendStream<Bytes>>,
     response: Option<ResponseFuture>,
     head_request: bool,
-    /// HTTP/1.1 bytes of the response for the attempt to read.
-    output: Vec<u8>,
-    output_pos: usize,
-    body: Option<RecvStream>,
-    chunk: Bytes,
-    chunked: bool,
-    chunk_crlf: bool,
+    /// The response as HTTP/1.1 bytes for the attempt to read.
+    output: Http1Bytes,
     /// The origin refused the stream: nothing of the request was processed.
     refused: bool,
 }
 
 enum RequestState {
     Head(Vec<u8>),
-    Length(u64),
-    Chunked(ChunkedDecoder, Vec<u8>),
-    Done,
+    Body(BodyFrames),
 }
 
 impl H2Upstream {
@@ -66,12 +59,7 @@ impl H2Upstream {
             send: None,
             response: None,
             head_request: false,
-            output: Vec::new(),
-            output_pos: 0,
-            body: None,
-            chunk: Bytes::new(),
-            chunked: false,
-            chunk_crlf: false,
+            output: Http1Bytes::new(Vec::new()),
             refused: false,
         }
     }
@@ -105,75 +93,28 @@ impl H2Upstream {
                         Box::pin(self.write_from(&rest)).await?;
                     }
                 }
-                RequestState::Length(left) => {
-                    let take = (data.len() as u64).min(*left) as usize;
-                    *left -= take as u64;
-                    let end = *left == 0;
-                    let piece = &data[..take];
-                    data = &data[take..];
-                    if end {
-                        self.request = RequestState::Done;
-                    }
-                    self.send_body(piece, end).await?;
-                }
-                RequestState::Chunked(decoder, decoded) => {
-                    decoded.clear();
-                    let progress = decoder.decode(data, decoded).map_err(|_| {
-                        io::Error::new(io::ErrorKind::InvalidData, "request chunk framing")
-                    })?;
-                    data = &data[progress.consumed..];
-                    let decoded = std::mem::take(decoded);
-                    if progress.done {
-                        let trailers = decoder.take_trailers();
-                        self.request = RequestState::Done;
-                        self.send_body(&decoded, trailers.is_empty()).await?;
-                        if !trailers.is_empty() {
-                            self.send_trailers(trailers)?;
+                RequestState::Body(frames) => {
+                    let Some(send) = &mut self.send else {
+                        return Err(io::ErrorKind::NotConnected.into());
+                    };
+                    match frames.send(send, data).await {
+                        Ok(taken) => data = &data[taken..],
+                        Err(e) => {
+                            // Why the stream failed shows in its response.
+                            if let Some(response) = &mut self.response {
+                                if let std::task::Poll::Ready(Err(e)) =
+                                    futures_poll_once(response).await
+                                {
+                                    self.check_refused(&e);
+                                }
+                            }
+                            return Err(e);
                         }
-                        continue;
-                    }
-                    self.send_body(&decoded, false).await?;
-                    if let RequestState::Chunked(_, buf) = &mut self.request {
-                        *buf = decoded;
                     }
                 }
-                RequestState::Done => data = &[],
             }
         }
         Ok(total)
-    }
-
-    async fn send_body(&mut self, data: &[u8], end: bool) -> io::Result<()> {
-        let Some(send) = &mut self.send else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        let sent = send_flow_controlled(send, data, end).await;
-        if sent.is_err() {
-            // Why the stream failed shows in its response.
-            if let Some(response) = &mut self.response {
-                if let std::task::Poll::Ready(Err(e)) = futures_poll_once(response).await {
-                    self.check_refused(&e);
-                }
-            }
-        }
-        sent
-    }
-
-    /// Ends the request with a trailer section.
-    fn send_trailers(&mut self, fields: Vec<(String, Vec<u8>)>) -> io::Result<()> {
-        let Some(send) = &mut self.send else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        let mut map = http::HeaderMap::with_capacity(fields.len());
-        for (name, value) in fields {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_bytes(&value),
-            ) {
-                map.append(name, value);
-            }
-        }
-        send.send_trailers(map).map_err(h2_io)
     }
 
     /// Parses the request head; sends HEADERS once it is complete. Returns the bytes that
@@ -257,39 +198,20 @@ impl H2Upstream {
         };
         self.response = Some(response);
         self.send = Some(send);
-        self.request = match (chunked, length) {
-            _ if no_body => RequestState::Done,
-            (true, _) => RequestState::Chunked(ChunkedDecoder::keeping_trailers(), Vec::new()),
-            (false, Some(n)) => RequestState::Length(n),
-            (false, None) => RequestState::Done,
-        };
+        self.request = RequestState::Body(match (chunked, length) {
+            _ if no_body => BodyFrames::Done,
+            (true, _) => BodyFrames::chunked(),
+            (false, Some(n)) => BodyFrames::Length(n),
+            (false, None) => BodyFrames::Done,
+        });
         Ok(head[end..].to_vec())
     }
 
     /// Copies response bytes (HTTP/1.1) into `buf`; `Ok(0)` after the response ends.
     pub async fn read_into<T: monoio::buf::IoBufMut>(&mut self, buf: &mut T) -> io::Result<usize> {
-        use crate::kernel::fill_owned;
         loop {
-            if self.output_pos < self.output.len() {
-                let n = fill_owned(buf, &self.output[self.output_pos..]);
-                self.output_pos += n;
-                if self.output_pos == self.output.len() {
-                    self.output.clear();
-                    self.output_pos = 0;
-                }
+            if let Some(n) = self.output.take_ready(buf) {
                 return Ok(n);
-            }
-            if !self.chunk.is_empty() {
-                let n = fill_owned(buf, &self.chunk);
-                self.chunk.advance(n);
-                if let Some(body) = &mut self.body {
-                    let _ = body.flow_control().release_capacity(n);
-                }
-                return Ok(n);
-            }
-            if std::mem::take(&mut self.chunk_crlf) {
-                self.output.extend_from_slice(b"\r\n");
-                continue;
             }
             if let Some(response) = self.response.take() {
                 let response = match response.await {
@@ -302,34 +224,8 @@ impl H2Upstream {
                 self.response_head(response);
                 continue;
             }
-            let Some(body) = &mut self.body else {
+            if !self.output.next_frame().await? {
                 return Ok(0);
-            };
-            match body.data().await {
-                Some(Ok(data)) if data.is_empty() => {}
-                Some(Ok(data)) => {
-                    if self.chunked {
-                        self.output
-                            .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                        self.chunk_crlf = true;
-                    }
-                    self.chunk = data;
-                }
-                Some(Err(e)) => return Err(h2_io(e)),
-                None => {
-                    let trailers = body.trailers().await.map_err(h2_io)?;
-                    self.body = None;
-                    if self.chunked {
-                        self.output.extend_from_slice(b"0\r\n");
-                        for (name, value) in trailers.iter().flatten() {
-                            self.output.extend_from_slice(name.as_str().as_bytes());
-                            self.output.extend_from_slice(b": ");
-                            self.output.extend_from_slice(value.as_bytes());
-                            self.output.extend_from_slice(b"\r\n");
-                        }
-                        self.output.extend_from_slice(b"\r\n");
-                    }
-                }
             }
         }
     }
@@ -338,7 +234,7 @@ impl H2Upstream {
     fn response_head(&mut self, response: http::Response<RecvStream>) {
         let (parts, body) = response.into_parts();
         let status = parts.status;
-        let out = &mut self.output;
+        let out = &mut self.output.out;
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(status.as_str().as_bytes());
         out.push(b' ');
@@ -361,12 +257,13 @@ impl H2Upstream {
         if !bodiless && !has_length && empty {
             out.extend_from_slice(b"content-length: 0\r\n");
         }
-        self.chunked = !bodiless && !has_length && !empty;
-        if self.chunked {
+        let chunked = !bodiless && !has_length && !empty;
+        if chunked {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        self.body = (!bodiless).then_some(body);
+        self.output.chunked = chunked;
+        self.output.body = (!bodiless).then_some(body);
     }
 }
 
