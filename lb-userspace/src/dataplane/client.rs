@@ -203,7 +203,7 @@ async fn serve_cleartext_h2(worker: Rc<Worker>, io: BufferedStream, peer: Socket
     };
     let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
     let io = super::h2_viewer::Prefixed::new(buf, monoio_compat::StreamWrapper::new(tcp));
-    let from = super::h2_viewer::Origin {
+    let from = super::h2_viewer::Viewer {
         peer,
         tls: false,
         fd,

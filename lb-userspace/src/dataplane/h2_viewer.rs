@@ -40,7 +40,7 @@ use crate::config::Http2Settings;
 pub(super) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What an HTTP/2 connection needs to know about where it came from.
-pub(super) struct Origin {
+pub(super) struct Viewer {
     pub peer: SocketAddr,
     /// Over TLS (ALPN h2), not cleartext.
     pub tls: bool,
@@ -49,7 +49,7 @@ pub(super) struct Origin {
 }
 
 /// Serves an HTTP/2 connection (counted as open by whoever accepted it) until it ends.
-pub(super) async fn serve_h2<IO>(worker: Rc<Worker>, io: Prefixed<IO>, from: Origin)
+pub(super) async fn serve_h2<IO>(worker: Rc<Worker>, io: Prefixed<IO>, from: Viewer)
 where
     IO: AsyncRead + AsyncWrite + Unpin + 'static,
 {

@@ -40,7 +40,7 @@ pub(super) async fn serve_tls_client(worker: Rc<Worker>, tcp: TcpStream, peer: S
             drop(view);
             counted.hand_over();
             if conn.alpn_protocol() == Some(crate::tls::H2) {
-                let from = super::h2_viewer::Origin {
+                let from = super::h2_viewer::Viewer {
                     peer,
                     tls: true,
                     fd,
