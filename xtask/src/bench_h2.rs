@@ -5,13 +5,7 @@
 //! streams, 1 KiB responses); p99 at a fixed rate from oha over HTTP/2 (latency
 //! corrected). The load generators run on core 1.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, fmt::Write as _, path::Path, process::Command, time::Instant};
 
 use anyhow::{Context as _, bail};
 
@@ -283,11 +277,7 @@ impl Procs {
                 .chain([ORIGIN])
                 .collect::<Vec<_>>()
         };
-        for addr in all_addrs() {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                bail!("{addr} is already in use (a leftover from an earlier run?); stop it first");
-            }
-        }
+        crate::bench_tls::ensure_free(all_addrs())?;
         let (cert, key, combined) = crate::bench_tls::bench_certificate(work)?;
         let release = root.join("target/release");
         self.set.spawn(
@@ -363,15 +353,6 @@ impl Procs {
             Path::new("haproxy"),
             &["-db", "-f", haproxy_cfg.to_str().unwrap_or_default()],
         )?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for addr in all_addrs() {
-            while std::net::TcpStream::connect(addr).is_err() {
-                if Instant::now() > deadline {
-                    bail!("nothing listening on {addr} after 10 s");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(())
+        crate::bench_tls::wait_listening(all_addrs())
     }
 }

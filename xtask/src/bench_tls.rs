@@ -213,6 +213,30 @@ fn report(
     md
 }
 
+/// Refuses to start when something already listens on one of `addrs` (a leftover run).
+pub(crate) fn ensure_free<'a>(addrs: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
+    for addr in addrs {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            bail!("{addr} is already in use (a leftover from an earlier run?); stop it first");
+        }
+    }
+    Ok(())
+}
+
+/// Waits (10 s at most) until every one of `addrs` accepts connections.
+pub(crate) fn wait_listening<'a>(addrs: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for addr in addrs {
+        while std::net::TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("nothing listening on {addr} after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
 /// The benchmarks' ECDSA P-256 certificate for bench.test and 127.0.0.1, made with the
 /// openssl CLI in `work`: (certificate, key, both in one file for HAProxy).
 pub(crate) fn bench_certificate(
@@ -362,11 +386,7 @@ struct Procs {
 
 impl Procs {
     fn start(&mut self, work: &Path, root: &Path) -> anyhow::Result<()> {
-        for addr in Proxy::ALL.map(Proxy::addr).into_iter().chain([ORIGIN]) {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                bail!("{addr} is already in use (a leftover from an earlier run?); stop it first");
-            }
-        }
+        ensure_free(Proxy::ALL.map(Proxy::addr).into_iter().chain([ORIGIN]))?;
         let (cert, key, combined) = bench_certificate(work)?;
         let release = root.join("target/release");
         self.set.spawn(
@@ -442,15 +462,6 @@ impl Procs {
             Path::new("haproxy"),
             &["-db", "-f", haproxy_cfg.to_str().unwrap_or_default()],
         )?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for addr in Proxy::ALL.map(Proxy::addr).into_iter().chain([ORIGIN]) {
-            while std::net::TcpStream::connect(addr).is_err() {
-                if Instant::now() > deadline {
-                    bail!("nothing listening on {addr} after 10 s");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(())
+        wait_listening(Proxy::ALL.map(Proxy::addr).into_iter().chain([ORIGIN]))
     }
 }

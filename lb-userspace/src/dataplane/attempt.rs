@@ -102,27 +102,14 @@ pub(super) async fn attempt(
             }
         };
         let mut up = BufferedStream::with_buffer(stream, std::mem::take(&mut conn.upstream_buf));
-        write_request_head(view, conn, index, body_mode, cached);
-        if body_mode == BodyMode::Buffered {
-            conn.out.extend_from_slice(&conn.replay);
-        }
         let written_ns = if hedge::watching(worker, view) {
             hedge::now_ns()
         } else {
             0
         };
-        let write = monoio::time::timeout(
-            config.limits.body_timeout,
-            write_all(&mut up.stream, &mut conn.out),
-        )
-        .await;
+        let write_error = write_request(view, conn, &mut up, index, body_mode, cached).await;
         // From here on, bytes of this request may have reached the origin.
         *sent = true;
-        let write_error = match write {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(UpstreamErrorKind::WriteFailed(e.kind())),
-            Err(_elapsed) => Some(UpstreamErrorKind::WriteTimeout),
-        };
         if let Some(kind) = write_error {
             if reused && fresh_retry && replayable && idempotent {
                 fresh_retry = false;
@@ -210,22 +197,9 @@ async fn attempt_h2(
     // As for HTTP/1.1: a connect is given up at the kernel's first SYN retransmit to the
     // origin (a black hole); a stream on an established connection is not a connect, but
     // a retransmitted SYN to the origin meanwhile says the same of it.
-    let stream = if hedge::watching(worker, view) {
-        let alarm = worker
-            .kernel_watch
-            .alarm(index, hedge::now_ns(), Trouble::SynRetransmit);
-        monoio::select! {
-            biased;
-            result = opening => result,
-            () = alarm => Err(UpstreamError::new(
-                UpstreamErrorKind::SynRetransmitted,
-                RequestProgress::NotSent,
-            )),
-        }
-    } else {
-        opening.await
-    }
-    .map_err(|e| Failure::Upstream(e.after(*sent)))?;
+    let stream = until_syn_retransmit(worker, view, index, opening)
+        .await
+        .map_err(|e| Failure::Upstream(e.after(*sent)))?;
     if opened {
         view.metrics()
             .upstream_connections_opened
@@ -245,31 +219,23 @@ async fn attempt_h2(
         })
     };
     let mut up = BufferedStream::with_buffer(stream, std::mem::take(&mut conn.upstream_buf));
-    write_request_head(view, conn, index, body_mode, cached);
-    if body_mode == BodyMode::Buffered {
-        conn.out.extend_from_slice(&conn.replay);
-    }
-    let write = monoio::time::timeout(
-        config.limits.body_timeout,
-        write_all(&mut up.stream, &mut conn.out),
-    )
-    .await;
+    let write_error = write_request(view, conn, &mut up, index, body_mode, cached).await;
     *sent = true;
-    match write {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
+    match write_error {
+        None => {}
+        Some(kind @ UpstreamErrorKind::WriteTimeout) => {
+            return Err(Failure::Upstream(UpstreamError::new(
+                kind,
+                RequestProgress::Sent,
+            )));
+        }
+        Some(kind) => {
             return Err(
                 refused(&up, sent).unwrap_or(Failure::Upstream(UpstreamError::new(
-                    UpstreamErrorKind::WriteFailed(e.kind()),
+                    kind,
                     RequestProgress::Sent,
                 ))),
             );
-        }
-        Err(_elapsed) => {
-            return Err(Failure::Upstream(UpstreamError::new(
-                UpstreamErrorKind::WriteTimeout,
-                RequestProgress::Sent,
-            )));
         }
     }
     if body_mode == BodyMode::Stream {
@@ -301,6 +267,18 @@ async fn connect_watched(
 ) -> Result<super::stream::Stream, UpstreamError> {
     let origin = &view.snap.config.origins[index];
     let connecting = connect(origin, address, tls.then_some(&view.snap.tls.origin));
+    until_syn_retransmit(worker, view, index, connecting).await
+}
+
+/// Runs `connecting` (a connect to origin `index`, or a wait for its HTTP/2 connection)
+/// unless, with kernel signals, the kernel retransmits a SYN to the origin meanwhile:
+/// then it is given up, nothing sent.
+async fn until_syn_retransmit<T>(
+    worker: &Worker,
+    view: &View,
+    index: usize,
+    connecting: impl std::future::Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, UpstreamError> {
     if !hedge::watching(worker, view) {
         return connecting.await;
     }
@@ -314,6 +292,32 @@ async fn connect_watched(
             UpstreamErrorKind::SynRetransmitted,
             RequestProgress::NotSent,
         )),
+    }
+}
+
+/// Writes the request head for origin `index` (and a replayable body) to `up` within the
+/// body timeout; the error, if the write failed.
+async fn write_request(
+    view: &View,
+    conn: &mut ClientConn,
+    up: &mut BufferedStream,
+    index: usize,
+    body_mode: BodyMode,
+    cached: Cached<'_>,
+) -> Option<UpstreamErrorKind> {
+    write_request_head(view, conn, index, body_mode, cached);
+    if body_mode == BodyMode::Buffered {
+        conn.out.extend_from_slice(&conn.replay);
+    }
+    let write = monoio::time::timeout(
+        view.snap.config.limits.body_timeout,
+        write_all(&mut up.stream, &mut conn.out),
+    )
+    .await;
+    match write {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(UpstreamErrorKind::WriteFailed(e.kind())),
+        Err(_elapsed) => Some(UpstreamErrorKind::WriteTimeout),
     }
 }
 

@@ -13,7 +13,10 @@
 //! that stops reading holds at most `http2.max_send_buffer` bytes of lb's memory and the
 //! exchange's write timeout ends the stream.
 
-use std::{io, os::fd::RawFd};
+use std::{
+    io::{self, Write as _},
+    os::fd::RawFd,
+};
 
 use bytes::{Buf, Bytes};
 use h2::{RecvStream, SendStream, server::SendResponse};
@@ -119,8 +122,8 @@ impl Http1Bytes {
         match body.data().await {
             Some(Ok(data)) => {
                 if self.chunked && !data.is_empty() {
-                    self.out
-                        .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    // Into the buffer itself: no allocation per DATA frame.
+                    let _ = write!(self.out, "{:x}\r\n", data.len());
                     self.chunk_crlf = true;
                 }
                 self.chunk = data;
@@ -324,7 +327,7 @@ impl H2Stream {
         // Not whole: what was taken goes first, as a chunk, and the rest follows.
         if !whole.is_empty() {
             let out = &mut request.out;
-            out.extend_from_slice(format!("{:x}\r\n", whole.len()).as_bytes());
+            let _ = write!(out, "{:x}\r\n", whole.len());
             out.extend_from_slice(&whole);
             out.extend_from_slice(b"\r\n");
         }
