@@ -24,10 +24,12 @@ pub enum FailoverReason {
     Stall,
     /// An HTTP/2 origin refused the stream unprocessed (REFUSED_STREAM, GOAWAY).
     RefusedStream,
+    /// The member's name resolves to no address.
+    Dns,
 }
 
 impl FailoverReason {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Status,
         Self::ConnectRefused,
         Self::ConnectTimeout,
@@ -40,6 +42,7 @@ impl FailoverReason {
         Self::SynRetransmit,
         Self::Stall,
         Self::RefusedStream,
+        Self::Dns,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -56,6 +59,7 @@ impl FailoverReason {
             Self::SynRetransmit => "syn_retransmit",
             Self::Stall => "stall",
             Self::RefusedStream => "refused_stream",
+            Self::Dns => "dns",
         }
     }
 }

@@ -40,21 +40,26 @@ impl Snapshot {
             config.groups.iter().map(|g| g.id.clone()).collect(),
             config.origins.len(),
         );
+        let addresses = OriginAddresses::new(&config);
         if let Some(prev) = previous {
             for (i, o) in config.origins.iter().enumerate() {
                 if let Some(j) = prev
                     .config
                     .origins
                     .iter()
-                    .position(|p| p.id == o.id && p.address == o.address)
+                    .position(|p| p.id == o.id && p.address == o.address && p.host == o.host)
                 {
                     health.carry_over(i, &prev.health, j);
                 }
             }
             metrics.carry_over(&prev.metrics, &prev.config, &config);
+            addresses.carry_over(&config, &prev.addresses, &prev.config);
+        }
+        for i in 0..addresses.len() {
+            health.set_unresolved(i, addresses.resolution(i).ips.is_empty());
         }
         Self {
-            addresses: Arc::new(OriginAddresses::new(&config)),
+            addresses: Arc::new(addresses),
             config: Arc::new(config),
             health: Arc::new(health),
             metrics: Arc::new(metrics),
@@ -64,11 +69,11 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    /// What the kernel's origin index must hold now: every origin's endpoints at the
+    /// What the kernel's origin index must hold now: every origin's endpoints at every
     /// address its name resolves to today.
     pub fn kernel_registrations(&self) -> Vec<crate::kernel::OriginRegistration> {
         self.config
-            .kernel_registrations_at(|i| self.addresses.get(i).ip())
+            .kernel_registrations_at(|i| self.addresses.resolution(i).ips.to_vec())
     }
 }
 

@@ -44,6 +44,10 @@ pub enum Command {
         /// The TLS flags `lb run` would get (certificate files are loaded and checked).
         #[command(flatten)]
         tls: run::TlsFlags,
+        /// Also resolve every origin's name (with `[dns]` and --resolve, as `lb run`
+        /// would); without it, checking needs no network.
+        #[arg(long)]
+        check_dns: bool,
     },
     /// The request rules of a config file.
     #[command(subcommand)]
@@ -73,7 +77,11 @@ pub fn main() -> ExitCode {
         Command::Health(args) => health::health(args),
         Command::Cache(command) => cache::cache(command),
         Command::Rules(command) => rules::rules(command),
-        Command::Check { config, tls } => check(&config, &tls.overrides(None, None)),
+        Command::Check {
+            config,
+            tls,
+            check_dns,
+        } => check(&config, &tls.overrides(None, None), check_dns),
         Command::Import(ImportCommand::Cloudfront { file }) => import_cloudfront(&file),
     };
     match result {
@@ -91,7 +99,11 @@ pub fn main() -> ExitCode {
 /// unless the user's filter says otherwise.
 const QUIET_KNOWN_BTF_WARNING: &str = "aya::bpf=error";
 
-fn check(path: &std::path::Path, overrides: &crate::config::Overrides) -> anyhow::Result<ExitCode> {
+fn check(
+    path: &std::path::Path,
+    overrides: &crate::config::Overrides,
+    check_dns: bool,
+) -> anyhow::Result<ExitCode> {
     match crate::config::Config::load(path, overrides) {
         Ok(loaded) => {
             for w in &loaded.warnings {
@@ -101,6 +113,24 @@ fn check(path: &std::path::Path, overrides: &crate::config::Overrides) -> anyhow
             if let Err(e) = crate::tls::TlsMaterial::load(c) {
                 eprintln!("error: {e}");
                 return Ok(ExitCode::from(2));
+            }
+            if check_dns {
+                let mut failed = false;
+                for (name, found) in crate::control::check_names(c) {
+                    match found {
+                        crate::control::Lookup::Found { ips, ttl } => {
+                            let ips: Vec<String> = ips.iter().map(ToString::to_string).collect();
+                            println!("{name}: {} (ttl {}s)", ips.join(", "), ttl.as_secs());
+                        }
+                        crate::control::Lookup::Failed(why) => {
+                            eprintln!("error: {}: origin name: {why}", path.display());
+                            failed = true;
+                        }
+                    }
+                }
+                if failed {
+                    return Ok(ExitCode::from(2));
+                }
             }
             println!(
                 "{}: ok ({} origins, {} groups, {} behaviors)",

@@ -48,6 +48,10 @@ pub struct TlsFlags {
     /// Functions ARN runs (the ARN with or without its version); repeatable.
     #[arg(long = "function", value_parser = function_mapping)]
     pub functions: Vec<(String, PathBuf)>,
+    /// `NAME=ADDR[,ADDR...]`: use these addresses for an origin's name instead of DNS
+    /// (like curl's --resolve); repeatable.
+    #[arg(long = "resolve", value_parser = crate::config::parse_resolve_flag)]
+    pub resolve: Vec<(String, Vec<std::net::IpAddr>)>,
 }
 
 fn function_mapping(s: &str) -> Result<(String, PathBuf), String> {
@@ -70,6 +74,7 @@ impl TlsFlags {
             key: self.key.clone(),
             origin_ca: self.origin_ca.clone(),
             functions: self.functions.clone(),
+            resolve: self.resolve.clone(),
         }
     }
 }
@@ -116,12 +121,17 @@ pub struct Running {
 
 /// Starts lb with `config`. `source` is where reloads re-read it from (None: no reload).
 pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Running> {
-    let mut kernel = start_kernel_signals(&config.kernel, &config.kernel_registrations());
-    let kernel_view = kernel.as_ref().map(KernelSignals::view);
     let workers = config.worker_count();
     let admin = config.admin.address;
     let tls = crate::tls::TlsMaterial::load(&config)?;
     let current = Arc::new(Current::new(Snapshot::build(config, tls, workers, None)));
+    // Names are looked up before traffic; one that does not resolve is a warning and its
+    // origin starts down (reason DNS), the rest serve.
+    crate::control::resolve_at_start(&current);
+    let snap = current.load();
+    let mut kernel = start_kernel_signals(&snap.config.kernel, &snap.kernel_registrations());
+    drop(snap);
+    let kernel_view = kernel.as_ref().map(KernelSignals::view);
     let cache = Arc::new(crate::cache::Store::open(&current.load().config.cache));
     let data_plane = DataPlane::start(SharedState {
         current: Arc::clone(&current),

@@ -34,6 +34,7 @@ const ORIGIN_KEYS: &[&str] = &[
     "ConnectionAttempts",
     "ConnectionTimeout",
     "CustomOriginConfig",
+    "S3OriginConfig",
 ];
 const CUSTOM_ORIGIN_KEYS: &[&str] = &[
     "HTTPPort",
@@ -331,11 +332,36 @@ impl<'a> Cx<'a> {
             );
         }
         let cfield = format!("{field}.CustomOriginConfig");
+        // An S3 bucket (REST endpoint): CloudFront reaches it over HTTPS with the bucket's
+        // domain as Host and SNI. Origin access identities and controls sign requests
+        // with AWS credentials, which lb has no way to do: they are listed as not
+        // implemented (a private bucket then answers 403).
+        let s3 = match obj.get("S3OriginConfig") {
+            Some(c) if custom.is_none() => {
+                let s3field = format!("{field}.S3OriginConfig");
+                let c = self.object(c, &s3field)?;
+                self.unknown_keys(
+                    c,
+                    &["OriginAccessIdentity", "OriginReadTimeout"],
+                    &format!("{s3field}."),
+                );
+                if c.get("OriginAccessIdentity")
+                    .and_then(Value::as_str)
+                    .is_some_and(|oai| !oai.is_empty())
+                {
+                    self.unimplemented
+                        .push(format!("{s3field}.OriginAccessIdentity (request signing)"));
+                }
+                Some(c)
+            }
+            _ => None,
+        };
         let policy = match custom
             .map(|c| self.str_field(c, "OriginProtocolPolicy", &cfield))
             .transpose()?
             .flatten()
         {
+            None if s3.is_some() => OriginProtocol::HttpsOnly,
             None | Some("http-only") => OriginProtocol::HttpOnly,
             Some("https-only") => OriginProtocol::HttpsOnly,
             Some("match-viewer") => OriginProtocol::MatchViewer,
@@ -373,6 +399,14 @@ impl<'a> Cx<'a> {
             ));
         }
         let tls_server_name = domain.trim_matches(['[', ']']).to_owned();
+        if let Some(placeholder) = template_placeholder(domain) {
+            return Err(self.err_at_value(
+                "DomainName",
+                domain,
+                &format!("{field}.DomainName"),
+                format!("`{placeholder}` in `{domain}` is an unexpanded template placeholder, not part of a DNS name"),
+            ));
+        }
         native::validate_server_name(&tls_server_name).map_err(|why| {
             self.err_at_value("DomainName", domain, &format!("{field}.DomainName"), why)
         })?;
@@ -381,7 +415,7 @@ impl<'a> Cx<'a> {
         } else {
             format!("{domain}:{http_port}")
         };
-        let (address, host) = native::resolve(&address).map_err(|why| {
+        let (address, host) = native::parse_origin_address(&address).map_err(|why| {
             self.err_at_value("DomainName", domain, &format!("{field}.DomainName"), why)
         })?;
         let attempts = self
@@ -405,6 +439,7 @@ impl<'a> Cx<'a> {
             ));
         }
         let read = custom
+            .or(s3)
             .map(|c| self.num_field(c, "OriginReadTimeout", &cfield))
             .transpose()?
             .flatten()
@@ -418,6 +453,18 @@ impl<'a> Cx<'a> {
             .str_field(obj, "OriginPath", &field)?
             .unwrap_or("")
             .to_owned();
+        if let Some(placeholder) = template_placeholder(&origin_path) {
+            return Err(self.err_at_value(
+                "OriginPath",
+                &origin_path,
+                &format!("{field}.OriginPath"),
+                format!(
+                    "`{placeholder}` is an unexpanded template placeholder (a multi-tenant \
+                     parameter or a deployment variable): lb serves one distribution, so \
+                     expand it first"
+                ),
+            ));
+        }
         let mut custom_headers = Vec::new();
         for (h, item) in self
             .items(obj.get("CustomHeaders"), &format!("{field}.CustomHeaders"))?
@@ -437,6 +484,7 @@ impl<'a> Cx<'a> {
         Ok(Origin {
             id: id.to_owned(),
             address,
+            host_header: s3.is_some().then(|| tls_server_name.clone()),
             host,
             origin_path,
             custom_headers,
@@ -655,6 +703,16 @@ impl<'a> Cx<'a> {
                 let item_field = format!("{at}.Items[{i}]");
                 let item = self.object(item, &item_field)?;
                 let arn = self.str_field(item, arn_key, &item_field)?.unwrap_or("");
+                if let Some(placeholder) = template_placeholder(arn) {
+                    return Err(self.err_at_value(
+                        arn_key,
+                        arn,
+                        &format!("{item_field}.{arn_key}"),
+                        format!(
+                            "`{placeholder}` is an unexpanded template placeholder, not an ARN"
+                        ),
+                    ));
+                }
                 let event = self
                     .str_field(item, "EventType", &item_field)?
                     .unwrap_or("");
@@ -893,5 +951,57 @@ impl<'a> Cx<'a> {
             response_code,
             page,
         })
+    }
+}
+
+/// The first unexpanded template placeholder in `s`, if any: `{{name}}`, `${NAME}`,
+/// `{some text}` or `<some-text>`, which deployment tools fill in and CloudFront never
+/// sees.
+fn template_placeholder(s: &str) -> Option<&str> {
+    let bytes = s.as_bytes();
+    let open = (0..bytes.len()).find(|&i| match bytes[i] {
+        b'{' | b'<' => true,
+        // `$VAR` and `${VAR}`; a lone `$` is a legal path byte.
+        b'$' => bytes
+            .get(i + 1)
+            .is_some_and(|&n| n == b'{' || n == b'_' || n.is_ascii_uppercase()),
+        _ => false,
+    })?;
+    let rest = &s[open..];
+    let Some(close) = rest.find(['}', '>']) else {
+        // `$VAR` runs to the first byte that cannot be in a variable name.
+        let end = rest[1..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(rest.len(), |e| e + 1);
+        return Some(&rest[..end]);
+    };
+    let end = close + 1 + rest[close + 1..].bytes().take_while(|&b| b == b'}').count();
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::template_placeholder;
+
+    #[test]
+    fn placeholders_are_found_and_plain_values_are_not() {
+        assert_eq!(
+            template_placeholder("/{{tenantName}}"),
+            Some("{{tenantName}}")
+        );
+        assert_eq!(template_placeholder("${BUCKET}.s3"), Some("${BUCKET}"));
+        assert_eq!(
+            template_placeholder("arn:aws:lambda:us-east-1:{your ARN here}"),
+            Some("{your ARN here}")
+        );
+        assert_eq!(
+            template_placeholder("<wp-alb-domain>"),
+            Some("<wp-alb-domain>")
+        );
+        assert_eq!(template_placeholder("/static/v1"), None);
+        assert_eq!(
+            template_placeholder("arn:aws:lambda:us-east-1:123456789012:function:f:3"),
+            None
+        );
     }
 }

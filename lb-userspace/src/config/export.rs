@@ -153,6 +153,7 @@ pub(super) fn to_toml(config: &Config) -> String {
                     Some(h) => format!("{h}:{}", o.address.port()),
                     None => o.address.to_string(),
                 }),
+                host_header: o.host_header.clone().map(s),
                 origin_path: o.origin_path.clone(),
                 protocol: o.protocol,
                 protocol_version: o
@@ -252,6 +253,28 @@ pub(super) fn to_toml(config: &Config) -> String {
         functions: (config.function_limits != Default::default()).then_some(FunctionsFile {
             time_limit: config.function_limits.time,
             memory_limit: config.function_limits.memory as u64,
+        }),
+        dns: (config.dns != DnsSettings::default()).then(|| DnsFile {
+            servers: config
+                .dns
+                .servers
+                .iter()
+                .map(|a| s(a.to_string()))
+                .collect(),
+            min_ttl: config.dns.min_ttl,
+            max_ttl: config.dns.max_ttl,
+            retry: config.dns.retry,
+            timeout: config.dns.timeout,
+            hold: config.dns.hold,
+            hosts: config
+                .dns
+                .hosts
+                .iter()
+                .map(|(name, ips)| {
+                    let ips = ips.iter().map(|ip| ip.to_string()).collect();
+                    (name.clone(), Spanned::new(0..0, ips))
+                })
+                .collect(),
         }),
     };
     toml::to_string_pretty(&file).unwrap_or_else(|e| format!("# cannot render TOML: {e}\n"))

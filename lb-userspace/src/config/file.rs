@@ -57,6 +57,43 @@ pub(super) struct ConfigFile {
     pub functions: Option<FunctionsFile>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub response_rules: Vec<Spanned<super::rules_file::ResponseRuleFile>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsFile>,
+}
+
+/// `[dns]`: resolving origins configured by name.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct DnsFile {
+    /// `IP:port` of name servers; empty: /etc/resolv.conf.
+    pub servers: Vec<Spanned<String>>,
+    #[serde(with = "humantime_serde")]
+    pub min_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub hold: Duration,
+    /// Fixed addresses for names, instead of DNS.
+    pub hosts: std::collections::BTreeMap<String, Spanned<Vec<String>>>,
+}
+
+impl Default for DnsFile {
+    fn default() -> Self {
+        let d = super::model::DnsSettings::default();
+        Self {
+            servers: Vec::new(),
+            min_ttl: d.min_ttl,
+            max_ttl: d.max_ttl,
+            retry: d.retry,
+            timeout: d.timeout,
+            hold: d.hold,
+            hosts: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 /// `[cache]`: the store every worker shares.
@@ -454,8 +491,11 @@ fn default_jitter() -> f64 {
 #[serde(deny_unknown_fields)]
 pub(super) struct OriginFile {
     pub id: Spanned<String>,
-    /// `IP:port`, or `name:port` resolved at start and re-resolved periodically.
+    /// `IP:port`, or `name:port` resolved at start and re-resolved on its TTL.
     pub address: Spanned<String>,
+    /// The Host sent instead of the client's (an S3 bucket's domain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_header: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub origin_path: String,
     #[serde(default = "default_protocol")]

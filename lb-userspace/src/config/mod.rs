@@ -38,6 +38,19 @@ pub struct Overrides {
     pub origin_ca: Vec<PathBuf>,
     /// The files of the functions a CloudFront JSON config's ARNs name (`--function`).
     pub functions: Vec<(String, PathBuf)>,
+    /// Fixed addresses for origin names (`--resolve NAME=ADDR`), before `[dns.hosts]`.
+    pub resolve: Vec<(String, Vec<std::net::IpAddr>)>,
+}
+
+/// `NAME=ADDR[,ADDR...]` of `--resolve`: a name lb looks up, and the addresses to use
+/// for it instead of DNS.
+pub fn parse_resolve_flag(s: &str) -> Result<(String, Vec<std::net::IpAddr>), String> {
+    let Some((name, addresses)) = s.split_once('=') else {
+        return Err(format!("`{s}`: expected NAME=ADDR[,ADDR...]"));
+    };
+    native::validate_host_name(name)?;
+    let ips = native::parse_ip_list(addresses.split(','))?;
+    Ok((name.to_ascii_lowercase(), ips))
 }
 
 impl Overrides {
@@ -128,6 +141,9 @@ impl Config {
         warnings.extend(config.tls_notes());
         if let Some(admin) = overrides.admin {
             config.admin.address = Some(admin);
+        }
+        for (name, ips) in &overrides.resolve {
+            config.dns.hosts.insert(name.clone(), ips.clone());
         }
         Ok(Loaded { config, warnings })
     }

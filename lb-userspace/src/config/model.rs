@@ -40,6 +40,45 @@ pub struct Config {
     pub function_limits: crate::functions::FunctionLimits,
     /// Rules on the final origin answer.
     pub response_rules: crate::rules::response::ResponseRuleSet,
+    /// How origins configured by name are resolved.
+    pub dns: DnsSettings,
+}
+
+/// `[dns]`: how names of origins are resolved and re-resolved (by the control plane;
+/// the data plane only reads the addresses it publishes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DnsSettings {
+    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`).
+    pub servers: Vec<SocketAddr>,
+    /// A record's TTL is raised to this floor before it schedules the next lookup (a
+    /// TTL of 0 must not turn into a query per millisecond).
+    pub min_ttl: Duration,
+    /// And lowered to this ceiling (a moved origin is followed within it).
+    pub max_ttl: Duration,
+    /// How soon a name that did not resolve is asked again.
+    pub retry: Duration,
+    /// How long one lookup may take.
+    pub timeout: Duration,
+    /// How long a name that stops resolving keeps its last addresses before its origin
+    /// is down (a DNS outage should not take healthy origins with it).
+    pub hold: Duration,
+    /// Fixed addresses for names (`[dns.hosts]` and `--resolve NAME=ADDR`), used instead
+    /// of DNS, like curl's `--resolve`.
+    pub hosts: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(300),
+            retry: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+            hold: Duration::from_secs(30),
+            hosts: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 /// `[cache]`: the store every worker shares. Its size is fixed at start (a reload does
@@ -287,9 +326,16 @@ pub enum OriginProtocol {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Origin {
     pub id: String,
+    /// The configured IP literal and port; for an origin configured by name, the
+    /// unspecified address and the port (its addresses come from the resolver, see
+    /// `crate::resolver`).
     pub address: SocketAddr,
-    /// The name the address came from, re-resolved periodically; `None` for IP literals.
+    /// The name the origin is configured by, resolved by the control plane (never while
+    /// the config is checked); `None` for IP literals.
     pub host: Option<String>,
+    /// The Host every request to this origin carries instead of the client's (an S3
+    /// bucket's domain); `None`: the client's Host goes through.
+    pub host_header: Option<String>,
     /// Prefix added to every request path sent to this origin (CloudFront OriginPath).
     pub origin_path: String,
     /// Fixed headers lb adds to every request to this origin, replacing any the client sent.
@@ -320,6 +366,7 @@ impl Origin {
             id: id.to_owned(),
             address,
             host: None,
+            host_header: None,
             origin_path: String::new(),
             custom_headers: Vec::new(),
             protocol: OriginProtocol::HttpOnly,
@@ -354,23 +401,23 @@ impl Origin {
         }
     }
 
-    /// Every address lb may connect to for this origin (both ports for match-viewer).
-    pub fn endpoints(&self) -> Vec<SocketAddr> {
-        self.endpoints_at(self.address.ip())
+    /// Every address lb may connect to for this origin at `ip` (both ports for
+    /// match-viewer).
+    pub fn endpoints_at(&self, ip: std::net::IpAddr) -> Vec<SocketAddr> {
+        let http = SocketAddr::new(ip, self.address.port());
+        let https = SocketAddr::new(ip, self.https_port);
+        match self.protocol {
+            OriginProtocol::HttpOnly => vec![http],
+            OriginProtocol::HttpsOnly => vec![https],
+            OriginProtocol::MatchViewer if self.https_port == self.address.port() => vec![http],
+            OriginProtocol::MatchViewer => vec![http, https],
+        }
     }
 
-    /// [`Self::endpoints`] for the origin's name resolved to `ip`.
-    pub fn endpoints_at(&self, ip: std::net::IpAddr) -> Vec<SocketAddr> {
-        match self.protocol {
-            OriginProtocol::HttpOnly => vec![self.address],
-            OriginProtocol::HttpsOnly => vec![SocketAddr::new(ip, self.https_port)],
-            OriginProtocol::MatchViewer if self.https_port == self.address.port() => {
-                vec![self.address]
-            }
-            OriginProtocol::MatchViewer => {
-                vec![self.address, SocketAddr::new(ip, self.https_port)]
-            }
-        }
+    /// The configured IP literal; `None` for an origin configured by name, whose
+    /// addresses come from the resolver.
+    pub fn literal_ip(&self) -> Option<std::net::IpAddr> {
+        self.host.is_none().then(|| self.address.ip())
     }
 }
 
@@ -601,28 +648,31 @@ impl Config {
 
     /// Dense kernel slots for the origins, in config order. An origin reached on two
     /// ports (match-viewer) registers both, sharing its slot.
+    /// Origins configured by name are not in it until they resolve (see
+    /// [`Self::kernel_registrations_at`]).
     pub fn kernel_registrations(&self) -> Vec<crate::kernel::OriginRegistration> {
-        self.kernel_registrations_at(|i| self.origins[i].address.ip())
+        self.kernel_registrations_at(|i| self.origins[i].literal_ip().into_iter().collect())
     }
 
-    /// [`Self::kernel_registrations`] with origin `i` at `ip_of(i)` (names re-resolved).
+    /// [`Self::kernel_registrations`] with origin `i` at every address in `ips_of(i)`
+    /// (its name's addresses now), all sharing its slot.
     pub fn kernel_registrations_at(
         &self,
-        ip_of: impl Fn(usize) -> std::net::IpAddr,
+        ips_of: impl Fn(usize) -> Vec<std::net::IpAddr>,
     ) -> Vec<crate::kernel::OriginRegistration> {
-        self.origins
-            .iter()
-            .enumerate()
-            .flat_map(|(slot, o)| {
-                o.endpoints_at(ip_of(slot)).into_iter().map(move |address| {
+        let mut registrations = Vec::with_capacity(self.origins.len());
+        for (slot, o) in self.origins.iter().enumerate() {
+            for ip in ips_of(slot) {
+                registrations.extend(o.endpoints_at(ip).into_iter().map(|address| {
                     crate::kernel::OriginRegistration {
                         slot: slot as u32,
                         label: o.id.clone(),
                         address,
                     }
-                })
-            })
-            .collect()
+                }));
+            }
+        }
+        registrations
     }
 
     /// Worker threads to start: the configured count, or one per core.

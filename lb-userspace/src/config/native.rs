@@ -1,12 +1,6 @@
 //! Native TOML → [`Config`], with every semantic error pointing at its line and column.
 
-use std::{
-    collections::HashMap,
-    net::{SocketAddr, ToSocketAddrs},
-    ops::Range,
-    path::Path,
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, ops::Range, path::Path, time::Duration};
 
 use toml::Spanned;
 
@@ -85,8 +79,27 @@ fn build(
         if names.insert(id.to_owned(), Target::Origin(i)).is_some() {
             return Err(loc.err(spec.id.span(), field("id"), format!("duplicate id `{id}`")));
         }
-        let (address, host) = resolve(spec.address.get_ref())
+        let (address, host) = parse_origin_address(spec.address.get_ref())
             .map_err(|why| loc.err(spec.address.span(), field("address"), why))?;
+        let host_header = match &spec.host_header {
+            None => None,
+            Some(h) => {
+                let value = h.get_ref().trim();
+                let name = match value.rsplit_once(':') {
+                    Some((name, port)) if port.parse::<u16>().is_ok() => name,
+                    _ => value,
+                };
+                if name
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_err()
+                {
+                    validate_host_name(name)
+                        .map_err(|why| loc.err(h.span(), field("host_header"), why))?;
+                }
+                Some(value.to_owned())
+            }
+        };
         let attempts = *spec.connection_attempts.get_ref();
         if !(1..=3).contains(&attempts) {
             return Err(loc.err(
@@ -194,6 +207,7 @@ fn build(
             id: id.to_owned(),
             address,
             host,
+            host_header,
             origin_path: spec.origin_path.clone(),
             custom_headers,
             protocol: spec.protocol,
@@ -640,7 +654,75 @@ fn build(
                 memory: usize::try_from(f.memory_limit).unwrap_or(usize::MAX),
             }
         }),
+        dns: match &raw.dns {
+            None => DnsSettings::default(),
+            Some(d) => dns_settings(d, loc)?,
+        },
     })
+}
+
+/// `[dns]`, checked: server addresses and fixed host addresses are IP literals, and the
+/// TTL floor is below the ceiling.
+fn dns_settings(d: &super::file::DnsFile, loc: &Locator<'_>) -> Result<DnsSettings, ConfigError> {
+    let mut servers = Vec::with_capacity(d.servers.len());
+    for (i, server) in d.servers.iter().enumerate() {
+        let address = server
+            .get_ref()
+            .parse::<SocketAddr>()
+            .or_else(|_| {
+                server
+                    .get_ref()
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            })
+            .map_err(|_| {
+                loc.err(
+                    server.span(),
+                    format!("dns.servers[{i}]"),
+                    format!("`{}` is not an IP or IP:port address", server.get_ref()),
+                )
+            })?;
+        servers.push(address);
+    }
+    let mut hosts = std::collections::BTreeMap::new();
+    for (name, addresses) in &d.hosts {
+        let field = format!("dns.hosts.{name}");
+        validate_host_name(name).map_err(|why| loc.err(addresses.span(), &field, why))?;
+        let ips = parse_ip_list(addresses.get_ref().iter().map(String::as_str))
+            .map_err(|why| loc.err(addresses.span(), &field, why))?;
+        hosts.insert(name.to_ascii_lowercase(), ips);
+    }
+    if d.min_ttl > d.max_ttl {
+        return Err(loc.err(0..0, "dns.min_ttl", "must not be above dns.max_ttl"));
+    }
+    let at_least = |d: Duration, floor_ms: u64| d.max(Duration::from_millis(floor_ms));
+    Ok(DnsSettings {
+        servers,
+        min_ttl: d.min_ttl,
+        max_ttl: at_least(d.max_ttl, 100),
+        retry: at_least(d.retry, 100),
+        timeout: at_least(d.timeout, 100),
+        hold: d.hold,
+        hosts,
+    })
+}
+
+/// IP literals, at least one: the addresses of a `[dns.hosts]` entry or `--resolve`.
+pub(super) fn parse_ip_list<'a>(
+    list: impl Iterator<Item = &'a str>,
+) -> Result<Vec<std::net::IpAddr>, String> {
+    let mut ips = Vec::new();
+    for a in list {
+        let a = a.trim().trim_start_matches('[').trim_end_matches(']');
+        ips.push(
+            a.parse()
+                .map_err(|_| format!("`{a}` is not an IP address"))?,
+        );
+    }
+    if ips.is_empty() {
+        return Err("needs at least one address".into());
+    }
+    Ok(ips)
 }
 
 /// A behavior's `cache` table, checked: TTLs in order (CloudFront: MinTTL <= DefaultTTL
@@ -765,9 +847,10 @@ fn parse_socket_addr(s: &Spanned<String>) -> Option<SocketAddr> {
     s.get_ref().parse().ok()
 }
 
-/// `IP:port` as is; `name:port` resolved now (the first address), and remembered for
-/// periodic re-resolution.
-pub(super) fn resolve(address: &str) -> Result<(SocketAddr, Option<String>), String> {
+/// `IP:port` as is; `name:port` checked as a DNS name but not resolved (checking a config
+/// needs no network, and a name that does not resolve yet is not an error: its origin is
+/// down until it does). A named origin's address is the unspecified IP with its port.
+pub(super) fn parse_origin_address(address: &str) -> Result<(SocketAddr, Option<String>), String> {
     if let Ok(a) = address.parse::<SocketAddr>() {
         return Ok((a, None));
     }
@@ -776,15 +859,46 @@ pub(super) fn resolve(address: &str) -> Result<(SocketAddr, Option<String>), Str
             "`{address}` needs a port (for example 127.0.0.1:8080 or origin.example:80)"
         ));
     };
-    if port.parse::<u16>().is_err() || host.is_empty() {
+    let Ok(port) = port.parse::<u16>() else {
         return Err(format!("`{address}` is not IP:port or name:port"));
+    };
+    validate_host_name(host)?;
+    Ok((
+        SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port),
+        Some(host.to_ascii_lowercase()),
+    ))
+}
+
+/// A name lb can look up: letters, digits, `-`, `_` and dots, in labels of at most 63
+/// bytes, 253 in all. Catches unexpanded template placeholders (`${BUCKET}`,
+/// `<alb-domain>`, `{{tenant}}`) with the character that gives them away.
+pub(super) fn validate_host_name(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("the host name is empty".into());
     }
-    let first = (host, port.parse::<u16>().unwrap_or(0))
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
-        .next()
-        .ok_or_else(|| format!("`{host}` resolves to no address"))?;
-    Ok((first, Some(host.to_owned())))
+    if let Some(c) = host
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+    {
+        return Err(format!(
+            "`{host}` is not a valid DNS name (`{c}` is not allowed; an unexpanded template placeholder?)"
+        ));
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.len() > 253 || name.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        return Err(format!(
+            "`{host}` is not a valid DNS name (empty label, or a label over 63 bytes)"
+        ));
+    }
+    if name.parse::<std::net::IpAddr>().is_err()
+        && name
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("`{host}` is neither an IP address nor a DNS name"));
+    }
+    Ok(())
 }
 
 /// Header names are tokens; values may not contain CR, LF or NUL (no header injection).

@@ -163,7 +163,10 @@ fn tls_listener_and_origin_protocols_build_the_model() {
     assert_eq!(primary.https_port, 8081);
     assert_eq!(primary.tls_server_name, "127.0.0.1");
     assert!(primary.uses_tls(false) && primary.uses_tls(true));
-    assert_eq!(primary.endpoints(), ["127.0.0.1:8081".parse().unwrap()]);
+    assert_eq!(
+        primary.endpoints_at(primary.address.ip()),
+        ["127.0.0.1:8081".parse().unwrap()]
+    );
     assert!(c.tls_notes().is_empty());
 
     let c = parse(&with_tls(

@@ -257,7 +257,19 @@ fn origins_json(state: &State) -> String {
             let verdict = health.kernel_verdict(i, state.kernel.as_deref());
             json!({
                 "id": o.id,
-                "address": snap.addresses.get(i).to_string(),
+                "address": snap
+                    .addresses
+                    .first(i, o.address.port())
+                    .map_or_else(|| "unresolved".to_owned(), |a| a.to_string()),
+                "dns": o.host.as_ref().map(|host| {
+                    let r = snap.addresses.resolution(i);
+                    json!({
+                        "name": host,
+                        "addresses": r.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "ttl_s": r.ttl.map(|t| t.as_secs_f64()),
+                        "error": r.error,
+                    })
+                }),
                 "state": h.state,
                 "reason": h.reason,
                 "state_for_ms": h.state_for_ms,

@@ -42,7 +42,7 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
                         Arc::clone(&snap.health),
                         Arc::clone(&snap.addresses),
                         index,
-                        origin.endpoints()[0].port(),
+                        origin.port(origin.uses_tls(false)),
                         settings.tcp_probe_interval,
                         settings.tcp_probe_timeout.min(origin.connect_timeout),
                     )));
@@ -157,7 +157,10 @@ async fn checker(
         rng ^= rng << 17;
         let spread = (rng % 2001) as f64 / 1000.0 - 1.0; // -1.0..=1.0
         tokio::time::sleep(base.mul_f64((1.0 + spread * check.jitter).max(0.05))).await;
-        let address = std::net::SocketAddr::new(addresses.get(index).ip(), target.port);
+        let Some(address) = addresses.first(index, target.port) else {
+            // Nothing to check until the name resolves (the origin is down for DNS).
+            continue;
+        };
         let status = match tokio::time::timeout(check.timeout, probe(address, &target)).await {
             Ok(Probe::Status(status)) => status,
             Ok(Probe::Failed) | Err(_) => 0,
@@ -186,7 +189,9 @@ async fn tcp_prober(
         if table.state(index) == HealthState::Healthy {
             continue;
         }
-        let address = std::net::SocketAddr::new(addresses.get(index).ip(), port);
+        let Some(address) = addresses.first(index, port) else {
+            continue;
+        };
         let ok = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await
         {
             Ok(Ok(_)) => true,

@@ -10,6 +10,7 @@ mod dns;
 mod health;
 mod os_signals;
 
+pub use dns::{Lookup, check_names, resolve_at_start};
 pub use os_signals::hold_signals;
 mod reload;
 

@@ -9,7 +9,7 @@
 //! the origin (nothing answers there), and a wait for the head watches for a stall of the
 //! connection, hedging to `hedge_to` when the request may be repeated (see `hedge`).
 
-use std::{net::SocketAddr, time::Instant};
+use std::time::Instant;
 
 use super::{
     body::{self, BodyError, BodyErrorKind, BodyPlan, Encoding, Side, Source},
@@ -90,9 +90,7 @@ pub(super) async fn attempt(
         let stream = match pooled {
             Some(s) => s,
             None => {
-                let address = view.snap.addresses.get(index);
-                let address = SocketAddr::new(address.ip(), origin.port(tls));
-                let s = connect_watched(worker, view, index, address, tls)
+                let s = connect_watched(worker, view, index, tls)
                     .await
                     .map_err(|e| Failure::Upstream(e.after(*sent)))?;
                 view.metrics()
@@ -184,13 +182,11 @@ async fn attempt_h2(
     let config = &view.snap.config;
     let origin = &config.origins[index];
     let tls = origin.uses_tls(conn.tls());
-    let address = view.snap.addresses.get(index);
-    let address = SocketAddr::new(address.ip(), origin.port(tls));
     let mut opened = false;
     let opening = worker.h2_origins.stream(
         origin,
         index,
-        address,
+        &view.snap.addresses,
         tls.then_some(&view.snap.tls.origin_h2),
         &mut opened,
     );
@@ -262,11 +258,15 @@ async fn connect_watched(
     worker: &Worker,
     view: &View,
     index: usize,
-    address: SocketAddr,
     tls: bool,
 ) -> Result<super::stream::Stream, UpstreamError> {
     let origin = &view.snap.config.origins[index];
-    let connecting = connect(origin, address, tls.then_some(&view.snap.tls.origin));
+    let connecting = connect(
+        origin,
+        &view.snap.addresses,
+        index,
+        tls.then_some(&view.snap.tls.origin),
+    );
     until_syn_retransmit(worker, view, index, connecting).await
 }
 
@@ -395,7 +395,7 @@ fn request_head_into(
                 method: head.method_str(),
                 path_prefix: &origin.origin_path,
                 path: &edited_path(edits, &changed.target),
-                host: edited_host(edits, changed.host()),
+                host: edited_host(edits, origin, changed.host()),
                 fields: changed
                     .fields()
                     .filter(|(n, _)| {
@@ -421,7 +421,7 @@ fn request_head_into(
                 method: head.method_str(),
                 path_prefix: &origin.origin_path,
                 path: &edited_path(edits, head.path()),
-                host: edited_host(edits, head.host()),
+                host: edited_host(edits, origin, head.host()),
                 fields: head
                     .fields()
                     .filter(|(n, _)| kept_field(edits, n))
@@ -447,7 +447,7 @@ fn request_head_into(
             method: head.method_str(),
             path_prefix: &origin.origin_path,
             path: &edited_path(edits, &lookup.origin_target),
-            host: edited_host(edits, head.host()),
+            host: edited_host(edits, origin, head.host()),
             fields: head
                 .fields()
                 .filter(|(n, _)| policy.key.forwards_header(n) && kept_field(edits, n))
@@ -497,13 +497,16 @@ pub(super) fn edited_path<'t>(
     }
 }
 
+/// The Host an origin receives: a rule's, else the origin's own `host_header` (an S3
+/// bucket answers only to its domain), else the client's.
 pub(super) fn edited_host<'a>(
     edits: Option<&'a crate::rules::Actions>,
+    origin: &'a crate::config::Origin,
     host: Option<&'a [u8]>,
 ) -> Option<&'a [u8]> {
     match edits.and_then(|e| e.set_host.as_deref()) {
         Some(h) => Some(h.as_bytes()),
-        None => host,
+        None => origin.host_header.as_deref().map(str::as_bytes).or(host),
     }
 }
 

@@ -118,10 +118,8 @@ async fn fetch(view: &View, path: &str) -> Option<(Vec<u8>, Vec<u8>)> {
         let origin = &config.origins[index];
         // Pages are cached for every viewer: match-viewer origins are asked over HTTP.
         let tls = origin.uses_tls(false);
-        let address = view.snap.addresses.get(index);
-        let address = std::net::SocketAddr::new(address.ip(), origin.port(tls));
         let tls_config = tls.then_some(&view.snap.tls.origin);
-        let Ok(mut stream) = connect(origin, address, tls_config).await else {
+        let Ok(mut stream) = connect(origin, &view.snap.addresses, index, tls_config).await else {
             continue;
         };
         let host = origin

@@ -374,7 +374,10 @@ pub(super) async fn exchange(worker: &Worker, view: &View, conn: &mut ClientConn
                     ms,
                 });
                 counters.error(failover_reason(&e));
-                view.snap.health.record_failure(index, now_ms());
+                if e.kind != UpstreamErrorKind::Unresolved {
+                    // An unresolved name is down already; nothing was tried on it.
+                    view.snap.health.record_failure(index, now_ms());
+                }
                 if let UpstreamErrorKind::ConnectFailed(
                     std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable,
                 ) = e.kind
@@ -639,6 +642,7 @@ fn failover_reason(e: &UpstreamError) -> FailoverReason {
         }
         UpstreamErrorKind::SynRetransmitted => FailoverReason::SynRetransmit,
         UpstreamErrorKind::StreamRefused => FailoverReason::RefusedStream,
+        UpstreamErrorKind::Unresolved => FailoverReason::Dns,
     }
 }
 

@@ -14,7 +14,7 @@
 //! hedged keeps waiting for its own answer, up to the response timeout: a stall is no
 //! reason to give up on a request that may not be repeated.
 
-use std::{net::SocketAddr, os::fd::AsRawFd, pin::pin, time::Instant};
+use std::{os::fd::AsRawFd, pin::pin, time::Instant};
 
 use super::{
     conn::{BufferedStream, write_all},
@@ -145,9 +145,8 @@ async fn hedge_attempt(
     let stream = match pooled {
         Some(s) => s,
         None => {
-            let address = view.snap.addresses.get(index);
-            let address = SocketAddr::new(address.ip(), origin.port(tls));
-            connect(origin, address, tls.then_some(&view.snap.tls.origin)).await?
+            let tls_config = tls.then_some(&view.snap.tls.origin);
+            connect(origin, &view.snap.addresses, index, tls_config).await?
         }
     };
     let mut up = BufferedStream::with_buffer(stream, worker.buffers.take());

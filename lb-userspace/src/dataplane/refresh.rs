@@ -107,11 +107,8 @@ async fn run(
         }
         let origin = &config.origins[index];
         let use_tls = origin.uses_tls(tls);
-        let address = view.snap.addresses.get(index);
-        let address = std::net::SocketAddr::new(address.ip(), origin.port(use_tls));
-        let Ok(mut stream) =
-            connect(origin, address, use_tls.then_some(&view.snap.tls.origin)).await
-        else {
+        let tls_config = use_tls.then_some(&view.snap.tls.origin);
+        let Ok(mut stream) = connect(origin, &view.snap.addresses, index, tls_config).await else {
             continue;
         };
         let mut request = Vec::with_capacity(512);
@@ -124,7 +121,7 @@ async fn run(
                 method: "GET",
                 path_prefix: &origin.origin_path,
                 path: &super::attempt::edited_path(edits, &lookup.origin_target),
-                host: super::attempt::edited_host(edits, host.as_deref()),
+                host: super::attempt::edited_host(edits, origin, host.as_deref()),
                 fields: fields
                     .iter()
                     .map(|(n, v)| (&n[..], &v[..]))

@@ -78,7 +78,10 @@ pub fn evaluate(
     let recent_failure = now.saturating_sub(h.last_failure_ms.load(Relaxed)) < SUSPECT_QUIET_MS
         && h.last_failure_ms.load(Relaxed) != 0;
     let checks_failing_reason = checks.map_or(Reason::ActiveChecksFailing, Checks::failing);
-    let down_reason = kernel_verdict
+    let unresolved = table.unresolved(index);
+    let down_reason = unresolved
+        .then_some(Reason::DnsUnresolved)
+        .or(kernel_verdict)
         .or(ejected.then_some(Reason::Ejected))
         .or(checks_failing.then_some(checks_failing_reason));
     let next = match state {
@@ -107,7 +110,10 @@ pub fn evaluate(
             None => None,
         },
         S::Down => {
-            if kernel_verdict.is_some() {
+            if unresolved {
+                // Nothing to connect to: no probe can bring it back before DNS does.
+                None
+            } else if kernel_verdict.is_some() {
                 // The kernel's evidence still stands (and keeps the request path away).
                 None
             } else if let Some(c) = checks {

@@ -60,6 +60,8 @@ pub enum Reason {
     KernelStall = 11,
     TcpProbesFailing = 12,
     TcpProbesPassing = 13,
+    /// The origin's name does not resolve (and its last addresses are no longer held).
+    DnsUnresolved = 14,
 }
 
 impl Reason {
@@ -78,6 +80,7 @@ impl Reason {
             11 => Self::KernelStall,
             12 => Self::TcpProbesFailing,
             13 => Self::TcpProbesPassing,
+            14 => Self::DnsUnresolved,
             _ => Self::Start,
         }
     }
@@ -104,6 +107,7 @@ impl Reason {
             Self::EjectionOver => "ejection over, probing with live traffic",
             Self::SlowStartDone => "slow start complete",
             Self::FailuresStopped => "no new failures",
+            Self::DnsUnresolved => "DNS: the origin's name does not resolve",
         }
     }
 }
@@ -142,6 +146,9 @@ pub struct OriginHealth {
     /// connect at once; when it arrives while the connecting thread holds the socket
     /// (a fast local path), only the socket error tells. CLOCK_MONOTONIC ns, 0: never.
     pub(super) unreachable_ns: AtomicU64,
+    /// The origin's name has no addresses now (written by the resolver): it is down
+    /// until it resolves, whatever else says.
+    pub(super) unresolved: std::sync::atomic::AtomicBool,
 }
 
 impl OriginHealth {
@@ -241,7 +248,10 @@ impl HealthTable {
             return Availability::Down;
         };
         let state = HealthState::from_u8(h.state.load(Relaxed));
-        if state == HealthState::Down || now < h.ejected_until_ms.load(Relaxed) {
+        if state == HealthState::Down
+            || now < h.ejected_until_ms.load(Relaxed)
+            || h.unresolved.load(Relaxed)
+        {
             return Availability::Down;
         }
         if self.settings.use_kernel_signals
@@ -306,6 +316,18 @@ impl HealthTable {
         let view = kernel.filter(|_| self.settings.use_kernel_signals)?;
         let h = &self.origins[index];
         kernel_verdict(view, index, h.reported(), monotonic_now_ns())
+    }
+
+    /// Whether origin `index`'s name resolves to no address now (the resolver says).
+    pub fn set_unresolved(&self, index: usize, unresolved: bool) {
+        let flag = &self.origins[index].unresolved;
+        if flag.load(Relaxed) != unresolved {
+            flag.store(unresolved, Relaxed);
+        }
+    }
+
+    pub fn unresolved(&self, index: usize) -> bool {
+        self.origins[index].unresolved.load(Relaxed)
     }
 
     /// A worker's connect to origin `index` failed with host or network unreachable.

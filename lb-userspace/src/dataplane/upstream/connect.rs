@@ -12,16 +12,18 @@ use super::{LocalResource, RequestProgress, TlsFailure, UpstreamError, UpstreamE
 use crate::{
     config::Origin,
     dataplane::stream::{Stream, Tls},
+    resolver::OriginAddresses,
 };
 
-/// Connects to `origin` at `address` (its current, possibly re-resolved, address, with
-/// the port for the scheme); with `tls`, completes a handshake verified by that config.
+/// Connects to `origin` (number `index`) at its current addresses, on the port for the
+/// scheme; with `tls`, completes a handshake verified by that config.
 pub(in crate::dataplane) async fn connect(
     origin: &Origin,
-    address: std::net::SocketAddr,
+    addresses: &OriginAddresses,
+    index: usize,
     tls: Option<&Arc<ClientConfig>>,
 ) -> Result<Stream, UpstreamError> {
-    let tcp = connect_tcp(origin, address).await?;
+    let tcp = connect_tcp(origin, addresses, index, tls.is_some()).await?;
     let Some(config) = tls else {
         return Ok(Stream::Plain(tcp));
     };
@@ -54,16 +56,39 @@ pub(in crate::dataplane) async fn tls_handshake(
     }
 }
 
+/// Up to `connection_attempts` connects of `connect_timeout` each, going round the
+/// origin's addresses from the one that last answered; an address that fails at once
+/// (refused, unreachable) does not use up an attempt while others are untried. The
+/// address that answers is where the next connection starts.
 pub(in crate::dataplane) async fn connect_tcp(
     origin: &Origin,
-    address: std::net::SocketAddr,
+    addresses: &OriginAddresses,
+    index: usize,
+    tls: bool,
 ) -> Result<TcpStream, UpstreamError> {
+    let endpoints = addresses.endpoints(index, origin.port(tls));
+    if endpoints.is_empty() {
+        return Err(UpstreamError::new(
+            UpstreamErrorKind::Unresolved,
+            RequestProgress::NotSent,
+        ));
+    }
     let mut last = UpstreamErrorKind::ConnectTimeout;
-    for _ in 0..origin.connection_attempts.max(1) {
+    let attempts = usize::from(origin.connection_attempts.max(1));
+    // Time spent waiting stays within attempts × timeout; fast failures only move on.
+    let mut timeouts = 0;
+    for n in 0..attempts.max(endpoints.len()) {
+        if timeouts == attempts {
+            break;
+        }
+        let Some(address) = endpoints.attempt(n) else {
+            break;
+        };
         match monoio::time::timeout(origin.connect_timeout, TcpStream::connect_addr(address)).await
         {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
+                addresses.connected(index, address.ip());
                 return Ok(stream);
             }
             Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
@@ -79,7 +104,10 @@ pub(in crate::dataplane) async fn connect_tcp(
                 }
                 last = UpstreamErrorKind::ConnectFailed(e.kind());
             }
-            Err(_elapsed) => last = UpstreamErrorKind::ConnectTimeout,
+            Err(_elapsed) => {
+                last = UpstreamErrorKind::ConnectTimeout;
+                timeouts += 1;
+            }
         }
     }
     Err(UpstreamError::new(last, RequestProgress::NotSent))

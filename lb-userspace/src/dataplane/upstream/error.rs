@@ -45,6 +45,8 @@ pub(in crate::dataplane) enum UpstreamErrorKind {
     /// An HTTP/2 origin refused the stream (REFUSED_STREAM, or a GOAWAY before it was
     /// processed): like a connect failure, nothing of the request was processed.
     StreamRefused,
+    /// The origin's name resolves to no address now: nothing was tried.
+    Unresolved,
 }
 
 /// Who a failure belongs to (as Pingora's errors record it): only the origin's own
@@ -173,6 +175,7 @@ impl UpstreamError {
             UpstreamErrorKind::LocalResource(_) => "lb-overloaded",
             UpstreamErrorKind::SynRetransmitted => "syn-retransmit",
             UpstreamErrorKind::StreamRefused => "refused-stream",
+            UpstreamErrorKind::Unresolved => "dns",
         }
     }
 
@@ -214,6 +217,9 @@ impl UpstreamError {
             }
             UpstreamErrorKind::StreamRefused => {
                 format!("origin {origin} refused the HTTP/2 stream (nothing was processed)")
+            }
+            UpstreamErrorKind::Unresolved => {
+                format!("could not connect to origin {origin}: its name does not resolve")
             }
             UpstreamErrorKind::LocalResource(r) => {
                 format!(

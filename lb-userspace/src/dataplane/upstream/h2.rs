@@ -14,6 +14,8 @@ use rustls::ClientConfig;
 
 use rustls::pki_types::ServerName;
 
+use crate::resolver::OriginAddresses;
+
 use super::{RequestProgress, TlsFailure, UpstreamError, UpstreamErrorKind, connect::connect_tcp};
 use crate::{
     config::Origin,
@@ -123,20 +125,21 @@ impl H2Connections {
         }
     }
 
-    /// A new stream to origin `index` at `address`, on its connection (opened if there
-    /// is none, or it went away). With `tls`, the connection is HTTPS and must agree to
-    /// `h2` by ALPN. `opened` is set when a new connection was made.
+    /// A new stream to origin `index` (at its current `addresses`), on its connection
+    /// (opened if there is none, or it went away). With `tls`, the connection is HTTPS
+    /// and must agree to `h2` by ALPN. `opened` is set when a new connection was made.
     pub async fn stream(
         &self,
         origin: &Origin,
         index: usize,
-        address: SocketAddr,
+        addresses: &OriginAddresses,
         tls: Option<&Arc<ClientConfig>>,
         opened: &mut bool,
     ) -> Result<Stream, UpstreamError> {
+        let port = origin.port(tls.is_some());
         let authority = match &origin.host {
-            Some(host) => format!("{host}:{}", address.port()),
-            None => address.to_string(),
+            Some(host) => format!("{host}:{port}"),
+            None => SocketAddr::new(origin.address.ip(), port).to_string(),
         };
         let timed_out =
             || UpstreamError::new(UpstreamErrorKind::ConnectTimeout, RequestProgress::NotSent);
@@ -159,7 +162,7 @@ impl H2Connections {
                         index,
                         done: false,
                     };
-                    let connected = connect_h2(origin, address, tls).await;
+                    let connected = connect_h2(origin, addresses, index, tls).await;
                     settled.done = true;
                     match connected {
                         Ok(shared) => {
@@ -216,10 +219,11 @@ impl Drop for Settle<'_> {
 /// when `tls`, the HTTP/2 handshake.
 async fn connect_h2(
     origin: &Origin,
-    address: SocketAddr,
+    addresses: &OriginAddresses,
+    index: usize,
     tls: Option<&Arc<ClientConfig>>,
 ) -> Result<Shared, UpstreamError> {
-    let mut tcp = connect_tcp(origin, address).await?;
+    let mut tcp = connect_tcp(origin, addresses, index, tls.is_some()).await?;
     let fd = tcp.as_raw_fd();
     let send = match tls {
         Some(config) => {
