@@ -8,7 +8,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering::Relaxed},
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -83,6 +83,9 @@ struct Slot {
     now: ArcSwap<Resolution>,
     /// Index into `now.ips` of the address the last connection that worked went to.
     preferred: AtomicUsize,
+    /// Counts changes of the addresses: pooled connections made before a change are
+    /// not reused.
+    epoch: AtomicU64,
 }
 
 /// One slot per origin, in config order.
@@ -104,6 +107,7 @@ impl OriginAddresses {
                             .map_or_else(Resolution::pending, Resolution::literal),
                     ),
                     preferred: AtomicUsize::new(0),
+                    epoch: AtomicU64::new(0),
                 })
                 .collect(),
         }
@@ -155,6 +159,11 @@ impl OriginAddresses {
         }
     }
 
+    /// Changes so far of origin `index`'s addresses.
+    pub fn epoch(&self, index: usize) -> u64 {
+        self.slots[index].epoch.load(Relaxed)
+    }
+
     /// Everything known of origin `index`'s addresses.
     pub fn resolution(&self, index: usize) -> Arc<Resolution> {
         self.slots[index].now.load_full()
@@ -166,6 +175,7 @@ impl OriginAddresses {
         let changed = slot.now.load().ips != resolution.ips;
         if changed {
             slot.preferred.store(0, Relaxed);
+            slot.epoch.fetch_add(1, Relaxed);
         }
         slot.now.store(Arc::new(resolution));
         changed

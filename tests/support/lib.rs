@@ -1,5 +1,6 @@
 //! Shared helpers for lb's integration tests.
 
+pub mod dns;
 pub mod http;
 pub mod load;
 pub mod netns;

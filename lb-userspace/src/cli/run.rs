@@ -52,6 +52,10 @@ pub struct TlsFlags {
     /// (like curl's --resolve); repeatable.
     #[arg(long = "resolve", value_parser = crate::config::parse_resolve_flag)]
     pub resolve: Vec<(String, Vec<std::net::IpAddr>)>,
+    /// Run without the eBPF part (as `[kernel] enabled = false`; a CloudFront JSON
+    /// config has no place for it): health then uses passive and active signals only.
+    #[arg(long)]
+    pub no_kernel: bool,
 }
 
 fn function_mapping(s: &str) -> Result<(String, PathBuf), String> {
@@ -75,6 +79,7 @@ impl TlsFlags {
             origin_ca: self.origin_ca.clone(),
             functions: self.functions.clone(),
             resolve: self.resolve.clone(),
+            no_kernel: self.no_kernel,
         }
     }
 }

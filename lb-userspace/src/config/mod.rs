@@ -40,6 +40,8 @@ pub struct Overrides {
     pub functions: Vec<(String, PathBuf)>,
     /// Fixed addresses for origin names (`--resolve NAME=ADDR`), before `[dns.hosts]`.
     pub resolve: Vec<(String, Vec<std::net::IpAddr>)>,
+    /// `--no-kernel`: the eBPF part stays off whatever the file says.
+    pub no_kernel: bool,
 }
 
 /// `NAME=ADDR[,ADDR...]` of `--resolve`: a name lb looks up, and the addresses to use
@@ -141,6 +143,9 @@ impl Config {
         warnings.extend(config.tls_notes());
         if let Some(admin) = overrides.admin {
             config.admin.address = Some(admin);
+        }
+        if overrides.no_kernel {
+            config.kernel.enabled = false;
         }
         for (name, ips) in &overrides.resolve {
             config.dns.hosts.insert(name.clone(), ips.clone());

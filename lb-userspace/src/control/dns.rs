@@ -61,8 +61,8 @@ impl NameResolver {
         } else {
             let mut config = ResolverConfig::new();
             for &server in &settings.servers {
+                // UDP: lb keeps at most MAX_ADDRESSES per name, which fit a datagram.
                 config.add_name_server(NameServerConfig::new(server, Protocol::Udp));
-                config.add_name_server(NameServerConfig::new(server, Protocol::Tcp));
             }
             Ok(TokioResolver::builder_with_config(
                 config,

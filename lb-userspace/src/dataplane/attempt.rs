@@ -79,10 +79,12 @@ pub(super) async fn attempt(
     loop {
         // The retry after a dead pooled connection always uses a fresh one.
         let pooled = if fresh_retry {
-            worker
-                .pool
-                .borrow_mut()
-                .checkout(index, tls, origin.keepalive_timeout)
+            worker.pool.borrow_mut().checkout(
+                index,
+                tls,
+                origin.keepalive_timeout,
+                view.snap.addresses.epoch(index),
+            )
         } else {
             None
         };

@@ -138,10 +138,12 @@ async fn hedge_attempt(
 ) -> Result<(BufferedStream, u16), UpstreamError> {
     let origin = &view.snap.config.origins[index];
     let sent = |kind| UpstreamError::new(kind, RequestProgress::Sent);
-    let pooled = worker
-        .pool
-        .borrow_mut()
-        .checkout(index, tls, origin.keepalive_timeout);
+    let pooled = worker.pool.borrow_mut().checkout(
+        index,
+        tls,
+        origin.keepalive_timeout,
+        view.snap.addresses.epoch(index),
+    );
     let stream = match pooled {
         Some(s) => s,
         None => {

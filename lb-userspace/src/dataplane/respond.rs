@@ -343,10 +343,12 @@ pub(super) async fn respond(
     // pooled either: its address, SNI name or trust settings may have changed.
     if reuse.allowed() && !origin.has_data() && view.is_current(worker) {
         let (stream, buf) = origin.into_parts();
-        worker
-            .pool
-            .borrow_mut()
-            .checkin(index, stream, reuse == crate::http::Reuse::AfterCheck);
+        worker.pool.borrow_mut().checkin(
+            index,
+            stream,
+            reuse == crate::http::Reuse::AfterCheck,
+            view.snap.addresses.epoch(index),
+        );
         conn.upstream_buf = buf;
     } else {
         let (_, buf) = origin.into_parts();
@@ -380,10 +382,12 @@ pub(super) fn consume_bodiless<T>(
     origin.consume(head_len);
     if reuse.allowed() && !origin.has_data() && view.is_current(worker) {
         let (stream, buf) = origin.into_parts();
-        worker
-            .pool
-            .borrow_mut()
-            .checkin(index, stream, reuse == crate::http::Reuse::AfterCheck);
+        worker.pool.borrow_mut().checkin(
+            index,
+            stream,
+            reuse == crate::http::Reuse::AfterCheck,
+            view.snap.addresses.epoch(index),
+        );
         conn.upstream_buf = buf;
     }
     out

@@ -45,6 +45,8 @@ struct Shared {
     fd: RawFd,
     /// When a stream last started on it (for the origin's `keepalive_timeout`).
     used: std::rc::Rc<std::cell::Cell<std::time::Instant>>,
+    /// The origin's address epoch it was made in: after the name moves, a new one.
+    epoch: u64,
 }
 
 /// What an attempt finds in an origin's slot.
@@ -61,10 +63,15 @@ impl H2Connections {
         self.by_origin.borrow_mut().clear();
     }
 
-    fn find(&self, index: usize) -> Found {
+    fn find(&self, index: usize, epoch: u64) -> Found {
         let mut all = self.by_origin.borrow_mut();
         if all.len() <= index {
             all.resize_with(index + 1, || None);
+        }
+        if matches!(&all[index], Some(Slot::Ready(shared)) if shared.epoch != epoch) {
+            // The origin's name moved: streams go to a connection at its new address
+            // (the old one closes once its streams end).
+            all[index] = None;
         }
         match &mut all[index] {
             Some(Slot::Ready(shared)) => Found::Ready(shared.clone()),
@@ -145,7 +152,7 @@ impl H2Connections {
             || UpstreamError::new(UpstreamErrorKind::ConnectTimeout, RequestProgress::NotSent);
         // Twice at most: a connection found gone is replaced once.
         for _ in 0..2 {
-            let shared = match self.find(index) {
+            let shared = match self.find(index, addresses.epoch(index)) {
                 Found::Ready(shared) => shared,
                 Found::Wait(rx) => {
                     match monoio::time::timeout(origin.connect_timeout, rx).await {
@@ -234,6 +241,7 @@ async fn connect_h2(
         None => handshake(origin, monoio_compat::StreamWrapper::new(tcp)).await?,
     };
     Ok(Shared {
+        epoch: addresses.epoch(index),
         send,
         fd,
         used: std::rc::Rc::new(std::cell::Cell::new(std::time::Instant::now())),

@@ -26,6 +26,9 @@ struct Idle {
     /// Its last response had a body lb did not read (HEAD, 304 with a length): peeked
     /// for stray bytes before reuse however briefly it was idle.
     verify: bool,
+    /// The origin's address epoch when it went idle: a connection from before the
+    /// origin's name moved is not reused.
+    epoch: u64,
 }
 
 #[derive(Default)]
@@ -35,12 +38,13 @@ pub(in crate::dataplane) struct Pool {
 
 impl Pool {
     /// A live idle connection to origin `index` (TLS or not) that has been idle less than
-    /// `keepalive`.
+    /// `keepalive`, made while the origin's addresses were those of `epoch`.
     pub fn checkout(
         &mut self,
         index: usize,
         tls: bool,
         keepalive: std::time::Duration,
+        epoch: u64,
     ) -> Option<Stream> {
         let list = self.idle.get_mut(slot(index, tls))?;
         let now = Instant::now();
@@ -48,8 +52,14 @@ impl Pool {
             stream,
             since,
             verify,
+            epoch: made_in,
         }) = list.pop()
         {
+            if made_in != epoch {
+                // The name moved: connections to its old addresses all go.
+                list.clear();
+                return None;
+            }
             if now.duration_since(since) >= keepalive {
                 // Everything older is older still: drop them all.
                 list.clear();
@@ -66,7 +76,7 @@ impl Pool {
 
     /// Returns a connection whose last response was complete and allowed reuse; `verify`:
     /// check it for stray bytes at checkout even if it was idle only briefly.
-    pub fn checkin(&mut self, index: usize, stream: Stream, verify: bool) {
+    pub fn checkin(&mut self, index: usize, stream: Stream, verify: bool, epoch: u64) {
         if !stream.poolable() {
             // An HTTP/2 stream: its connection is shared and stays open without it.
             return;
@@ -83,6 +93,7 @@ impl Pool {
             stream,
             since: Instant::now(),
             verify,
+            epoch,
         });
     }
 
