@@ -18,6 +18,7 @@ pub mod health;
 pub mod http;
 pub mod kernel;
 pub mod local_resource;
+pub mod log_sink;
 pub mod metrics;
 pub mod resolver;
 pub mod rules;

@@ -69,7 +69,7 @@ pub enum ImportCommand {
 /// Entry point of the `lb` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log);
+    let _log_guard = init_tracing(&cli.log);
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Maps(args) => maps::maps(args),
@@ -168,7 +168,10 @@ fn import_cloudfront(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init_tracing(default_filter: &str) {
+/// lb's own log goes to stderr through a writer thread (tracing-appender, lossy): a
+/// worker that logs never waits for a full pipe or a slow terminal. The guard flushes
+/// what is queued when `main` returns.
+fn init_tracing(default_filter: &str) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| {
@@ -177,9 +180,14 @@ fn init_tracing(default_filter: &str) {
             ))
         })
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("lb-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    guard
 }

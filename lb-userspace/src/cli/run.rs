@@ -116,6 +116,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// lb with every part started: the data plane, the control plane and (if possible) the
 /// kernel signal source.
 pub struct Running {
+    access_log: Option<Arc<crate::log_sink::LogSink>>,
     cache: Arc<crate::cache::Store>,
     pub current: Arc<Current>,
     pub data_plane: DataPlane,
@@ -138,11 +139,21 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
     drop(snap);
     let kernel_view = kernel.as_ref().map(KernelSignals::view);
     let cache = Arc::new(crate::cache::Store::open(&current.load().config.cache));
+    let observability = current.load().config.observability.clone();
+    let access_log = if observability.access_log {
+        Some(crate::log_sink::LogSink::start(
+            observability.access_log_file.clone(),
+            observability.access_log_buffer,
+        )?)
+    } else {
+        None
+    };
     let data_plane = DataPlane::start(SharedState {
         current: Arc::clone(&current),
         kernel: kernel_view.clone(),
         kernel_events: kernel.as_ref().is_some_and(KernelSignals::socket_events),
         cache: Arc::clone(&cache),
+        access_log: access_log.clone(),
     })?;
     let program_logs = kernel.as_mut().and_then(KernelSignals::take_logger);
     let kernel = Arc::new(std::sync::Mutex::new(kernel));
@@ -157,6 +168,7 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
             reload: source,
             workers,
             cache: Arc::clone(&cache),
+            access_log: access_log.clone(),
         },
         events_tx,
     )
@@ -173,6 +185,7 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
         "lb running"
     );
     Ok(Running {
+        access_log,
         cache,
         current,
         data_plane,
@@ -196,6 +209,7 @@ impl Running {
     /// cache's disk tier gets a moment to finish the writes it was given.
     pub fn stop(self) {
         let Running {
+            access_log,
             cache,
             current,
             data_plane,
@@ -205,6 +219,11 @@ impl Running {
         } = self;
         data_plane.shutdown(current.load().config.listener.drain_timeout);
         control.shutdown();
+        if let Some(log) = access_log
+            && !log.flush(std::time::Duration::from_secs(2))
+        {
+            tracing::warn!("access log: lines still queued at exit are lost");
+        }
         if !cache.flush(std::time::Duration::from_secs(5)) {
             tracing::warn!("cache disk tier: writes still queued at exit are lost");
         }

@@ -143,6 +143,13 @@ pub(super) fn to_toml(config: &Config) -> String {
         observability: ObservabilityFile {
             access_log: config.observability.access_log,
             attempts_header: config.observability.attempts_header,
+            access_log_format: config.observability.access_log_format,
+            access_log_file: config
+                .observability
+                .access_log_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            access_log_buffer: config.observability.access_log_buffer as u64,
         },
         origins: config
             .origins

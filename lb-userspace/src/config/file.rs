@@ -392,6 +392,11 @@ impl Default for FailoverFile {
 pub(super) struct ObservabilityFile {
     pub access_log: bool,
     pub attempts_header: bool,
+    pub access_log_format: super::model::AccessLogFormat,
+    /// A file instead of stderr (relative to the config file's directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log_file: Option<String>,
+    pub access_log_buffer: u64,
 }
 
 impl Default for ObservabilityFile {
@@ -399,6 +404,9 @@ impl Default for ObservabilityFile {
         Self {
             access_log: true,
             attempts_header: false,
+            access_log_format: Default::default(),
+            access_log_file: None,
+            access_log_buffer: 4 << 20,
         }
     }
 }

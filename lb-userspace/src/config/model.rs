@@ -599,6 +599,28 @@ pub struct Observability {
     pub access_log: bool,
     /// Add `x-lb-attempts: origin:outcome:ms,...` to responses.
     pub attempts_header: bool,
+    /// How each line looks.
+    pub access_log_format: AccessLogFormat,
+    /// Where the lines go (None: stderr). Reopened on SIGUSR1, for logrotate.
+    pub access_log_file: Option<std::path::PathBuf>,
+    /// Lines waiting for the writer thread, in bytes: beyond it, lines are dropped
+    /// (and counted) rather than a worker waiting for a slow disk or a full pipe.
+    pub access_log_buffer: usize,
+}
+
+/// The access log's line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// `TIME access CLIENT METHOD PATH STATUS MSms ATTEMPTS PROTOCOL`, every attempt as
+    /// `origin:outcome:ms`.
+    #[default]
+    Lb,
+    /// Apache/nginx combined (`%h - - [%t] "%r" %>s %b "%{Referer}i" "%{User-agent}i"`),
+    /// with `%b` as `-` (lb does not count body bytes per request yet).
+    Combined,
+    /// One JSON object per line, with every attempt.
+    Json,
 }
 
 impl Config {

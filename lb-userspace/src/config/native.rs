@@ -622,6 +622,15 @@ fn build(
         observability: Observability {
             access_log: raw.observability.access_log,
             attempts_header: raw.observability.attempts_header,
+            access_log_format: raw.observability.access_log_format,
+            access_log_file: raw
+                .observability
+                .access_log_file
+                .as_ref()
+                .map(|p| base_dir.unwrap_or(Path::new(".")).join(p)),
+            access_log_buffer: usize::try_from(raw.observability.access_log_buffer)
+                .unwrap_or(usize::MAX)
+                .max(4096),
         },
         health: HealthSettings {
             passive_failures: raw.health.passive_failures.max(1),

@@ -32,6 +32,7 @@ pub(super) struct State {
     pub kernel: Option<Arc<SignalsView>>,
     pub reloader: Arc<Reloader>,
     pub cache: Arc<crate::cache::Store>,
+    pub access_log: Option<Arc<crate::log_sink::LogSink>>,
 }
 
 pub(super) async fn serve(listener: std::net::TcpListener, state: State) {
@@ -313,6 +314,17 @@ fn render_metrics(state: &State) -> String {
         "# HELP lb_requests_total Requests read from clients.\n# TYPE lb_requests_total counter"
     );
     let _ = writeln!(out, "lb_requests_total {}", metrics.requests());
+    if let Some(log) = &state.access_log {
+        let _ = writeln!(
+            out,
+            "# HELP lb_access_log_lines_total Access-log lines written.\n# TYPE lb_access_log_lines_total counter\n\
+             lb_access_log_lines_total {}\n\
+             # HELP lb_access_log_dropped_lines_total Access-log lines dropped: the writer did not keep up (a slow disk, a full pipe) or the write failed.\n# TYPE lb_access_log_dropped_lines_total counter\n\
+             lb_access_log_dropped_lines_total {}",
+            log.written(),
+            log.dropped()
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP lb_responses_total Responses sent to clients, by status class.\n# TYPE lb_responses_total counter"

@@ -43,6 +43,8 @@ pub struct ControlSetup {
     pub workers: usize,
     /// The cache store the workers share (for stats and purges).
     pub cache: Arc<crate::cache::Store>,
+    /// The access log's writer (SIGUSR1 reopens its file; its counters are metrics).
+    pub access_log: Option<Arc<crate::log_sink::LogSink>>,
 }
 
 /// What the control plane tells the thread that owns the process.
@@ -77,6 +79,7 @@ impl ControlPlane {
             reload,
             workers,
             cache,
+            access_log,
             ..
         } = setup;
         let reloader = Arc::new(reload::Reloader {
@@ -97,7 +100,11 @@ impl ControlPlane {
                     if let Some(reader) = program_logs {
                         tokio::spawn(forward_program_logs(reader));
                     }
-                    tokio::spawn(os_signals::watch(events, Arc::clone(&reloader)));
+                    tokio::spawn(os_signals::watch(
+                        events,
+                        Arc::clone(&reloader),
+                        access_log.clone(),
+                    ));
                     tokio::spawn(dns::refresh(Arc::clone(&current), Arc::clone(&kernel)));
                     tokio::spawn(health::run(Arc::clone(&current), kernel_view.clone()));
                     if let Some(listener) = admin {
@@ -108,6 +115,7 @@ impl ControlPlane {
                                 kernel: kernel_view,
                                 reloader,
                                 cache,
+                                access_log,
                             },
                         ));
                     }

@@ -1,5 +1,5 @@
-//! Turning SIGINT/SIGTERM into a shutdown event for the process owner, and SIGHUP into a
-//! reload.
+//! Turning SIGINT/SIGTERM into a shutdown event for the process owner, SIGHUP into a
+//! reload, and SIGUSR1 into reopening the access log (logrotate).
 //!
 //! Start-up takes a while (the XDP program, certificates, workers) before these handlers
 //! exist, and a SIGTERM in that window would kill lb with the default action: no drain, a
@@ -16,11 +16,16 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::{ControlEvent, reload::Reloader};
 use std::sync::Arc;
 
-pub(super) async fn watch(events: mpsc::Sender<ControlEvent>, reloader: Arc<Reloader>) {
-    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
+pub(super) async fn watch(
+    events: mpsc::Sender<ControlEvent>,
+    reloader: Arc<Reloader>,
+    access_log: Option<Arc<crate::log_sink::LogSink>>,
+) {
+    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup), Ok(mut user1)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
     ) else {
         tracing::error!("cannot install SIGINT/SIGTERM handlers; they keep their default action");
         take_signals();
@@ -37,6 +42,14 @@ pub(super) async fn watch(events: mpsc::Sender<ControlEvent>, reloader: Arc<Relo
                 }
                 continue;
             }
+            _ = user1.recv() => {
+                // logrotate moved the file away: the next batch goes to a new one.
+                if let Some(log) = &access_log {
+                    log.reopen();
+                    tracing::info!("SIGUSR1: reopening the access log");
+                }
+                continue;
+            }
         };
         tracing::info!(signal, "shutdown requested");
         if events.send(ControlEvent::Shutdown { signal }).is_err() {
@@ -47,7 +60,12 @@ pub(super) async fn watch(events: mpsc::Sender<ControlEvent>, reloader: Arc<Relo
 
 fn shutdown_and_reload_signals() -> SigSet {
     let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
         set.add(s);
     }
     set

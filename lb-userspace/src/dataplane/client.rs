@@ -290,6 +290,16 @@ async fn one_request(worker: &Worker, conn: &mut ClientConn) -> Next {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (next, status) = failover::exchange(worker, &view, conn).await;
     view.metrics().response(status);
+    let format = view.snap.config.observability.access_log_format;
+    let field = |name: &str| {
+        if format == crate::config::AccessLogFormat::Lb {
+            return None;
+        }
+        conn.head
+            .fields()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
     worker.access_log.record(
         &AccessEntry {
             client: conn.peer.ip(),
@@ -299,8 +309,15 @@ async fn one_request(worker: &Worker, conn: &mut ClientConn) -> Next {
             total_ms: started.elapsed().as_millis().min(u32::MAX as u128) as u32,
             attempts: &conn.attempts,
             protocol: conn.protocol(),
+            host: conn
+                .head
+                .host()
+                .filter(|_| format != crate::config::AccessLogFormat::Lb),
+            referer: field("referer"),
+            user_agent: field("user-agent"),
         },
         &view.snap.config.origins,
+        format,
     );
     next
 }

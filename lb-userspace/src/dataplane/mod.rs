@@ -55,6 +55,8 @@ pub struct SharedState {
     pub kernel_events: bool,
     /// The process-wide cache store, shared by every worker.
     pub cache: Arc<crate::cache::Store>,
+    /// The access log's writer thread (None: no access log).
+    pub access_log: Option<Arc<crate::log_sink::LogSink>>,
 }
 
 /// Which I/O driver a worker ended up with.

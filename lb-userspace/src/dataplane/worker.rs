@@ -351,7 +351,7 @@ async fn worker_loop(
         seen_generation: Cell::new(generation),
         view: RefCell::new(Rc::new(View::new(snap, index, generation))),
         current: Arc::clone(&shared.current),
-        access_log: AccessLog::new(config.observability.access_log),
+        access_log: AccessLog::new(config.observability.access_log, shared.access_log.clone()),
         error_pages: RefCell::new(std::collections::HashMap::new()),
         kernel: shared.kernel.clone(),
         kernel_watch: Rc::new(KernelWatch::new(
