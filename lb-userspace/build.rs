@@ -7,6 +7,7 @@
 use std::process::Command;
 
 fn main() -> anyhow::Result<()> {
+    commit_for_version();
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     if std::env::var_os("AYA_BUILD_SKIP").is_none() {
         check_prerequisites()?;
@@ -45,4 +46,31 @@ fn check_prerequisites() -> anyhow::Result<()> {
         anyhow::bail!("building lb's eBPF program needs bpf-linker on PATH: {FIX}");
     }
     Ok(())
+}
+
+/// `LB_COMMIT` for `lb --version`: the commit this was built from (with `-dirty` when the
+/// tree had changes), or `unknown` outside a git checkout. Reruns when HEAD moves.
+fn commit_for_version() {
+    let git = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.git");
+    println!("cargo:rerun-if-changed={}", git.join("HEAD").display());
+    if let Ok(head) = std::fs::read_to_string(git.join("HEAD"))
+        && let Some(reference) = head.trim().strip_prefix("ref: ")
+    {
+        println!("cargo:rerun-if-changed={}", git.join(reference).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            git.join("packed-refs").display()
+        );
+    }
+    let run = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = run(&["rev-parse", "--short=10", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=LB_COMMIT={commit}");
 }

@@ -10,6 +10,7 @@ mod bench_failover_peers;
 mod bench_h2;
 mod bench_memory;
 mod bench_tls;
+mod package;
 mod pinned;
 mod setup;
 
@@ -44,6 +45,8 @@ enum Task {
     Test,
     /// lb vs nginx vs HAProxy vs direct vs L4, side by side (see bench/README.md).
     Bench(bench::BenchArgs),
+    /// Build lb's Debian package (binary, systemd unit, default config, completions).
+    Package(package::PackageArgs),
     /// Fuzz the request-head, response-head and chunked-body parsers (installs cargo-fuzz if missing).
     Fuzz {
         /// Seconds per target.
@@ -84,6 +87,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             cmd(Command::new(lb).args(&args))
         }
         Task::Bench(args) => bench::bench(args),
+        Task::Package(args) => package::package(&args).map(|_| ()),
         Task::Fuzz { seconds } => {
             setup::setup()?;
             setup::cargo_fuzz()?;
@@ -109,7 +113,17 @@ fn run(task: Task) -> anyhow::Result<()> {
             ])?;
             // The integration tests (package lb-tests) run the lb binary, which cargo
             // builds for a package's own integration tests only: build it first.
-            cargo(&["build", "-p", "lb-userspace", "-p", "lb-origin", "--bins"])?;
+            // The package test runs xtask's packager too.
+            cargo(&[
+                "build",
+                "-p",
+                "lb-userspace",
+                "-p",
+                "lb-origin",
+                "-p",
+                "xtask",
+                "--bins",
+            ])?;
             cargo(&["test", "--workspace", "--no-fail-fast"])
         }
     }

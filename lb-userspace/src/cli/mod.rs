@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 pub use run::start_kernel_signals;
 
 #[derive(Debug, Parser)]
-#[command(name = "lb", version, about = "eBPF/XDP-assisted HTTP load balancer")]
+#[command(
+    name = "lb",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LB_COMMIT"), ")"),
+    about = "eBPF/XDP-assisted HTTP load balancer"
+)]
 pub struct Cli {
     /// Log filter, in RUST_LOG syntax (RUST_LOG wins if set).
     #[arg(long, global = true, default_value = "info")]
@@ -55,6 +59,8 @@ pub enum Command {
     /// Convert another product's configuration to lb's TOML.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +75,11 @@ pub enum ImportCommand {
 /// Entry point of the `lb` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run(_)) {
+        // Before any thread exists (the log writer is the first): a SIGTERM during
+        // start-up waits for the control plane's handlers. See control::os_signals.
+        crate::control::hold_signals();
+    }
     let _log_guard = init_tracing(&cli.log);
     let result = match cli.command {
         Command::Run(args) => run::run(args),
@@ -83,6 +94,11 @@ pub fn main() -> ExitCode {
             check_dns,
         } => check(&config, &tls.overrides(None, None), check_dns),
         Command::Import(ImportCommand::Cloudfront { file }) => import_cloudfront(&file),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "lb", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -85,8 +85,7 @@ impl TlsFlags {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    // Before any thread exists: a SIGTERM during start-up waits for the handlers.
-    crate::control::hold_signals();
+    // Signals are held already (cli::main, before the first thread).
     // Before the config: the default connection cap is derived from the raised limit.
     let (before, after) = crate::fd_limit::raise_to_hard();
     tracing::info!(soft_before = before, limit = after, "file-descriptor limit");
