@@ -44,6 +44,16 @@ fn ok(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Kills the confined lb however the test ends (it holds lo's XDP attachment).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Purges the package however the test ends.
 struct Installed;
 
@@ -227,13 +237,16 @@ fn run_confined(uid: u32) {
            --bounding-set=-all,{UNIT_CAPS} --no-new-privs \
            /usr/bin/lb run --config {config}"
     );
-    let mut child = Command::new("unshare")
-        .args(["--mount", "--", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let mut confined = KillOnDrop(
+        Command::new("unshare")
+            .args(["--mount", "--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut confined.0;
     let read_log = || std::fs::read_to_string(log.path.join("stderr")).unwrap_or_default();
     let running = wait_for("the confined lb to start", Duration::from_secs(20), || {
         if let Ok(Some(status)) = child.try_wait() {
