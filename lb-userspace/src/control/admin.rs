@@ -12,10 +12,7 @@
 use std::{fmt::Write as _, sync::Arc};
 
 use serde_json::json;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-};
+use tokio::net::TcpListener;
 
 use super::reload::Reloader;
 use crate::{
@@ -35,6 +32,16 @@ pub(super) struct State {
     pub access_log: Option<Arc<crate::log_sink::LogSink>>,
 }
 
+/// Connections the admin API serves at once; more are closed at accept. Each costs a
+/// descriptor and a task, so a flood of them cannot exhaust either.
+const MAX_CONNECTIONS: usize = 1024;
+/// A request head must arrive within this (a slow client is closed, not waited for).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest one admin connection may take, from accept to the end of the answer.
+const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Request bodies are not used; anything sent is discarded up to this.
+const MAX_BODY: usize = 64 * 1024;
+
 pub(super) async fn serve(listener: std::net::TcpListener, state: State) {
     let addr = listener.local_addr().ok();
     let listener = match listener
@@ -50,70 +57,77 @@ pub(super) async fn serve(listener: std::net::TcpListener, state: State) {
     if let Some(addr) = addr {
         tracing::info!(%addr, "admin API listening");
     }
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut last_warning: Option<std::time::Instant> = None;
+    let mut warn_once_a_second = |what: &str, error: &dyn std::fmt::Display| {
+        if last_warning.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+            tracing::warn!(%error, "admin API: {what}");
+            last_warning = Some(std::time::Instant::now());
+        }
+    };
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    warn_once_a_second(
+                        "connection refused",
+                        &format!("{MAX_CONNECTIONS} connections open"),
+                    );
+                    drop(stream);
+                    continue;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
-                    // A client that never finishes its request (or never reads the answer)
-                    // cannot hold a task and a socket forever.
-                    let _ =
-                        tokio::time::timeout(ADMIN_REQUEST_TIMEOUT, handle(stream, state)).await;
+                    let _permit = permit;
+                    let service = hyper::service::service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(request, &state).await) }
+                    });
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
+                        .max_buf_size(16 * 1024)
+                        .keep_alive(true)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    // A client that never finishes (or never reads the answer) cannot
+                    // hold a task and a socket forever.
+                    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
                 });
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning; warn once a second.
-                if last_warning.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
-                    tracing::warn!(error = %e, "admin API accept failed; backing off");
-                    last_warning = Some(std::time::Instant::now());
-                }
+                // EMFILE and friends: back off instead of spinning.
+                warn_once_a_second("accept failed; backing off", &e);
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
     }
 }
 
-/// The longest one admin request may take, from accept to the end of the answer.
-const ADMIN_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+type Body = http_body_util::Full<bytes::Bytes>;
 
-async fn handle(mut stream: TcpStream, state: State) {
-    let mut buf = vec![0u8; 8192];
-    let mut len = 0;
-    let (method, path) = loop {
-        let Ok(n) = stream.read(&mut buf[len..]).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        len += n;
-        let mut slots = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut slots);
-        match req.parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(_)) => {
-                break (
-                    req.method.unwrap_or("").to_owned(),
-                    req.path.unwrap_or("").to_owned(),
-                );
-            }
-            Ok(httparse::Status::Partial) if len < buf.len() => continue,
-            _ => {
-                let _ = stream
-                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
-                return;
-            }
-        }
-    };
+async fn handle(
+    request: hyper::Request<hyper::body::Incoming>,
+    state: &State,
+) -> hyper::Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query: Vec<(String, String)> = request
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    // The body is not used: read (bounded) and dropped, so keep-alive stays usable.
+    let _ = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+        request.into_body(),
+        MAX_BODY,
+    ))
+    .await;
     let (status, content_type, body) = match (method.as_str(), path.as_str()) {
         ("GET", "/healthz") => (200, "text/plain", "ok\n".to_owned()),
-        ("GET", "/origins") => (200, "application/json", origins_json(&state)),
-        ("GET", "/metrics") => (200, "text/plain; version=0.0.4", render_metrics(&state)),
-        ("GET", p) if p == "/cache/stats" || p.starts_with("/cache/stats?") => {
-            (200, "application/json", cache_stats_json(&state, query(p)))
-        }
-        ("POST", p) if p.starts_with("/cache/purge") => match purge_request(query(p)) {
+        ("GET", "/origins") => (200, "application/json", origins_json(state)),
+        ("GET", "/metrics") => (200, "text/plain; version=0.0.4", render_metrics(state)),
+        ("GET", "/cache/stats") => (200, "application/json", cache_stats_json(state, query)),
+        ("POST", "/cache/purge") => match purge_request(query) {
             Ok(purge) => {
                 let gone = state.cache.purge(&purge);
                 tracing::info!(?purge, purged = gone.len(), "cache purge");
@@ -131,56 +145,13 @@ async fn handle(mut stream: TcpStream, state: State) {
         },
         _ => (404, "text/plain", "not found\n".to_owned()),
     };
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        match status {
-            200 => "OK",
-            400 => "Bad Request",
-            _ => "Not Found",
-        },
-        body.len()
+    let mut response = hyper::Response::new(Body::new(bytes::Bytes::from(body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
     );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
-}
-
-/// The query string of an admin request target, decoded into pairs.
-fn query(target: &str) -> Vec<(String, String)> {
-    target
-        .split_once('?')
-        .map(|(_, q)| q)
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-/// `%XX` and `+` decoded; malformed escapes are kept as they are.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len()
-                && bytes[i + 1].is_ascii_hexdigit()
-                && bytes[i + 2].is_ascii_hexdigit() =>
-            {
-                let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
-                out.push(hex(bytes[i + 1]) << 4 | hex(bytes[i + 2]));
-                i += 3;
-                continue;
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    response
 }
 
 fn purge_request(query: Vec<(String, String)>) -> Result<crate::cache::Purge, String> {
