@@ -60,17 +60,47 @@ fn a_thousand_slow_clients_do_not_take_the_admin_api_down() {
     let metrics = get(admin, "/metrics").text();
     let parsed = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned())))
         .expect("valid Prometheus text");
-    assert!(
-        parsed
-            .samples
-            .iter()
-            .any(|s| s.metric == "lb_requests_total"),
-        "{metrics}"
-    );
+    // The names dashboards use, as before prometheus-client wrote them.
+    for name in [
+        "lb_requests_total",
+        "lb_responses_total",
+        "lb_upstream_connections_opened_total",
+        "lb_tls_handshakes_total",
+        "lb_http2_connections_total",
+        "lb_client_connections",
+        "lb_accept_errors_total",
+        "lb_local_errors_total",
+        "lb_function_runs_total",
+        "lb_cache_requests_total",
+        "lb_cache_objects",
+        "lb_cache_bytes",
+        "lb_cache_budget_bytes",
+        "lb_access_log_lines_total",
+        "lb_access_log_dropped_lines_total",
+        "lb_origin_attempts_total",
+        "lb_origin_errors_total",
+        "lb_origin_in_flight",
+        "lb_origin_state",
+        "lb_origin_response_seconds_count",
+    ] {
+        assert!(
+            parsed.samples.iter().any(|s| s.metric == name),
+            "{name} missing:\n{metrics}"
+        );
+    }
+    for line in metrics.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let family = line.split_whitespace().nth(2).unwrap();
+        assert_eq!(
+            metrics.matches(&format!("# TYPE {family} ")).count(),
+            1,
+            "{family} typed twice"
+        );
+    }
     assert_eq!(get(lb.addr, "/through").text(), "o GET /through\n");
-    // The stalled ones are closed at the header timeout (5 s), not held.
+    // The stalled ones are closed at the header timeout (5 s after lb accepted them),
+    // not held.
     for s in &mut slow {
-        let left = Duration::from_secs(9).saturating_sub(opened.elapsed());
+        let left = Duration::from_secs(15).saturating_sub(opened.elapsed());
         s.set_read_timeout(Some(left.max(Duration::from_millis(10))))
             .unwrap();
         let mut buf = [0u8; 512];

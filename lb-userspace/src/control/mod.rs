@@ -7,6 +7,7 @@
 
 mod admin;
 mod dns;
+mod exposition;
 mod health;
 mod os_signals;
 
@@ -66,7 +67,7 @@ impl ControlPlane {
         // Bind here so a busy admin port fails start-up instead of being logged later.
         let admin =
             match setup.admin {
-                Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+                Some(addr) => Some(admin_listener(addr).map_err(|e| {
                     std::io::Error::new(e.kind(), format!("admin API on {addr}: {e}"))
                 })?),
                 None => None,
@@ -148,4 +149,18 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop_and_join();
     }
+}
+
+/// The admin API's socket, with a backlog as deep as its connection cap (std's 128
+/// would leave a burst of clients waiting for SYN-ACK retransmits).
+fn admin_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
