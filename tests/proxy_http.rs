@@ -429,3 +429,19 @@ fn origins_named_by_dns_name_are_resolved() {
     let lb = LbServer::start_file("lb.toml", &toml, &[], "info");
     assert_eq!(get(lb.addr, "/dns").text(), "named GET /dns\n");
 }
+
+/// lb's own answers (here a 502: the origin refuses) carry a Date, as RFC 9110 asks of a
+/// server with a clock.
+#[test]
+fn lbs_own_answers_carry_a_date() {
+    let refused = lb_tests::free_port();
+    let lb = LbServer::start(&LbConfig::new().origin("gone", refused, ""));
+    let r = get(lb.addr, "/x");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let date = r.header("date").expect("a Date field");
+    let when = httpdate::parse_http_date(date).expect("an HTTP date");
+    let skew = std::time::SystemTime::now()
+        .duration_since(when)
+        .unwrap_or_default();
+    assert!(skew < Duration::from_secs(3), "{date}");
+}

@@ -414,6 +414,15 @@ impl Origin {
         }
     }
 
+    /// The Host of requests lb makes on its own (health checks, error-page fetches):
+    /// `host_header`, else the origin's name, else its `IP:port`.
+    pub fn own_request_host(&self) -> String {
+        self.host_header
+            .clone()
+            .or_else(|| self.host.clone())
+            .unwrap_or_else(|| self.address.to_string())
+    }
+
     /// The configured IP literal; `None` for an origin configured by name, whose
     /// addresses come from the resolver.
     pub fn literal_ip(&self) -> Option<std::net::IpAddr> {

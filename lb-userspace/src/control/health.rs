@@ -69,10 +69,7 @@ pub(super) async fn run(current: Arc<Current>, kernel: Option<Arc<SignalsView>>)
                     let target = Target {
                         port: origin.port(tls.is_some()),
                         tls,
-                        host: origin
-                            .host
-                            .clone()
-                            .unwrap_or_else(|| origin.address.to_string()),
+                        host: origin.own_request_host(),
                         path_prefix: origin.origin_path.clone(),
                         path: check.path.clone(),
                         custom_headers: origin.custom_headers.clone(),

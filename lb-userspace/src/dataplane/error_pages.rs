@@ -122,10 +122,7 @@ async fn fetch(view: &View, path: &str) -> Option<(Vec<u8>, Vec<u8>)> {
         let Ok(mut stream) = connect(origin, &view.snap.addresses, index, tls_config).await else {
             continue;
         };
-        let host = origin
-            .host
-            .clone()
-            .unwrap_or_else(|| origin.address.to_string());
+        let host = origin.own_request_host();
         let mut request = Vec::with_capacity(256);
         crate::http::HeaderRewrite::lb_request(
             &mut request,

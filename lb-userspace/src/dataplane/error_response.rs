@@ -23,6 +23,7 @@ pub(super) fn write(out: &mut Vec<u8>, status: u16, reason: &str, conn: Response
         "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {body_len}\r\n",
         canonical_reason(status)
     );
+    crate::http::put_date(out);
     connection(out, conn);
     let _ = write!(out, "\r\nlb: {reason}\n");
 }
@@ -47,6 +48,7 @@ pub(super) fn write_page(
         let _ = write!(out, "\r\n{name}: {value}");
     }
     let _ = write!(out, "\r\ncontent-length: {}\r\nvia: 1.1 lb\r\n", body.len());
+    crate::http::put_date(out);
     connection(out, conn);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
@@ -72,6 +74,7 @@ pub(super) fn write_redirect(
         "\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
         body.len()
     );
+    crate::http::put_date(out);
     connection(out, conn);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);

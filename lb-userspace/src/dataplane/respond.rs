@@ -474,7 +474,7 @@ pub(super) fn body_error_reply(e: &BodyError) -> (u16, &'static str) {
 /// the next response on the connection is not misread.
 fn without_body_for_head(conn: &mut ClientConn) {
     if conn.head_request
-        && let Some(end) = conn.out.windows(4).position(|w| w == b"\r\n\r\n")
+        && let Some(end) = memchr::memmem::find(&conn.out, b"\r\n\r\n")
     {
         conn.out.truncate(end + 4);
     }

@@ -115,7 +115,7 @@ impl ChunkedDecoder {
         };
         raw.split(|b| *b == b'\n')
             .filter_map(|line| {
-                let colon = line.iter().position(|b| *b == b':')?;
+                let colon = memchr::memchr(b':', line)?;
                 let name = std::str::from_utf8(&line[..colon]).ok()?;
                 if name.is_empty() || !name.bytes().all(is_token_char) || !trailer_allowed(name) {
                     return None;

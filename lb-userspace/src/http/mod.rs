@@ -5,6 +5,7 @@
 //! forwarded. See RFC 9112 sections 2-7.
 
 mod chunked;
+mod date;
 mod error;
 mod headers;
 mod path;
@@ -14,6 +15,7 @@ mod response;
 pub use chunked::{
     CHUNK_HEADER_RESERVE, ChunkedDecoder, ChunkedError, ChunkedProgress, encode_chunk_header,
 };
+pub use date::put_date;
 pub use error::{HeadError, RejectReason};
 pub use headers::{
     ConnectionHeader, ForwardedFor, HeaderRewrite, Headers, HopByHop, OnBehalfOf,

@@ -1,6 +1,8 @@
 //! Request heads: parsing, limits enforced across split reads, and framing (RFC 9112 §6.3).
 
+// Byte scans use the memchr crate (SIMD where the CPU has it).
 use super::{HeadError, RejectReason, headers::ConnectionHeader};
+use memchr::{memchr, memchr2};
 
 /// Size limits for a request head. Checked on every partial read, so a client can never
 /// make lb buffer more than `max_request_line + max_header_bytes` bytes of head.
@@ -546,14 +548,6 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
         i = at + 1;
     }
     None
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
-}
-
-fn memchr2(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&x| x == a || x == b)
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ impl TextTest {
             Self::Equals(s) => value == s.as_bytes(),
             Self::Prefix(s) => value.starts_with(s.as_bytes()),
             Self::Suffix(s) => value.ends_with(s.as_bytes()),
-            Self::Contains(s) => s.is_empty() || value.windows(s.len()).any(|w| w == s.as_bytes()),
+            Self::Contains(s) => memchr::memmem::find(value, s.as_bytes()).is_some(),
             Self::Regex(re) => std::str::from_utf8(value).is_ok_and(|v| re.is_match(v)),
             Self::Present => true,
             Self::Absent => false,
