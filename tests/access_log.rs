@@ -187,11 +187,7 @@ fn formats_and_a_file_reopened_on_sigusr1() {
 
     // logrotate: the file is moved away, SIGUSR1, and new lines go to a new file.
     std::fs::rename(&log, lb.dir.path.join("access.log.1")).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(lb.pid() as i32),
-        nix::sys::signal::Signal::SIGUSR1,
-    )
-    .unwrap();
+    lb.signal(nix::sys::signal::Signal::SIGUSR1);
     wait_for("SIGUSR1 to be handled", Duration::from_secs(5), || {
         lb.stderr()
             .contains("reopening the access log")
@@ -199,14 +195,7 @@ fn formats_and_a_file_reopened_on_sigusr1() {
     });
     // A reload switches the format (the file stays).
     std::fs::write(lb.dir.path.join("lb.toml"), config("combined")).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(lb.pid() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
-    wait_for("the reload", Duration::from_secs(5), || {
-        lb.stderr().contains("reloaded").then_some(())
-    });
+    lb.reload();
     let r = c.request("GET /c HTTP/1.1\r\nHost: site.test\r\nUser-Agent: ua\r\n\r\n");
     assert_eq!(r.status, 200);
     let line = wait_for("the combined line", Duration::from_secs(5), || {

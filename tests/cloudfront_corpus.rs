@@ -6,7 +6,7 @@
 //! mapped to local test origins with `--resolve`, through its default behavior and every
 //! path behavior.
 
-use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Instant};
+use std::{collections::HashMap, net::SocketAddr, time::Instant};
 
 use lb_origin::Origin;
 use lb_tests::{
@@ -18,20 +18,6 @@ use lb_tests::{
 };
 use lb_userspace::config::PathPattern;
 use serde_json::Value;
-
-fn corpus() -> Option<Vec<PathBuf>> {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/cloudfront");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 20, "{files:?}");
-    Some(files)
-}
 
 fn name(file: &std::path::Path) -> &str {
     file.file_name().unwrap().to_str().unwrap()
@@ -53,7 +39,7 @@ const INVALID: &[(&str, &str)] = &[
 
 #[test]
 fn every_corpus_config_checks_offline() {
-    let Some(files) = corpus() else {
+    let Some(files) = lb_tests::cloudfront_corpus() else {
         eprintln!("skipped: no corpus");
         return;
     };
@@ -175,7 +161,7 @@ fn every_valid_corpus_config_serves_through_each_behavior() {
     if !require_root("every_valid_corpus_config_serves_through_each_behavior") {
         return; // the origins listen on ports 80 and 443
     }
-    let Some(files) = corpus() else {
+    let Some(files) = lb_tests::cloudfront_corpus() else {
         eprintln!("skipped: no corpus");
         return;
     };

@@ -657,14 +657,7 @@ fn a_reload_that_changes_http2_settings_sends_goaway() {
     )
     .unwrap();
     let before = get(admin, "/metrics").text();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(lb.pid() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
-    wait_for("the reload", Duration::from_secs(5), || {
-        lb.stderr().contains("reloaded").then_some(())
-    });
+    lb.reload();
     drop(before);
     probe.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let mut rest = String::new();

@@ -85,3 +85,19 @@ pub fn unique(tag: &str) -> String {
 pub fn unique_pin_dir() -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/{}", unique("lb-test-")))
 }
+
+/// The DistributionConfigs of `../shared/corpus/cloudfront` (written by other people; read
+/// where they are, never copied), sorted by name; `None` where the corpus is absent.
+pub fn cloudfront_corpus() -> Option<Vec<PathBuf>> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/cloudfront");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "{files:?}");
+    Some(files)
+}

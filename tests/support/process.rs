@@ -315,6 +315,20 @@ impl LbServer {
         self.process.child.id()
     }
 
+    /// Sends `signal` to lb.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal).unwrap();
+    }
+
+    /// SIGHUP, then waits until lb has reloaded (one more `reloaded` line in its log).
+    pub fn reload(&self) {
+        let before = self.stderr().matches("reloaded").count();
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+        wait_for("the reload", Duration::from_secs(5), || {
+            (self.stderr().matches("reloaded").count() > before).then_some(())
+        });
+    }
+
     pub fn stderr(&self) -> String {
         self.process.stderr()
     }

@@ -8,7 +8,7 @@ use std::fmt;
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
@@ -35,18 +35,30 @@ impl fmt::Debug for LbCollector {
     }
 }
 
-/// A counter family (`name` without `_total`) with one sample per labelled value.
+/// One family: HELP and TYPE, then a sample per label set.
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> fmt::Result {
+    let mut family = e.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in samples {
+        metric.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A counter family (`name` without `_total`: the encoder adds it).
 fn counters<L: EncodeLabelSet>(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     samples: impl IntoIterator<Item = (L, u64)>,
 ) -> fmt::Result {
-    let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, value) in samples {
-        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    let samples = samples.into_iter().map(|(l, v)| (l, ConstCounter::new(v)));
+    family(e, name, help, MetricType::Counter, samples)
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
@@ -59,11 +71,8 @@ fn gauges<L: EncodeLabelSet>(
     help: &str,
     samples: impl IntoIterator<Item = (L, i64)>,
 ) -> fmt::Result {
-    let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, value) in samples {
-        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    let samples = samples.into_iter().map(|(l, v)| (l, ConstGauge::new(v)));
+    family(e, name, help, MetricType::Gauge, samples)
 }
 
 fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> fmt::Result {
