@@ -134,6 +134,18 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
     // origin starts down (reason DNS), the rest serve.
     crate::control::resolve_at_start(&current);
     let snap = current.load();
+    if let Some(path) = &snap.config.health.state_file {
+        let restored = crate::health::state_file::restore(path, &snap.config, &snap.health);
+        match restored.skipped {
+            Some(why) => tracing::info!("health state not restored: {why}"),
+            None => tracing::info!(
+                applied = ?restored.applied,
+                changed_since = ?restored.changed,
+                "health state restored from {}",
+                path.display()
+            ),
+        }
+    }
     let mut kernel = start_kernel_signals(&snap.config.kernel, &snap.kernel_registrations());
     drop(snap);
     let kernel_view = kernel.as_ref().map(KernelSignals::view);
@@ -218,6 +230,7 @@ impl Running {
         } = self;
         data_plane.shutdown(current.load().config.listener.drain_timeout);
         control.shutdown();
+        save_health_state(&current.load());
         if let Some(log) = access_log
             && !log.flush(std::time::Duration::from_secs(2))
         {
@@ -262,5 +275,15 @@ pub fn start_kernel_signals(
             tracing::debug!("kernel signal start-up error in full: {full}");
             None
         }
+    }
+}
+
+/// Writes the health state file, if the config has one (at exit; the control plane
+/// writes it every second while lb runs).
+pub fn save_health_state(snap: &Snapshot) {
+    if let Some(path) = &snap.config.health.state_file
+        && let Err(e) = crate::health::state_file::save(path, &snap.config, &snap.health)
+    {
+        tracing::warn!(path = %path.display(), error = %e, "health state not saved");
     }
 }

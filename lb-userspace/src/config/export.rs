@@ -139,6 +139,11 @@ pub(super) fn to_toml(config: &Config) -> String {
             tcp_probe_interval: config.health.tcp_probe_interval,
             tcp_probe_timeout: config.health.tcp_probe_timeout,
             use_kernel_signals: config.health.use_kernel_signals,
+            state_file: config
+                .health
+                .state_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
         },
         observability: ObservabilityFile {
             access_log: config.observability.access_log,

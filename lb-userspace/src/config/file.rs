@@ -432,6 +432,9 @@ pub(super) struct HealthFile {
     pub tcp_probe_timeout: Duration,
     /// Use the kernel's evidence for verdicts (it is still collected when false).
     pub use_kernel_signals: bool,
+    /// Health kept across restarts (relative to the config file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<String>,
 }
 
 impl Default for HealthFile {
@@ -445,6 +448,7 @@ impl Default for HealthFile {
             tcp_probe_interval: d.tcp_probe_interval,
             tcp_probe_timeout: d.tcp_probe_timeout,
             use_kernel_signals: d.use_kernel_signals,
+            state_file: None,
         }
     }
 }

@@ -138,6 +138,9 @@ pub struct HealthSettings {
     /// How long such a probe may take (at most the origin's connect timeout).
     pub tcp_probe_timeout: Duration,
     pub use_kernel_signals: bool,
+    /// Where health is kept across a restart (None: it is not): written every second and
+    /// at exit, read at start for the origins whose settings did not change.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for HealthSettings {
@@ -150,6 +153,7 @@ impl Default for HealthSettings {
             tcp_probe_interval: Duration::from_millis(250),
             tcp_probe_timeout: Duration::from_secs(1),
             use_kernel_signals: true,
+            state_file: None,
         }
     }
 }

@@ -640,6 +640,11 @@ fn build(
             tcp_probe_interval: raw.health.tcp_probe_interval.max(Duration::from_millis(10)),
             tcp_probe_timeout: raw.health.tcp_probe_timeout.max(Duration::from_millis(10)),
             use_kernel_signals: raw.health.use_kernel_signals,
+            state_file: raw
+                .health
+                .state_file
+                .as_ref()
+                .map(|p| base_dir.unwrap_or(Path::new(".")).join(p)),
         },
         kernel: raw.kernel,
         cache: CacheSettings {

@@ -108,6 +108,7 @@ impl ControlPlane {
                     ));
                     tokio::spawn(dns::refresh(Arc::clone(&current), Arc::clone(&kernel)));
                     tokio::spawn(health::run(Arc::clone(&current), kernel_view.clone()));
+                    tokio::spawn(save_health_state(Arc::clone(&current)));
                     if let Some(listener) = admin {
                         tokio::spawn(admin::serve(
                             listener,
@@ -163,4 +164,26 @@ fn admin_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+/// Keeps `[health] state_file` current (every second), so a restart, or a crash and
+/// `Restart=on-failure`, starts from what lb knew.
+async fn save_health_state(current: Arc<Current>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        let snap = current.load();
+        let Some(path) = &snap.config.health.state_file else {
+            continue;
+        };
+        match crate::health::state_file::save(path, &snap.config, &snap.health) {
+            Ok(()) => warned = false,
+            Err(e) if !warned => {
+                tracing::warn!(path = %path.display(), error = %e, "health state not saved");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+    }
 }

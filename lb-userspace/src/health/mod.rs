@@ -12,6 +12,7 @@
 //! a flapping origin gets less and less traffic).
 
 mod evaluate;
+pub mod state_file;
 mod table;
 
 pub use evaluate::{Checks, evaluate};

@@ -65,6 +65,10 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub(super) fn from_code(v: u8) -> Self {
+        Self::from_u8(v)
+    }
+
     fn from_u8(v: u8) -> Self {
         match v {
             1 => Self::PassiveFailures,
@@ -152,6 +156,11 @@ pub struct OriginHealth {
 }
 
 impl OriginHealth {
+    /// Why the origin is in its state, as stored.
+    pub(super) fn reason_code(&self) -> u8 {
+        self.reason.load(Relaxed)
+    }
+
     /// What the workers read off their own sockets, for [`kernel_verdict`].
     fn reported(&self) -> Reported {
         Reported {
