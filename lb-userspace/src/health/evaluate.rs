@@ -171,6 +171,7 @@ mod tests {
                 tcp_probe_interval: Duration::from_millis(250),
                 tcp_probe_timeout: Duration::from_secs(1),
                 use_kernel_signals: true,
+                state_file: None,
             },
         )
     }
