@@ -26,6 +26,10 @@ pub struct RunArgs {
     pub admin: Option<SocketAddr>,
     #[command(flatten)]
     pub tls: TlsFlags,
+    /// Take over the listening sockets and health of the lb running with this
+    /// `upgrade_socket`, which then drains and exits: an upgrade that drops nothing.
+    #[arg(long)]
+    pub takeover: Option<PathBuf>,
 }
 
 /// Settings from the command line that a CloudFront JSON config has no place for: TLS
@@ -101,13 +105,29 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             args.config.display()
         );
     }
-    let running = start(
+    let takeover = match &args.takeover {
+        Some(path) => Some(crate::control::upgrade::take_over(path)?),
+        None => None,
+    };
+    let (inherited, done) = match takeover {
+        Some((listening, health, done)) => (Some((listening, health)), Some(done)),
+        None => (None, None),
+    };
+    let running = start_with(
         config,
         Some(ReloadSource {
             path: args.config.clone(),
             overrides,
         }),
+        inherited,
     )?;
+    if let Some(done) = done {
+        // Workers accept on the inherited sockets now: the old process may go.
+        if let Err(e) = done.ready() {
+            tracing::warn!("could not tell the old lb that the upgrade is done: {e}");
+        }
+        tracing::info!("took over the listeners; the old lb drains and exits");
+    }
     running.wait_for_shutdown();
     Ok(ExitCode::SUCCESS)
 }
@@ -126,7 +146,31 @@ pub struct Running {
 
 /// Starts lb with `config`. `source` is where reloads re-read it from (None: no reload).
 pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Running> {
-    let workers = config.worker_count();
+    start_with(config, source, None)
+}
+
+/// [`start`], with the listening sockets and health state of an lb this one takes over.
+pub fn start_with(
+    config: Config,
+    source: Option<ReloadSource>,
+    inherited: Option<(crate::dataplane::Listening, Vec<u8>)>,
+) -> anyhow::Result<Running> {
+    let (inherited, handed_health) = match inherited {
+        Some((listening, health)) => (Some(listening), Some(health)),
+        None => (None, None),
+    };
+    // One worker per inherited socket: a socket without a worker would strand the
+    // connections the kernel queues on it.
+    let workers = inherited
+        .as_ref()
+        .map_or_else(|| config.worker_count(), |l| l.plain.len());
+    if inherited.is_some() && workers != config.worker_count() {
+        tracing::warn!(
+            inherited = workers,
+            configured = config.worker_count(),
+            "listener.workers takes effect at the next restart, not at an upgrade"
+        );
+    }
     let admin = config.admin.address;
     let tls = crate::tls::TlsMaterial::load(&config)?;
     let current = Arc::new(Current::new(Snapshot::build(config, tls, workers, None)));
@@ -134,7 +178,15 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
     // origin starts down (reason DNS), the rest serve.
     crate::control::resolve_at_start(&current);
     let snap = current.load();
-    if let Some(path) = &snap.config.health.state_file {
+    if let Some(bytes) = &handed_health {
+        let restored = crate::health::state_file::restore_from(
+            bytes,
+            "the handed-over health",
+            &snap.config,
+            &snap.health,
+        );
+        tracing::info!(applied = ?restored.applied, changed_since = ?restored.changed, "health taken over");
+    } else if let Some(path) = &snap.config.health.state_file {
         let restored = crate::health::state_file::restore(path, &snap.config, &snap.health);
         match restored.skipped {
             Some(why) => tracing::info!("health state not restored: {why}"),
@@ -159,13 +211,16 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
     } else {
         None
     };
-    let data_plane = DataPlane::start(SharedState {
-        current: Arc::clone(&current),
-        kernel: kernel_view.clone(),
-        kernel_events: kernel.as_ref().is_some_and(KernelSignals::socket_events),
-        cache: Arc::clone(&cache),
-        access_log: access_log.clone(),
-    })?;
+    let data_plane = DataPlane::start(
+        SharedState {
+            current: Arc::clone(&current),
+            kernel: kernel_view.clone(),
+            kernel_events: kernel.as_ref().is_some_and(KernelSignals::socket_events),
+            cache: Arc::clone(&cache),
+            access_log: access_log.clone(),
+        },
+        inherited,
+    )?;
     let program_logs = kernel.as_mut().and_then(KernelSignals::take_logger);
     let kernel = Arc::new(std::sync::Mutex::new(kernel));
     let (events_tx, events) = mpsc::channel();
@@ -180,6 +235,7 @@ pub fn start(config: Config, source: Option<ReloadSource>) -> anyhow::Result<Run
             workers,
             cache: Arc::clone(&cache),
             access_log: access_log.clone(),
+            listening: data_plane.listening(),
         },
         events_tx,
     )

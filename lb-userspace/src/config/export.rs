@@ -73,6 +73,11 @@ pub(super) fn to_toml(config: &Config) -> String {
             io_driver: config.listener.io_driver,
             drain_timeout: config.listener.drain_timeout,
             max_connections: config.listener.max_connections,
+            upgrade_socket: config
+                .listener
+                .upgrade_socket
+                .as_ref()
+                .map(|p| p.display().to_string()),
         },
         tls: config.tls.as_ref().map(|t| TlsFile {
             address: s(t.address.to_string()),

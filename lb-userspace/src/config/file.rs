@@ -174,6 +174,9 @@ pub(super) struct ListenerFile {
     /// Client connections served at once, all workers together (0: derived from the
     /// file-descriptor limit).
     pub max_connections: usize,
+    /// For `lb run --takeover` (relative to the config file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade_socket: Option<String>,
 }
 
 impl Default for ListenerFile {
@@ -185,6 +188,7 @@ impl Default for ListenerFile {
             io_driver: IoDriver::Auto,
             drain_timeout: Duration::from_secs(10),
             max_connections: 0,
+            upgrade_socket: None,
         }
     }
 }

@@ -182,6 +182,9 @@ pub struct Listener {
     pub drain_timeout: Duration,
     /// Client connections served at once, all workers together (resolved: never 0).
     pub max_connections: usize,
+    /// The Unix socket a new lb process connects to (`lb run --takeover`) to take over
+    /// the listening sockets and health; None: no upgrades.
+    pub upgrade_socket: Option<std::path::PathBuf>,
 }
 
 impl Listener {

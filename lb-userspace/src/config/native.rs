@@ -585,6 +585,11 @@ fn build(
                 0 => Listener::default_max_connections(crate::fd_limit::current()),
                 n => n,
             },
+            upgrade_socket: raw
+                .listener
+                .upgrade_socket
+                .as_ref()
+                .map(|p| base_dir.unwrap_or(Path::new(".")).join(p)),
         },
         admin: Admin { address: admin },
         limits: Limits {

@@ -14,6 +14,7 @@ mod os_signals;
 pub use dns::{Lookup, check_names, resolve_at_start};
 pub use os_signals::hold_signals;
 mod reload;
+pub mod upgrade;
 
 use std::{
     net::SocketAddr,
@@ -46,6 +47,8 @@ pub struct ControlSetup {
     pub cache: Arc<crate::cache::Store>,
     /// The access log's writer (SIGUSR1 reopens its file; its counters are metrics).
     pub access_log: Option<Arc<crate::log_sink::LogSink>>,
+    /// The data plane's listening sockets, for an upgrade to hand over.
+    pub listening: crate::dataplane::Handoff,
 }
 
 /// What the control plane tells the thread that owns the process.
@@ -81,8 +84,10 @@ impl ControlPlane {
             workers,
             cache,
             access_log,
+            listening,
             ..
         } = setup;
+        let upgrade_socket = current.load().config.listener.upgrade_socket.clone();
         let reloader = Arc::new(reload::Reloader {
             source: reload,
             current: Arc::clone(&current),
@@ -100,6 +105,14 @@ impl ControlPlane {
                 runtime.block_on(async move {
                     if let Some(reader) = program_logs {
                         tokio::spawn(forward_program_logs(reader));
+                    }
+                    if let Some(path) = upgrade_socket {
+                        tokio::spawn(upgrade::serve(
+                            path,
+                            listening,
+                            Arc::clone(&current),
+                            events.clone(),
+                        ));
                     }
                     tokio::spawn(os_signals::watch(
                         events,
@@ -161,6 +174,8 @@ fn admin_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    // An upgrade's new process binds it while the old one drains.
+    socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())

@@ -135,7 +135,7 @@ async fn serve(
                 }
             }
             let started = Instant::now();
-            if !idle_wait(&worker, &mut io, pace.hot()).await {
+            if !idle_wait(&worker, &mut io, pace.hot(), fresh).await {
                 // Closed by the client, idle too long, or draining: an orderly end.
                 Box::pin(fate::close(&worker, &mut io, BodyState::Consumed)).await;
                 return;
@@ -470,24 +470,38 @@ impl Pace {
 /// The idle timeout is a deadline in the worker's wait registry, not a timer of its own
 /// (a timer is 640 bytes in every future that holds one). A read dropped when the wait
 /// ends loses nothing: the connection closes.
-async fn idle_wait(worker: &Worker, io: &mut BufferedStream, hot: bool) -> bool {
+async fn idle_wait(worker: &Worker, io: &mut BufferedStream, hot: bool, fresh: bool) -> bool {
     if worker.drain.is_draining() {
-        return false;
+        return fresh && first_request_while_draining(worker, io).await;
     }
     let deadline = Instant::now() + worker.view().snap.config.limits.idle_timeout;
     // TLS connections may hold decrypted bytes in rustls: only a read can tell.
     if hot || io.stream.is_tls() {
         monoio::select! {
-            r = Box::pin(io.fill_idle()) => matches!(r, Ok(n) if n > 0),
-            _ = worker.drain.wait_until(Some(deadline)) => false,
+            r = Box::pin(io.fill_idle()) => return matches!(r, Ok(n) if n > 0),
+            _ = worker.drain.wait_until(Some(deadline)) => {}
         }
     } else {
-        let readable = monoio::select! {
-            r = io.stream.readable() => r.is_ok(),
-            _ = worker.drain.wait_until(Some(deadline)) => false,
-        };
-        readable && matches!(Box::pin(io.fill_idle()).await, Ok(n) if n > 0)
+        monoio::select! {
+            r = io.stream.readable() => {
+                return r.is_ok() && matches!(Box::pin(io.fill_idle()).await, Ok(n) if n > 0);
+            }
+            _ = worker.drain.wait_until(Some(deadline)) => {}
+        }
     }
+    // The idle timeout, or a drain: a connection that never sent its first request was
+    // accepted as the drain began (an upgrade's last accepts) and is owed an answer.
+    fresh && worker.drain.is_draining() && first_request_while_draining(worker, io).await
+}
+
+/// A connection accepted just before the drain: its first request is read within the
+/// header timeout and answered (then the connection closes), not dropped unanswered.
+async fn first_request_while_draining(worker: &Worker, io: &mut BufferedStream) -> bool {
+    let limit = worker.view().snap.config.limits.header_timeout;
+    matches!(
+        monoio::time::timeout(limit, Box::pin(io.fill_idle())).await,
+        Ok(Ok(n)) if n > 0
+    )
 }
 
 /// Answers a request head lb refuses; the connection then closes (where the next request

@@ -72,6 +72,23 @@ pub struct DataPlane {
     tls_local_addr: Option<SocketAddr>,
     workers: Vec<WorkerHandle>,
     drivers: Vec<DriverKind>,
+    /// Duplicates of the listening sockets, for handing them to a new lb process at an
+    /// upgrade; emptied when the drain begins, so that a stopping lb's sockets close
+    /// (and refuse) unless an upgrade passed them on.
+    listeners: Handoff,
+}
+
+/// The listening sockets an upgrade may hand over (None once lb stops). A lock, taken
+/// only at an upgrade and at shutdown: never on the request path.
+pub type Handoff = Arc<std::sync::Mutex<Option<Listening>>>;
+
+/// The listening sockets of a running data plane, or those a new one takes over.
+#[derive(Debug)]
+pub struct Listening {
+    /// One per worker (SO_REUSEPORT).
+    pub plain: Vec<std::net::TcpListener>,
+    /// Empty, or one per worker.
+    pub tls: Vec<std::net::TcpListener>,
 }
 
 struct WorkerHandle {
@@ -82,17 +99,39 @@ struct WorkerHandle {
 impl DataPlane {
     /// Binds one listener per worker and starts the workers. Fails (before any worker
     /// runs) if the address cannot be bound or no worker can build its runtime.
-    pub fn start(shared: SharedState) -> anyhow::Result<Self> {
+    /// With `inherited`, the workers accept on those sockets (an upgrade: one worker per
+    /// socket) instead of binding their own.
+    pub fn start(shared: SharedState, inherited: Option<Listening>) -> anyhow::Result<Self> {
         let config = Arc::clone(&shared.current.load().config);
-        let count = config.worker_count();
-        let listeners = listener::bind_reuseport(config.listener.address, count)?;
+        let (listeners, tls_bound) = match inherited {
+            Some(l) => (l.plain, l.tls),
+            None => {
+                let count = config.worker_count();
+                let plain = listener::bind_reuseport(config.listener.address, count)?;
+                let tls = match &config.tls {
+                    Some(tls) => listener::bind_reuseport(tls.address, count)?,
+                    None => Vec::new(),
+                };
+                (plain, tls)
+            }
+        };
+        let count = listeners.len();
+        anyhow::ensure!(count > 0, "no listening socket");
+        let kept: Handoff = Arc::new(std::sync::Mutex::new(Some(Listening {
+            plain: listeners
+                .iter()
+                .map(std::net::TcpListener::try_clone)
+                .collect::<Result<_, _>>()?,
+            tls: tls_bound
+                .iter()
+                .map(std::net::TcpListener::try_clone)
+                .collect::<Result<_, _>>()?,
+        })));
         let local_addr = listeners[0].local_addr()?;
-        let mut tls_listeners: Vec<Option<std::net::TcpListener>> = match &config.tls {
-            Some(tls) => listener::bind_reuseport(tls.address, count)?
-                .into_iter()
-                .map(Some)
-                .collect(),
-            None => (0..count).map(|_| None).collect(),
+        let mut tls_listeners: Vec<Option<std::net::TcpListener>> = if tls_bound.is_empty() {
+            (0..count).map(|_| None).collect()
+        } else {
+            tls_bound.into_iter().map(Some).collect()
         };
         let tls_local_addr = match tls_listeners.first() {
             Some(Some(l)) => Some(l.local_addr()?),
@@ -129,6 +168,7 @@ impl DataPlane {
                         tls_local_addr,
                         workers,
                         drivers,
+                        listeners: kept,
                     };
                     plane.stop_workers(Duration::ZERO);
                     return Err(e);
@@ -154,7 +194,13 @@ impl DataPlane {
             tls_local_addr,
             workers,
             drivers,
+            listeners: kept,
         })
+    }
+
+    /// The listening sockets, for an upgrade to hand over.
+    pub fn listening(&self) -> Handoff {
+        Arc::clone(&self.listeners)
     }
 
     /// The address the workers listen on (useful with port 0).
@@ -174,6 +220,9 @@ impl DataPlane {
     /// Stops accepting, lets in-flight requests finish (up to `drain_timeout`), and joins
     /// the workers.
     pub fn shutdown(mut self, drain_timeout: Duration) {
+        if let Ok(mut kept) = self.listeners.lock() {
+            kept.take();
+        }
         self.stop_workers(drain_timeout);
     }
 

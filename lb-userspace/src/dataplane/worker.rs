@@ -387,21 +387,24 @@ async fn worker_loop(
     }
     loop {
         monoio::select! {
-            accepted = async {
-                worker.connection_slot().await;
-                listener.accept().await
-            } => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    worker.count_connection();
-                    monoio::spawn(Guarded::new(
-                        "client connection",
-                        serve_client(Rc::clone(&worker), Stream::Plain(stream), peer),
-                    ));
-                }
-                Err(e) => worker.accept_failed("http", &e).await,
-            },
+            () = worker.connection_slot() => {}
             _ = &mut stop => break,
+        }
+        let (accepted, stopped) = accept_unless(&listener, &mut stop).await;
+        match accepted {
+            Some(Ok((stream, peer))) => {
+                let _ = stream.set_nodelay(true);
+                worker.count_connection();
+                monoio::spawn(Guarded::new(
+                    "client connection",
+                    serve_client(Rc::clone(&worker), Stream::Plain(stream), peer),
+                ));
+            }
+            Some(Err(e)) if !stopped => worker.accept_failed("http", &e).await,
+            Some(Err(_)) | None => {}
+        }
+        if stopped {
+            break;
         }
     }
     drop(listener);
@@ -425,22 +428,26 @@ async fn worker_loop(
 
 /// Accepts on the HTTPS listener until the worker drains (then the socket closes).
 async fn accept_tls(worker: Rc<Worker>, listener: monoio::net::TcpListener) {
+    let mut drained = std::pin::pin!(worker.drain.wait());
     loop {
         monoio::select! {
-            accepted = async {
-                worker.connection_slot().await;
-                listener.accept().await
-            } => match accepted {
-                Ok((stream, peer)) => {
-                    worker.count_connection();
-                    monoio::spawn(Guarded::new(
-                        "HTTPS client connection",
-                        serve_tls_client(Rc::clone(&worker), stream, peer),
-                    ));
-                }
-                Err(e) => worker.accept_failed("https", &e).await,
-            },
-            _ = worker.drain.wait() => break,
+            () = worker.connection_slot() => {}
+            _ = &mut drained => break,
+        }
+        let (accepted, stopped) = accept_unless(&listener, &mut drained).await;
+        match accepted {
+            Some(Ok((stream, peer))) => {
+                worker.count_connection();
+                monoio::spawn(Guarded::new(
+                    "HTTPS client connection",
+                    serve_tls_client(Rc::clone(&worker), stream, peer),
+                ));
+            }
+            Some(Err(e)) if !stopped => worker.accept_failed("https", &e).await,
+            Some(Err(_)) | None => {}
+        }
+        if stopped {
+            break;
         }
     }
 }
@@ -489,4 +496,26 @@ async fn sweep_pool(worker: Rc<Worker>) {
         worker.pool.borrow_mut().sweep(keepalive);
         worker.h2_origins.sweep(keepalive);
     }
+}
+
+/// Accepts one connection unless `stop` resolves first; the bool says it did. An accept
+/// under way when `stop` resolves is cancelled and then awaited, never dropped: with
+/// io_uring the kernel may have completed it already, and a dropped operation's result
+/// is discarded by monoio, stranding that connection (an upgrade's hand-over would reset
+/// it). Awaited, it comes back as a connection to serve, or as the cancellation error.
+async fn accept_unless<F: std::future::Future + Unpin>(
+    listener: &monoio::net::TcpListener,
+    stop: &mut F,
+) -> (
+    Option<std::io::Result<(monoio::net::TcpStream, std::net::SocketAddr)>>,
+    bool,
+) {
+    let canceller = monoio::io::Canceller::new();
+    let mut accepting = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
+    monoio::select! {
+        accepted = &mut accepting => return (Some(accepted), false),
+        _ = stop => {}
+    }
+    let _ = canceller.cancel();
+    (Some(accepting.await), true)
 }

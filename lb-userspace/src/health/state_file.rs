@@ -70,6 +70,14 @@ fn unix_ms() -> u64 {
 
 /// Writes the health of `config`'s origins to `path` (atomically).
 pub fn save(path: &Path, config: &Config, table: &HealthTable) -> std::io::Result<()> {
+    let text = to_json(config, table)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The state file's contents for `config`'s origins (also what an upgrade hands over).
+pub fn to_json(config: &Config, table: &HealthTable) -> std::io::Result<Vec<u8>> {
     let now = now_ms();
     let origins = config
         .origins
@@ -92,10 +100,7 @@ pub fn save(path: &Path, config: &Config, table: &HealthTable) -> std::io::Resul
         written_ms: unix_ms(),
         origins,
     };
-    let text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)
 }
 
 /// What [`restore`] did, for the start-up log.
@@ -110,29 +115,33 @@ pub struct Restored {
 
 /// Applies the state in `path` to the origins of `config` that it still describes.
 pub fn restore(path: &Path, config: &Config, table: &HealthTable) -> Restored {
-    let mut out = Restored::default();
-    let file: StateFile = match std::fs::read(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            out.skipped = Some("no state file yet".into());
-            return out;
-        }
-        Err(e) => {
-            out.skipped = Some(format!("{}: {e}", path.display()));
-            return out;
-        }
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(f) => f,
-            Err(e) => {
-                out.skipped = Some(format!("{}: not a state file: {e}", path.display()));
-                return out;
-            }
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Restored {
+            skipped: Some("no state file yet".into()),
+            ..Default::default()
         },
+        Err(e) => Restored {
+            skipped: Some(format!("{}: {e}", path.display())),
+            ..Default::default()
+        },
+        Ok(bytes) => restore_from(&bytes, &path.display().to_string(), config, table),
+    }
+}
+
+/// [`restore`] from the bytes of a state file (`source` names them in messages).
+pub fn restore_from(bytes: &[u8], source: &str, config: &Config, table: &HealthTable) -> Restored {
+    let mut out = Restored::default();
+    let file: StateFile = match serde_json::from_slice(bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            out.skipped = Some(format!("{source}: not a state file: {e}"));
+            return out;
+        }
     };
     let age = Duration::from_millis(unix_ms().saturating_sub(file.written_ms));
     if age > MAX_AGE {
         out.skipped = Some(format!(
-            "{} is {}s old (over {}s)",
-            path.display(),
+            "{source} is {}s old (over {}s)",
             age.as_secs(),
             MAX_AGE.as_secs()
         ));

@@ -16,6 +16,7 @@
 mod bpffs;
 mod btf;
 mod error;
+pub mod fd_passing;
 mod interfaces;
 mod loader;
 mod object;
