@@ -1,10 +1,12 @@
 //! An upgrade that drops nothing (`lb run --takeover SOCKET`): a second lb takes over the
-//! listening sockets and health of a running one while requests keep coming; the old
-//! one finishes a long download and exits. No request fails or is refused, and an origin
+//! listening sockets and health of a running one while requests keep coming (new
+//! connections as fast as they are answered, and 1,000 GETs/s paced over keep-alive
+//! connections); the old one finishes a long download, keeps a WebSocket tunnel working
+//! until its client ends it, and exits. No request fails or is refused, and an origin
 //! that was down stays down.
 
 use std::{
-    io::Read as _,
+    io::{Read as _, Write as _},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -73,7 +75,6 @@ fn a_takeover_under_load_drops_nothing_and_keeps_health() {
                 while !stop.load(Ordering::Relaxed) {
                     match std::net::TcpStream::connect(listen) {
                         Ok(mut s) => {
-                            use std::io::Write as _;
                             let _ = s.write_all(
                                 b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
                             );
@@ -93,6 +94,18 @@ fn a_takeover_under_load_drops_nothing_and_keeps_health() {
             })
         })
         .collect();
+    // 1,000 GETs/s paced over 8 keep-alive connections. An idle keep-alive connection
+    // the old lb closes as it drains can meet a request already on its way; like any
+    // HTTP client (RFC 9112, 9.3.1), the load retries such an idempotent request once on
+    // a new connection, and counts it.
+    let keepalive = paced_keepalive(listen, 1_000, 8, Arc::clone(&stop));
+    // A WebSocket tunnel open on the old process throughout.
+    let mut tunnel = Client::connect(listen);
+    let r = tunnel.request(
+        "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert_eq!(r.status, 101);
     std::thread::sleep(Duration::from_millis(500));
 
     let mut new = LbProcess::spawn_with_log(
@@ -113,6 +126,19 @@ fn a_takeover_under_load_drops_nothing_and_keeps_health() {
             .contains("took over the listeners")
             .then_some(())
     });
+    // The tunnel still carries data on the old process while it drains; the old
+    // process exits once the client ends it.
+    for msg in [&b"before the end"[..], &[7u8; 50_000]] {
+        tunnel.stream.write_all(msg).unwrap();
+        let mut echoed = vec![0u8; msg.len()];
+        tunnel
+            .stream
+            .read_exact(&mut echoed)
+            .unwrap_or_else(|e| panic!("tunnel: {e}\nold:\n{}", old.stderr()));
+        assert_eq!(echoed, msg);
+    }
+    std::thread::sleep(Duration::from_millis(1_500));
+    drop(tunnel);
     // The old one drains (the download finishes) and exits 0.
     let status = wait_for("the old lb to exit", Duration::from_secs(20), || {
         old.child.try_wait().unwrap()
@@ -123,6 +149,12 @@ fn a_takeover_under_load_drops_nothing_and_keeps_health() {
     for t in load {
         t.join().unwrap();
     }
+    let (paced, retried, paced_failed) = keepalive.join().unwrap();
+    eprintln!(
+        "{paced} paced keep-alive GETs, {retried} retried once on a new connection, {paced_failed} failed"
+    );
+    assert_eq!(paced_failed, 0, "{paced} paced GETs");
+    assert!(paced > 2_000, "{paced} paced GETs");
     let (status, len) = download.join().unwrap();
     assert_eq!(
         (status, len),
@@ -161,4 +193,85 @@ fn a_takeover_under_load_drops_nothing_and_keeps_health() {
         new.stderr()
     );
     assert!(new.terminate(Duration::from_secs(10)));
+}
+
+/// GETs at `rate` per second over `conns` keep-alive connections until `stop`: (served,
+/// retried on a new connection after a reused one closed before answering, failed).
+fn paced_keepalive(
+    addr: std::net::SocketAddr,
+    rate: u32,
+    conns: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64, u64)> {
+    std::thread::spawn(move || {
+        let threads: Vec<_> = (0..conns)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let interval = Duration::from_secs_f64(conns as f64 / f64::from(rate));
+                    let (mut served, mut retried, mut failed) = (0u64, 0u64, 0u64);
+                    let mut conn = std::net::TcpStream::connect(addr).ok();
+                    let mut next = std::time::Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(wait) = next.checked_duration_since(std::time::Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        next += interval;
+                        match conn.as_mut().and_then(get_on) {
+                            Some(true) => served += 1,
+                            Some(false) => failed += 1,
+                            None => {
+                                // Closed before any answer: once more, on a new connection.
+                                conn = std::net::TcpStream::connect(addr).ok();
+                                match conn.as_mut().and_then(get_on) {
+                                    Some(true) => {
+                                        served += 1;
+                                        retried += 1;
+                                    }
+                                    _ => failed += 1,
+                                }
+                            }
+                        }
+                    }
+                    (served, retried, failed)
+                })
+            })
+            .collect();
+        threads.into_iter().fold((0, 0, 0), |acc, t| {
+            let (a, b, c) = t.join().unwrap();
+            (acc.0 + a, acc.1 + b, acc.2 + c)
+        })
+    })
+}
+
+/// One keep-alive GET: Some(true) for a 200 (the connection stays usable), Some(false)
+/// for any other answer, None if the connection closed before any byte of an answer.
+fn get_on(stream: &mut std::net::TcpStream) -> Option<bool> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(b"GET /paced HTTP/1.1\r\nHost: t\r\n\r\n")
+        .ok()?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            // EOF or a reset before any answer: the server closed an idle connection.
+            Ok(_) if head.is_empty() => return None,
+            Err(e) if head.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return None;
+            }
+            // A timeout, or a connection cut mid-answer: a failure, not retried.
+            _ => return Some(false),
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).ok()?;
+    Some(text.starts_with("http/1.1 200"))
 }

@@ -3,9 +3,10 @@
 //! sides see an orderly end. Either side may be TLS; each stream is split into read and
 //! write halves (monoio-rustls streams split like TCP ones).
 //!
-//! A tunnel ends when neither direction moved a byte for `limits.idle_timeout`, and when
-//! the worker starts draining (a tunnelled protocol has no way to be told to finish, so
-//! waiting for it would only hold the shutdown up to its timeout).
+//! A tunnel ends when neither direction moved a byte for `limits.idle_timeout`. A drain
+//! (SIGTERM, or an upgrade's old process) lets it run on like any exchange in flight,
+//! until it ends or the drain timeout closes what is left: a WebSocket session survives
+//! an upgrade if it ends within `listener.drain_timeout`.
 
 use std::{
     cell::Cell,
@@ -51,10 +52,7 @@ pub(super) async fn tunnel(
             _ => debug_assert!(false, "tunnel between streams of the wrong sides"),
         }
     };
-    monoio::select! {
-        _ = pumped => {}
-        _ = worker.drain.wait() => {}
-    }
+    pumped.await;
 }
 
 /// Copies both directions concurrently until both have ended, or until neither moved a
