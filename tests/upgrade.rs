@@ -275,3 +275,67 @@ fn get_on(stream: &mut std::net::TcpStream) -> Option<bool> {
     stream.read_exact(&mut body).ok()?;
     Some(text.starts_with("http/1.1 200"))
 }
+
+/// The kernel part after a takeover: the new process attaches XDP to `lo` and pins its
+/// maps once the old process, which held both, has exited.
+#[test]
+fn after_a_takeover_the_new_lb_attaches_xdp_once_the_old_one_exits() {
+    if !lb_tests::require_root("after_a_takeover_the_new_lb_attaches_xdp_once_the_old_one_exits") {
+        return;
+    }
+    let _lo = lb_tests::LoopbackXdpLock::acquire();
+    let origin = Origin::start("o", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let listen = free_port();
+    let pins = lb_tests::unique_pin_dir();
+    let dir = TestDir::new();
+    let config = dir.write(
+        "lb.toml",
+        &format!(
+            "[listener]\naddress = \"{listen}\"\nworkers = 1\nupgrade_socket = \"upgrade.sock\"\n\
+             [[origins]]\nid = \"o\"\naddress = \"{}\"\n[kernel]\npin_path = \"{}\"\n",
+            origin.addr(),
+            pins.display()
+        ),
+    );
+    let config = config.to_str().unwrap();
+    let mut old = LbProcess::spawn_with_log(
+        &lb_binary(),
+        &["run", "--config", config],
+        dir.path.join("old.log"),
+        "info",
+    );
+    wait_for("the old lb with XDP on lo", Duration::from_secs(10), || {
+        old.stderr().contains("XDP attached").then_some(())
+    });
+    let mut new = LbProcess::spawn_with_log(
+        &lb_binary(),
+        &[
+            "run",
+            "--config",
+            config,
+            "--takeover",
+            dir.path.join("upgrade.sock").to_str().unwrap(),
+        ],
+        dir.path.join("new.log"),
+        "info",
+    );
+    wait_for("the old lb to exit", Duration::from_secs(15), || {
+        assert!(new.is_running(), "new lb exited:\n{}", new.stderr());
+        old.child.try_wait().unwrap()
+    });
+    wait_for("the new lb's XDP and pins", Duration::from_secs(10), || {
+        new.stderr()
+            .contains("kernel signals complete")
+            .then_some(())
+    });
+    assert!(new.stderr().contains("XDP attached"), "{}", new.stderr());
+    assert!(
+        pins.join("ORIGIN_INDEX").exists(),
+        "{:?}\nold:\n{}\nnew:\n{}",
+        std::fs::read_dir(&pins).map(|d| d.count()),
+        old.stderr(),
+        new.stderr()
+    );
+    assert_eq!(get(listen, "/k").text(), "o GET /k\n");
+    assert!(new.terminate(Duration::from_secs(10)));
+}

@@ -111,6 +111,7 @@ impl ControlPlane {
                             path,
                             listening,
                             Arc::clone(&current),
+                            Arc::clone(&kernel),
                             events.clone(),
                         ));
                     }
@@ -122,6 +123,10 @@ impl ControlPlane {
                     tokio::spawn(dns::refresh(Arc::clone(&current), Arc::clone(&kernel)));
                     tokio::spawn(health::run(Arc::clone(&current), kernel_view.clone()));
                     tokio::spawn(save_health_state(Arc::clone(&current)));
+                    tokio::spawn(retry_kernel_attachments(
+                        Arc::clone(&current),
+                        Arc::clone(&kernel),
+                    ));
                     if let Some(listener) = admin {
                         tokio::spawn(admin::serve(
                             listener,
@@ -199,6 +204,25 @@ async fn save_health_state(current: Arc<Current>) {
                 warned = true;
             }
             Err(_) => {}
+        }
+    }
+}
+
+/// Every 2 s, attaches XDP and pins maps where that failed (an upgrade's old lb held
+/// them until it exited).
+async fn retry_kernel_attachments(
+    current: Arc<Current>,
+    kernel: Arc<Mutex<Option<KernelSignals>>>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let registrations = current.load().kernel_registrations();
+        if let Ok(mut kernel) = kernel.lock()
+            && let Some(k) = kernel.as_mut()
+            && k.retry_missing(&registrations)
+        {
+            tracing::info!("kernel signals complete: every interface attached, maps pinned");
         }
     }
 }

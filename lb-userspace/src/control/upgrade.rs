@@ -46,6 +46,7 @@ pub(super) async fn serve(
     path: PathBuf,
     listening: Handoff,
     current: Arc<Current>,
+    kernel: Arc<std::sync::Mutex<Option<crate::kernel::KernelSignals>>>,
     events: mpsc::Sender<ControlEvent>,
 ) {
     // A socket file left by the process this one took over from (or a crash) is stale.
@@ -78,6 +79,12 @@ pub(super) async fn serve(
         match handed {
             Ok(()) => {
                 tracing::info!("upgrade: a new lb process took over the listeners; draining");
+                // The new process pins its maps at the same path once these are gone.
+                if let Ok(mut k) = kernel.lock()
+                    && let Some(k) = k.as_mut()
+                {
+                    k.leave_pins();
+                }
                 let _ = events.send(ControlEvent::Shutdown { signal: "upgrade" });
                 return;
             }

@@ -81,6 +81,9 @@ pub struct KernelSignals {
     settings: KernelSettings,
     socket_events: Result<(), String>,
     pinned: Option<PathBuf>,
+    /// An interface could not be attached (or the maps pinned) at the last try: retried
+    /// by [`Self::retry_missing`] (another lb may hold them, as during an upgrade).
+    missing: bool,
 }
 
 impl KernelSignals {
@@ -112,8 +115,9 @@ impl KernelSignals {
             settings: settings.clone(),
             socket_events,
             pinned: None,
+            missing: false,
         };
-        let (attached, failures) = kernel_signals.follow_routes(origins)?;
+        let (attached, failures) = kernel_signals.follow_routes(origins, false)?;
         if attached == 0 && failures > 0 {
             if kernel_signals.socket_events.is_err() {
                 return Err(KernelError::NoInterface(
@@ -135,7 +139,32 @@ impl KernelSignals {
                 None
             }
         };
+        kernel_signals.missing |= failures > 0 || kernel_signals.pinned.is_none();
         Ok(kernel_signals)
+    }
+
+    /// Tries again what failed: attaching XDP where an origin routes (EBUSY while an lb
+    /// being upgraded from still holds the interface) and pinning the maps (its pins are
+    /// in the way until it exits). Quiet: the first failure was logged. True when
+    /// something was completed now.
+    pub fn retry_missing(&mut self, origins: &[OriginRegistration]) -> bool {
+        if !self.missing {
+            return false;
+        }
+        let Ok((_, failures)) = self.follow_routes(origins, true) else {
+            return false;
+        };
+        if self.pinned.is_none()
+            && ensure_bpffs_mounted(&self.settings.pin_path)
+                .and_then(|()| self.program.pin_maps(&self.settings.pin_path))
+                .is_ok()
+        {
+            tracing::info!(path = %self.settings.pin_path.display(), "kernel maps pinned");
+            self.pinned = Some(self.settings.pin_path.clone());
+        }
+        let was_missing = self.missing;
+        self.missing = failures > 0 || self.pinned.is_none();
+        was_missing && !self.missing
     }
 
     /// Attaches XDP to every interface the origins route through now and detaches it
@@ -144,6 +173,7 @@ impl KernelSignals {
     fn follow_routes(
         &mut self,
         origins: &[OriginRegistration],
+        quiet: bool,
     ) -> Result<(usize, usize), KernelError> {
         let addresses: Vec<_> = origins.iter().map(|o| o.address).collect();
         let plans = plan_attachments(
@@ -164,7 +194,9 @@ impl KernelSignals {
                 Ok(_) => {}
                 Err(e) => {
                     failures += 1;
-                    tracing::warn!("kernel signals incomplete: {e}");
+                    if !quiet {
+                        tracing::warn!("kernel signals incomplete (retried every 2 s): {e}");
+                    }
                 }
             }
         }
@@ -217,7 +249,15 @@ impl KernelSignals {
     /// and moves the XDP attachments to the interfaces they route through now.
     pub fn update_origins(&mut self, origins: &[OriginRegistration]) -> Result<(), KernelError> {
         self.program.register_origins(origins)?;
-        self.follow_routes(origins).map(|_| ())
+        let (_, failures) = self.follow_routes(origins, false)?;
+        self.missing |= failures > 0;
+        Ok(())
+    }
+
+    /// An upgrade's new process pinned its maps at the same path: exiting must not
+    /// remove them.
+    pub fn leave_pins(&mut self) {
+        self.pinned = None;
     }
 
     pub fn take_logger(&mut self) -> Option<super::ProgramLogReader> {
@@ -232,6 +272,7 @@ impl KernelSignals {
 impl Drop for KernelSignals {
     fn drop(&mut self) {
         if let Some(dir) = &self.pinned {
+            tracing::info!(path = %dir.display(), "removing the pinned maps");
             for name in [
                 lb_common::map_names::ORIGIN_INDEX,
                 lb_common::map_names::ORIGIN_SIGNALS,
