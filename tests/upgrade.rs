@@ -339,3 +339,80 @@ fn after_a_takeover_the_new_lb_attaches_xdp_once_the_old_one_exits() {
     assert_eq!(get(listen, "/k").text(), "o GET /k\n");
     assert!(new.terminate(Duration::from_secs(10)));
 }
+
+/// SIGUSR2 upgrades in place: the running lb starts the binary on disk with its own
+/// arguments and `--takeover`; the new process tells the service manager it is the main
+/// process now (sd_notify `MAINPID=`, which systemd's `Type=notify` follows), and the
+/// old one drains and exits.
+#[test]
+fn sigusr2_starts_a_successor_that_takes_over_and_tells_systemd() {
+    let origin = Origin::start("o", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let listen = free_port();
+    let dir = TestDir::new();
+    let config = dir.write(
+        "lb.toml",
+        &format!(
+            "[listener]\naddress = \"{listen}\"\nworkers = 1\nupgrade_socket = \"upgrade.sock\"\n\
+             [[origins]]\nid = \"o\"\naddress = \"{}\"\n[kernel]\nenabled = false\n",
+            origin.addr()
+        ),
+    );
+    let notify_path = dir.path.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let log = std::fs::File::create(dir.path.join("lb.log")).unwrap();
+    let mut old = std::process::Command::new(lb_binary())
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let mut message = |what: &str| {
+        let n = notify
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no sd_notify {what}: {e}"));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(
+        message("at start"),
+        format!("MAINPID={}\nREADY=1", old.id())
+    );
+    assert_eq!(get(listen, "/before").text(), "o GET /before\n");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old.id() as i32),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    let took_over = message("from the successor");
+    let new_pid: i32 = took_over
+        .strip_prefix("MAINPID=")
+        .and_then(|rest| rest.strip_suffix("\nREADY=1"))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("{took_over}"));
+    assert_ne!(new_pid, old.id() as i32);
+    let status = wait_for("the old lb to exit", Duration::from_secs(15), || {
+        old.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}");
+    assert_eq!(get(listen, "/after").text(), "o GET /after\n");
+    let logs = std::fs::read_to_string(dir.path.join("lb.log")).unwrap();
+    assert!(logs.contains("SIGUSR2: started the new lb"), "{logs}");
+    // The successor is not this test's child: stop it by pid.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(new_pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for("the new lb to exit", Duration::from_secs(15), || {
+        // Gone, or a zombie nobody reaps (its parent, the old lb, has exited).
+        let stat = std::fs::read_to_string(format!("/proc/{new_pid}/stat")).unwrap_or_default();
+        let exited = stat.is_empty() || stat.contains(") Z ");
+        (exited && std::net::TcpStream::connect(listen).is_err()).then_some(())
+    });
+}

@@ -121,6 +121,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }),
         inherited,
     )?;
+    // systemd (Type=notify) follows this process from now on, even when it was started
+    // by an upgrade of the unit's main process: said before the old one may exit.
+    crate::control::sd_notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
     if let Some(done) = done {
         // Workers accept on the inherited sockets now: the old process may go.
         if let Err(e) = done.ready() {
@@ -266,7 +269,13 @@ impl Running {
     /// Sleeps until SIGINT/SIGTERM, then drains and stops everything.
     pub fn wait_for_shutdown(self) {
         match self.events.recv() {
-            Ok(ControlEvent::Shutdown { signal }) => tracing::info!(signal, "stopping"),
+            Ok(ControlEvent::Shutdown { signal }) => {
+                tracing::info!(signal, "stopping");
+                if signal != "upgrade" {
+                    // After an upgrade the new process is the service; it is not stopping.
+                    crate::control::sd_notify::notify("STOPPING=1");
+                }
+            }
             Err(_) => tracing::warn!("control plane exited; stopping"),
         }
         self.stop();

@@ -14,6 +14,7 @@ mod os_signals;
 pub use dns::{Lookup, check_names, resolve_at_start};
 pub use os_signals::hold_signals;
 mod reload;
+pub mod sd_notify;
 pub mod upgrade;
 
 use std::{

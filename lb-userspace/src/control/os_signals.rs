@@ -1,5 +1,6 @@
 //! Turning SIGINT/SIGTERM into a shutdown event for the process owner, SIGHUP into a
-//! reload, and SIGUSR1 into reopening the access log (logrotate).
+//! reload, SIGUSR1 into reopening the access log (logrotate), and SIGUSR2 into an
+//! upgrade (a new lb started to take over).
 //!
 //! Start-up takes a while (the XDP program, certificates, workers) before these handlers
 //! exist, and a SIGTERM in that window would kill lb with the default action: no drain, a
@@ -21,11 +22,12 @@ pub(super) async fn watch(
     reloader: Arc<Reloader>,
     access_log: Option<Arc<crate::log_sink::LogSink>>,
 ) {
-    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup), Ok(mut user1)) = (
+    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup), Ok(mut user1), Ok(mut user2)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
         signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
     ) else {
         tracing::error!("cannot install SIGINT/SIGTERM handlers; they keep their default action");
         take_signals();
@@ -50,6 +52,14 @@ pub(super) async fn watch(
                 }
                 continue;
             }
+            _ = user2.recv() => {
+                // An upgrade: a new lb (the binary on disk now) takes over from this one.
+                match super::upgrade::spawn_successor(&reloader) {
+                    Ok(pid) => tracing::info!(pid, "SIGUSR2: started the new lb, which takes over"),
+                    Err(e) => tracing::error!("SIGUSR2: no upgrade, this lb keeps serving: {e}"),
+                }
+                continue;
+            }
         };
         tracing::info!(signal, "shutdown requested");
         if events.send(ControlEvent::Shutdown { signal }).is_err() {
@@ -65,6 +75,7 @@ fn shutdown_and_reload_signals() -> SigSet {
         Signal::SIGTERM,
         Signal::SIGHUP,
         Signal::SIGUSR1,
+        Signal::SIGUSR2,
     ] {
         set.add(s);
     }

@@ -169,3 +169,40 @@ impl TakeoverDone {
         self.0.write_all(b"R")
     }
 }
+
+/// SIGUSR2: starts the lb binary now on disk with this process's arguments and
+/// `--takeover` this process's upgrade socket; it takes over, and this process drains.
+/// Returns the new process's pid.
+pub(super) fn spawn_successor(reloader: &super::reload::Reloader) -> std::io::Result<u32> {
+    let socket = reloader
+        .current
+        .load()
+        .config
+        .listener
+        .upgrade_socket
+        .clone()
+        .ok_or_else(|| std::io::Error::other("no [listener] upgrade_socket in the config"))?;
+    // After a package upgrade /proc/self/exe names the replaced file "... (deleted)":
+    // the path is where the new binary is.
+    let exe = std::env::current_exe()?;
+    let exe = exe
+        .to_str()
+        .and_then(|s| s.strip_suffix(" (deleted)"))
+        .map_or(exe.clone(), PathBuf::from);
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let mut old = std::env::args_os().skip(1);
+    while let Some(arg) = old.next() {
+        if arg == "--takeover" {
+            old.next();
+        } else if !arg.to_string_lossy().starts_with("--takeover=") {
+            args.push(arg);
+        }
+    }
+    let child = std::process::Command::new(exe)
+        .args(args)
+        .arg("--takeover")
+        .arg(socket)
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    Ok(child.id())
+}
